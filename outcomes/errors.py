@@ -1,0 +1,62 @@
+"""One exception per failure mode. Every message says what is wrong, where, and how to fix it.
+
+Pages catch :class:`OutcomesError` and show ``str(exc)``; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+
+class OutcomesError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(OutcomesError, ValueError):
+    """A setting has a value of the wrong type or outside its allowed range."""
+
+
+class InstrumentDefinitionError(OutcomesError):
+    """A file under ``data/instruments`` is missing, malformed or inconsistent."""
+
+
+class UnknownForm(OutcomesError, KeyError):
+    """A form key that is not defined in the instrument registry."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidResponse(OutcomesError, ValueError):
+    """An item response that cannot be scored: unknown item, wrong type or out of range."""
+
+
+class ValidationError(OutcomesError, ValueError):
+    """Input rejected before any write; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        full = message if not self.problems else message + "\n" + "\n".join(f"- {p}" for p in self.problems)
+        super().__init__(full)
+
+
+class ImportRejected(ValidationError):
+    """A CSV import with at least one bad row; nothing was written."""
+
+
+class NotFound(OutcomesError, LookupError):
+    """A patient, series or other record that does not exist."""
+
+
+class PermissionDenied(OutcomesError, PermissionError):
+    """The acting user may not read or write this record."""
+
+
+class DuplicateRecord(OutcomesError, ValueError):
+    """A record that would violate a uniqueness rule (for example a patient ID already enrolled)."""
+
+
+class MissingColumns(OutcomesError, ValueError):
+    """A DataFrame handed to an analysis function lacks columns it needs."""
+
+
+class InsufficientData(OutcomesError):
+    """Too few observations to compute a result at all (not a caveat: caveats go in ``notes``)."""

@@ -1,0 +1,284 @@
+"""The one settings object.
+
+Every setting is declared once in :data:`REGISTRY` with its default, its type and a line of help
+(datasette's settings registry). Values come from, in rising order of precedence: the defaults,
+a TOML file named by ``OUTCOMES_CONFIG``, and ``OUTCOMES_<NAME>`` environment variables.
+Domain functions never read the environment: they receive values from a :class:`Settings`.
+
+Example
+-------
+>>> from outcomes.settings import load_settings
+>>> s = load_settings({"OUTCOMES_MCID_PRESET": "half_sd"})
+>>> s.mcid["depression"]
+5.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+
+DOMAINS = ("pain_interference", "depression", "physical_function")
+
+#: Meaningful-change presets, in T-score points, per domain. The comparison is inclusive and made on
+#: the change rounded to one decimal (docs/methods.md).
+MCID_PRESETS: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        # Chen et al., Pain 2018 (PI, chronic pain 2-3); Kroenke et al., J Affect Disord 2020 (depression
+        # best estimate 3.5); HealthMeasures' 3-point guidance and the chronic-pain/OA range 1.9-3.6 (PF).
+        "anchor": MappingProxyType({"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}),
+        # Lower ends of the same anchor-based ranges.
+        "lenient": MappingProxyType({"pain_interference": 2.0, "depression": 3.0, "physical_function": 2.0}),
+        # Half a reference-population SD (Norman, Sloan & Wyrwich, Med Care 2003).
+        "half_sd": MappingProxyType({"pain_interference": 5.0, "depression": 5.0, "physical_function": 5.0}),
+    }
+)
+
+MCID_PRESET_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "anchor": "Anchor-based, chronic pain (Chen 2018; Kroenke 2020; HealthMeasures)",
+        "lenient": "Lenient (lower end of anchor-based ranges)",
+        "half_sd": "Half an SD, 5 T points (Norman 2003)",
+        "custom": "Custom thresholds set by the clinic",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A follow-up window in days relative to the last infusion, bounds inclusive."""
+
+    name: str
+    label: str
+    target: int
+    low: int
+    high: int
+
+
+#: Follow-up windows relative to the last infusion L (issue #4; clinical-methods notes section 3.2).
+DEFAULT_WINDOWS: tuple[Window, ...] = (
+    Window("end_of_series", "End of series", 0, 0, 7),
+    Window("month_1", "1 month", 30, 16, 44),
+    Window("month_3", "3 months", 91, 63, 119),
+    Window("month_6", "6 months", 182, 140, 224),
+)
+
+
+def _parse_int(minimum: int, maximum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if not minimum <= number <= maximum:
+            raise ValueError(f"expected a whole number from {minimum} to {maximum}, got {number}")
+        return number
+
+    return parse
+
+
+def _parse_path(value: Any) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("expected a file path, got an empty value")
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _parse_optional_path(value: Any) -> Path | None:
+    return None if value in (None, "") else _parse_path(value)
+
+
+def _parse_str_list(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    result = tuple(str(v).strip() for v in items if str(v).strip())
+    if not result:
+        raise ValueError("expected at least one value")
+    return result
+
+
+def _parse_preset(value: Any) -> str:
+    text = str(value).strip()
+    if text not in MCID_PRESETS:
+        raise ValueError(f"expected one of {', '.join(MCID_PRESETS)}, got {text!r}")
+    return text
+
+
+def parse_mcid_overrides(value: Any) -> dict[str, float]:
+    """Parse ``"depression=4,physical_function=2.5"`` (or a TOML table) into ``{domain: value}``."""
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ValueError(f"expected DOMAIN=VALUE, got {part.strip()!r}")
+            key, _, number = part.partition("=")
+            pairs.append((key.strip(), number.strip()))
+    result: dict[str, float] = {}
+    for key, number in pairs:
+        if key not in DOMAINS:
+            raise ValueError(f"unknown domain {key!r}; expected one of {', '.join(DOMAINS)}")
+        try:
+            threshold = float(number)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number of T points for {key}, got {number!r}") from None
+        if not 0 < threshold <= 30:
+            raise ValueError(f"the threshold for {key} must be above 0 and at most 30 T points, got {threshold}")
+        result[key] = threshold
+    return result
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return "OUTCOMES_" + self.name.upper()
+
+
+REGISTRY: tuple[SettingSpec, ...] = (
+    SettingSpec("db_path", DATA_DIR / "outcomes.db", _parse_path,
+                "SQLite database of the clinic (created and migrated on first use; git-ignored)."),
+    SettingSpec("demo_db_path", DATA_DIR / "demo.db", _parse_path,
+                "Separate database for the synthetic demo cohort; never mixed with real data."),
+    SettingSpec("instruments_dir", DATA_DIR / "instruments", _parse_path,
+                "Folder with the PROMIS short-form tables, items and parameters (see its SOURCES.md)."),
+    SettingSpec("item_wording_file", None, _parse_optional_path,
+                "CSV with columns item_id,text holding the clinic's licensed PROMIS item wording; "
+                "replaces our paraphrased descriptions in every form."),
+    SettingSpec("checkin_forms", ("pain_interference_sf6a_v1.0", "depression_sf6a_v1.0",
+                                  "physical_function_sf6b_v1.2"), _parse_str_list,
+                "Form keys a patient answers at each weekly check-in, in order."),
+    SettingSpec("checkin_cadence_days", 7, _parse_int(1, 90),
+                "Days between check-ins: a check-in is due this many days after the last one."),
+    SettingSpec("checkin_overdue_days", 3, _parse_int(0, 60),
+                "Grace days after a check-in falls due before it is shown as overdue."),
+    SettingSpec("mcid_preset", "anchor", _parse_preset,
+                "Meaningful-change preset: anchor (3.0/3.5/3.0), lenient (2/3/2) or half_sd (5/5/5)."),
+    SettingSpec("mcid", MappingProxyType({}), parse_mcid_overrides,
+                "Per-domain overrides of the preset, e.g. 'depression=4.0,physical_function=2.5'."),
+    SettingSpec("baseline_days", 30, _parse_int(0, 365),
+                "Baseline is the latest score from this many days before the first infusion up to that day."),
+    SettingSpec("small_cell_max", 10, _parse_int(0, 100),
+                "Counts from 1 to this value are suppressed in de-identified output (CMS cell-size rule)."),
+    SettingSpec("session_idle_minutes", 30, _parse_int(1, 24 * 60),
+                "Minutes of inactivity after which a signed-in user must sign in again."),
+    SettingSpec("lockout_attempts", 5, _parse_int(1, 100),
+                "Failed sign-ins in a row that lock an account."),
+    SettingSpec("lockout_minutes", 15, _parse_int(1, 24 * 60),
+                "How long a locked account stays locked."),
+    SettingSpec("invitation_days", 7, _parse_int(1, 90),
+                "Days a patient's one-time invitation code stays valid."),
+)
+
+_SPECS = {spec.name: spec for spec in REGISTRY}
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    demo_db_path: Path
+    instruments_dir: Path
+    item_wording_file: Path | None
+    checkin_forms: tuple[str, ...]
+    checkin_cadence_days: int
+    checkin_overdue_days: int
+    mcid_preset: str
+    mcid: Mapping[str, float]
+    baseline_days: int
+    small_cell_max: int
+    session_idle_minutes: int
+    lockout_attempts: int
+    lockout_minutes: int
+    invitation_days: int
+    windows: tuple[Window, ...] = DEFAULT_WINDOWS
+
+    def __post_init__(self) -> None:
+        # The effective thresholds: the preset, then any per-domain override on top.
+        merged = dict(MCID_PRESETS[self.mcid_preset])
+        merged.update(self.mcid)
+        object.__setattr__(self, "mcid", MappingProxyType(merged))
+
+    @property
+    def mcid_label(self) -> str:
+        preset = dict(MCID_PRESETS[self.mcid_preset])
+        return MCID_PRESET_LABELS["custom" if preset != dict(self.mcid) else self.mcid_preset]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed; ``mcid`` overrides apply on top of the preset."""
+        if "mcid_preset" in changes and "mcid" not in changes:
+            changes["mcid"] = {}
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, the ``OUTCOMES_CONFIG`` TOML file and the environment.
+
+    Raises :class:`ConfigError` naming the setting, where its value came from and what is expected.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {spec.name: spec.default for spec in REGISTRY}
+    sources: dict[str, tuple[str, Any]] = {}
+
+    config_file = env.get("OUTCOMES_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"OUTCOMES_CONFIG names {path}, which does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key not in _SPECS:
+                raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(_SPECS)}")
+            sources[key] = (f"{key} in {path}", raw)
+    for spec in REGISTRY:
+        if spec.env_var in env:
+            sources[spec.name] = (spec.env_var, env[spec.env_var])
+
+    for name, (where, raw) in sources.items():
+        try:
+            values[name] = _SPECS[name].parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return Settings(**values)
+
+
+def settings_help() -> list[dict[str, str]]:
+    """Name, environment variable, default and help of every setting (for docs and the CLI)."""
+    return [
+        {"name": s.name, "env_var": s.env_var, "default": _show(s.default), "help": s.help}
+        for s in REGISTRY
+    ]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(PROJECT_ROOT))
+        except ValueError:
+            return str(value)
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+    return "(none)" if value is None else str(value)
