@@ -1,0 +1,153 @@
+"""``python -m outcomes …``: a thin shell over the library.
+
+Each command parses its arguments, calls one or two library functions and prints the result. Errors
+the library raises on purpose (:class:`~outcomes.errors.OutcomesError`) are printed without a
+traceback and exit with status 1; usage errors exit with status 2 (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import TextIO
+
+from .errors import OutcomesError
+from .settings import DOMAINS, load_settings, parse_mcid_overrides, settings_help
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _mcid_pair(text: str) -> dict[str, float]:
+    try:
+        return parse_mcid_overrides(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m outcomes", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", type=Path, help="SQLite database (default: the db_path setting)")
+
+    p = commands.add_parser("init", help="create or migrate a database")
+    db_option(p)
+
+    p = commands.add_parser("score", help="score a CSV of item responses (like the HealthMeasures Scoring Service)")
+    p.add_argument("input", type=Path, help="CSV with a 'form' column and one column per item ID")
+    p.add_argument("--out", type=Path, help="output CSV (default: standard output)")
+
+    p = commands.add_parser("import", help="import historical patients, series and scores from CSV")
+    db_option(p)
+    p.add_argument("--patients", type=Path, help="patients.csv: patient_id, diagnosis, sex, birth_year")
+    p.add_argument("--series", type=Path, help="series.csv: patient_id, first_infusion, last_infusion, infusions, protocol")
+    p.add_argument("--scores", type=Path, help="scores.csv: patient_id, assessed_on, domain, t_score [, se, form]")
+
+    p = commands.add_parser("seed-demo", help="fill a database with a synthetic demo cohort")
+    db_option(p)
+    p.add_argument("--patients", type=int, default=1034, help="number of synthetic patients (default 1034)")
+    p.add_argument("--seed", type=int, default=2025, help="random seed (default 2025)")
+    p.add_argument("--end", type=_iso_date, default=None,
+                   help="last day of the synthetic record, YYYY-MM-DD (default: today)")
+
+    p = commands.add_parser("report", help="cohort reports")
+    reports = p.add_subparsers(dest="report", required=True, metavar="REPORT")
+    r = reports.add_parser("responders", help="responder rates per domain and follow-up window")
+    db_option(r)
+    r.add_argument("--as-of", type=_iso_date, required=True, help="report date, YYYY-MM-DD")
+    r.add_argument("--series", choices=("first", "all"), default="first", help="analysis set (default first)")
+    r.add_argument("--mcid", type=_mcid_pair, action="append", default=[], metavar="DOMAIN=VALUE",
+                   help=f"threshold override in T points; DOMAIN is one of {', '.join(DOMAINS)}")
+    r.add_argument("--format", choices=("json", "csv"), default="json")
+
+    commands.add_parser("settings", help="list every setting with its default and help")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, stdout)
+    except OutcomesError as exc:
+        print(f"error: {exc}", file=stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings()
+    db_path = getattr(args, "db", None) or settings.db_path
+
+    if args.command == "settings":
+        for row in settings_help():
+            print(f"{row['env_var']} (default {row['default']})\n    {row['help']}", file=out)
+        return 0
+
+    if args.command == "score":
+        from . import scoring
+
+        scored = scoring.score_csv(args.input, settings=settings)
+        if args.out:
+            scored.to_csv(args.out, index=False)
+            n_bad = int(scored["t_score"].isna().sum())
+            print(f"Scored {len(scored)} rows into {args.out} ({n_bad} without a score; see 'note').", file=out)
+        else:
+            scored.to_csv(out, index=False)
+        return 0
+
+    from . import storage
+
+    if args.command == "init":
+        db = storage.connect(db_path)
+        summary = storage.database_summary(db)
+        print(f"Database {db_path} is ready (schema version {summary['schema_version']}).", file=out)
+        return 0
+
+    if args.command == "import":
+        from . import importing
+
+        if not (args.patients or args.series or args.scores):
+            print("Nothing to import: give at least one of --patients, --series, --scores.", file=out)
+            return 2
+        db = storage.connect(db_path)
+        result = importing.import_files(db, patients=args.patients, series=args.series, scores=args.scores)
+        print(result.describe(), file=out)
+        return 0
+
+    if args.command == "seed-demo":
+        from . import synthetic
+
+        end = args.end or date.today()
+        db = storage.connect(db_path)
+        cohort = synthetic.generate_cohort(n_patients=args.patients, seed=args.seed, end=end)
+        synthetic.write_cohort(db, cohort)
+        print(cohort.describe() + f"\nWritten to {db_path} (marked as synthetic).", file=out)
+        return 0
+
+    if args.command == "report" and args.report == "responders":
+        from . import reports
+
+        mcid = dict(settings.mcid)
+        for override in args.mcid:
+            mcid.update(override)
+        db = storage.connect(db_path)
+        table = reports.responders(db, as_of=args.as_of, series=args.series, mcid=mcid, settings=settings)
+        if args.format == "csv":
+            table.to_csv(out, index=False)
+        else:
+            json.dump(reports.to_records(table), out, indent=2)
+            out.write("\n")
+        return 0
+
+    raise AssertionError(f"unhandled command {args.command}")  # argparse keeps this unreachable

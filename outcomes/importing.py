@@ -1,0 +1,183 @@
+"""Reading historical CSV files for import: encoding, header and row structure.
+
+Field rules (dates, ranges, codes) are the ones the app's own entry uses
+(:func:`outcomes.storage.clean_patient` and friends); :func:`outcomes.storage.import_records` applies
+them, checks references and duplicates against the database, and writes all rows or none.
+
+Files (UTF-8, comma-separated, a header line; surrounding spaces and a BOM are ignored, header names
+are case-insensitive, extra columns are ignored):
+
+- ``patients.csv``: ``patient_id`` and optionally ``diagnosis, sex, birth_year, enrolled_on``
+- ``series.csv``: ``patient_id, first_infusion, last_infusion, infusions`` and optionally
+  ``protocol, dose_mg_per_kg, notes``
+- ``scores.csv``: ``patient_id, assessed_on, domain, t_score`` and optionally ``se, form``
+
+Line numbers in messages are the ones a spreadsheet shows: the header is line 1.
+
+Example
+-------
+>>> import io
+>>> batch = read_import_files(patients=io.BytesIO(b"patient_id,sex\\nP001,F\\n"))
+>>> batch.patients[["patient_id", "sex", "line"]].values.tolist()
+[['P001', 'F', 2]]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from . import storage
+from .errors import ImportRejected
+from .storage import ImportSummary
+
+__all__ = ["COLUMNS", "ImportBatch", "ImportSummary", "import_files", "read_csv", "read_import_files"]
+
+#: Required and optional columns of each file.
+COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "patients": (("patient_id",), ("diagnosis", "sex", "birth_year", "enrolled_on")),
+    "series": (("patient_id", "first_infusion", "last_infusion", "infusions"),
+               ("protocol", "dose_mg_per_kg", "notes")),
+    "scores": (("patient_id", "assessed_on", "domain", "t_score"), ("se", "form")),
+}
+
+Source = str | os.PathLike[str] | bytes | IO[bytes]
+
+
+@dataclass(frozen=True)
+class ImportBatch:
+    """The parsed files: text cells (stripped), a ``line`` column, and ``attrs["source"]`` = file name."""
+
+    patients: pd.DataFrame | None = None
+    series: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None
+
+
+def _load(source: Source, default_name: str) -> tuple[bytes, str]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return path.read_bytes(), path.name
+    if isinstance(source, bytes):
+        return source, default_name
+    name = getattr(source, "name", None)  # a Streamlit UploadedFile or an open file
+    return source.read(), Path(name).name if isinstance(name, str) and name else default_name
+
+
+def read_csv(source: Source, kind: str) -> tuple[pd.DataFrame | None, list[str]]:
+    """Parse one file of ``kind`` (``patients``, ``series`` or ``scores``).
+
+    Returns
+    -------
+    (frame, problems)
+        The rows as text with a ``line`` column, or ``None`` and the file-level problems (not UTF-8,
+        missing columns, unreadable quoting) that stop it from being read.
+    """
+    required, optional = COLUMNS[kind]
+    try:
+        data, name = _load(source, f"{kind}.csv")
+    except OSError as exc:
+        return None, [f"Cannot read the {kind} file: {exc.strerror or exc}"]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None, [f"{name} is saved as UTF-16; save it again as 'CSV UTF-8 (comma delimited)'"]
+    try:
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [(f"{name} is not UTF-8 text (first bad byte on line {line}); save it again as "
+                       "'CSV UTF-8 (comma delimited)' and import it again")]
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        return None, [f"{name} cannot be read as CSV: {exc}"]
+    if not records or not any(cell.strip() for cell in records[0]):
+        return None, [f"{name} is empty; its first line must name the columns: {', '.join(required)}"]
+    header = [cell.strip().lower() for cell in records[0]]
+    if len(header) == 1 and ";" in header[0]:
+        return None, [f"{name} uses ';' between values; save it as comma-separated CSV"]
+    doubled = sorted({h for h in header if h and header.count(h) > 1})
+    missing = [c for c in required if c not in header]
+    problems = [f"{name}: column {h} appears more than once" for h in doubled]
+    if missing:
+        problems.append(f"{name} is missing the required column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(missing)}; its first line must name the columns "
+                        f"{', '.join(required)} (optional: {', '.join(optional)})")
+    if problems:
+        return None, problems
+    wanted = {c: header.index(c) for c in required + optional if c in header}
+    rows = []
+    for number, record in enumerate(records[1:], start=2):
+        cells = [cell.strip() for cell in record]
+        if not any(cells):
+            continue  # a blank line still counts, so later line numbers match the spreadsheet
+        if any(cells[len(header):]):
+            problems.append(f"{name} line {number}: {len(cells)} values but the header names {len(header)} "
+                            "columns; check for a stray comma (quote text that contains commas)")
+            continue
+        cells += [""] * (len(header) - len(cells))
+        rows.append({**{c: cells[i] for c, i in wanted.items()}, "line": number})
+    if problems:
+        return None, problems
+    frame = pd.DataFrame(rows, columns=[*wanted, "line"]).astype({"line": "int64"})
+    frame.attrs["source"] = name
+    return frame, []
+
+
+def read_import_files(patients: Source | None = None, series: Source | None = None,
+                      scores: Source | None = None) -> ImportBatch:
+    """Parse the given files; each may be a path, bytes or a binary file object.
+
+    Raises
+    ------
+    ImportRejected
+        Listing the file-level problems of every file (rows are checked by :func:`import_files`).
+    """
+    frames: dict[str, pd.DataFrame | None] = {}
+    problems: list[str] = []
+    for kind, source in (("patients", patients), ("series", series), ("scores", scores)):
+        if source is not None:
+            frames[kind], errs = read_csv(source, kind)
+            problems += errs
+    if problems:
+        raise ImportRejected("Nothing was imported: the files cannot be read. Fix them and import again.",
+                             problems)
+    return ImportBatch(**frames)
+
+
+def import_files(db: Any, patients: Source | None = None, series: Source | None = None,
+                 scores: Source | None = None, *, entered_by: str = "import",
+                 known_forms: Collection[str] | None = None, today: date | None = None,
+                 dry_run: bool = False) -> ImportSummary:
+    """Read and import the files in one all-or-nothing transaction.
+
+    Parameters
+    ----------
+    db
+        An open, migrated ``sqlite_utils.Database`` (see :func:`outcomes.storage.connect`).
+    patients, series, scores
+        Paths, bytes or binary file objects; any may be omitted.
+    known_forms
+        Form keys a ``form`` cell may name; without it only the key's shape and domain are checked.
+    dry_run
+        Check everything and count what would be added, without writing.
+
+    Returns
+    -------
+    ImportSummary
+        ``summary.describe()`` reads e.g. "0 added, 12 already present (...)" on a re-import.
+
+    Raises
+    ------
+    ImportRejected
+        With every problem, by file and line; nothing is written.
+    """
+    batch = read_import_files(patients, series, scores)
+    return storage.import_records(db, batch.patients, batch.series, batch.scores, entered_by=entered_by,
+                                  known_forms=known_forms, today=today, dry_run=dry_run)

@@ -1,0 +1,244 @@
+"""CSV import: file structure, every bad line listed, all-or-nothing, idempotent re-import, supersede."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+
+import pytest
+
+from outcomes import importing, storage
+from outcomes.errors import ImportRejected, ValidationError
+
+TODAY = date(2025, 6, 1)
+PATIENTS = (
+    "patient_id,diagnosis,sex,birth_year\n"
+    "P001,Complex regional pain syndrome,F,1971\n"
+    'P002,"Fibromyalgia, with ""flares""",M,1980\n'
+    "P003,,,\n"
+)
+SERIES = """patient_id,first_infusion,last_infusion,infusions,protocol
+P001,2025-01-06,2025-01-10,5,5-day 0.5 mg/kg
+P001,2025-04-01,2025-04-01,1,booster
+P002,2025-02-03,2025-02-07,5,
+"""
+SCORES = """patient_id,assessed_on,domain,t_score,se,form
+P001,2025-01-06,pain_interference,66.2,2.1,pain_interference_sf6a_v1.0
+P001,2025-01-10,pain_interference,60,,
+P002,2025-02-03,depression,58.5,3,depression_sf8a_v1.0
+"""
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(patients=PATIENTS, series=SERIES, scores=SCORES, encoding="utf-8"):
+        paths = {}
+        for name, text in (("patients", patients), ("series", series), ("scores", scores)):
+            if text is not None:
+                paths[name] = tmp_path / f"{name}.csv"
+                paths[name].write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+        return paths
+
+    return write
+
+
+def run(db, paths, **kw):
+    return importing.import_files(db, entered_by="import", today=TODAY, **paths, **kw)
+
+
+def test_import_writes_every_file(db, files):
+    summary = run(db, files())
+    assert (summary.patients_added, summary.series_added, summary.scores_added) == (3, 3, 3)
+    assert summary.describe().startswith("9 added, 0 already present")
+    patients = storage.load_patients(db).set_index("patient_id")
+    assert patients.loc["P002", "diagnosis"] == 'Fibromyalgia, with "flares"'
+    assert patients.loc["P003"].isna()[["diagnosis", "sex", "birth_year"]].all()
+    assert storage.load_series(db)["series_number"].tolist() == [1, 2, 1]
+    scores = storage.load_assessments(db)
+    assert set(scores["method"]) == {"imported"} and set(scores["source"]) == {"import"}
+    assert scores["form"].tolist() == ["pain_interference_sf6a_v1.0", None, "depression_sf8a_v1.0"]
+    assert scores["se"].fillna(0).tolist() == [2.1, 0, 3.0]
+
+
+def test_reimporting_the_same_files_adds_nothing(db, files, dump):
+    paths = files()
+    run(db, paths)
+    before = dump(db)
+    again = run(db, paths)
+    assert again.added == 0 and again.present == 9
+    assert str(again).startswith("0 added, 9 already present")
+    assert dump(db) == before  # data_version included: a no-op import empties no cache
+
+
+def test_a_changed_t_score_supersedes_the_imported_one(db, files):
+    run(db, files())
+    changed = SCORES.replace("58.5", "61")
+    summary = run(db, files(scores=changed, patients=None, series=None))
+    assert (summary.scores_added, summary.scores_present, summary.scores_superseded) == (1, 2, 1)
+    assert summary.describe() == ("1 added, 2 already present (patients: 0 added, 0 already present; series: 0 added, "
+                                  "0 already present; scores: 1 added, 2 already present; 1 of the scores replace "
+                                  "an earlier T-score).")
+    active = storage.load_assessments(db, patient_id="P002")
+    assert active["t_score"].tolist() == [61.0]
+    everything = storage.load_assessments(db, patient_id="P002", include_superseded=True)
+    assert everything["t_score"].tolist() == [58.5, 61.0]
+
+
+def test_series_and_scores_may_name_patients_already_in_the_database(db, files):
+    storage.add_patient(db, patient_id="P002", entered_by="dr.lee")
+    summary = run(db, files(patients=None, scores=None, series="patient_id,first_infusion,last_infusion,infusions\n"
+                                                              "P002,2025-02-03,2025-02-07,5\n"))
+    assert summary.series_added == 1
+
+
+BAD_PATIENTS = """patient_id,diagnosis,sex,birth_year
+P001,CRPS,female,1971
+P002,,M,80
+
+P003,,F,2031
+P001,,F,1971
+"""
+BAD_SERIES = """patient_id,first_infusion,last_infusion,infusions,protocol
+P001,2025-01-10,2025-01-06,5,
+P009,2025-01-06,2025-01-10,0,
+P002,06/01/2025,2025-01-10,5,
+"""
+BAD_SCORES = """patient_id,assessed_on,domain,t_score,se,form
+P001,2025-01-06,anxiety,66,,
+P002,2025-01-06,depression,101,,
+P003,2025-07-01,depression,50,,
+P002,2025-01-07,depression,55,,pain_interference_sf6a_v1.0
+P002,2025-01-08,depression,55,,phq9
+P777,2025-01-08,depression,55,,
+,2025-01-08,depression,55,,
+"""
+
+
+def test_any_bad_line_rejects_the_whole_import_and_every_line_is_listed(db, files, dump):
+    storage.add_patient(db, patient_id="P000", entered_by="dr.lee")
+    before = dump(db)
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(BAD_PATIENTS, BAD_SERIES, BAD_SCORES))
+    assert isinstance(caught.value, ValidationError)
+    assert caught.value.problems == [
+        "patients.csv line 2: unknown sex code 'female': use F, M or X, or leave it empty",
+        "patients.csv line 3: birth_year must be a four-digit year such as 1975, got '80'",
+        "patients.csv line 5: birth_year 2031 is in the future",
+        "patients.csv line 6: patient 'P001' already appears on line 2",
+        "series.csv line 2: last_infusion 2025-01-06 is before first_infusion 2025-01-10; swap or correct the dates",
+        "series.csv line 3: infusions must be a whole number of at least 1, got '0'",
+        "series.csv line 3: patient 'P009' is not in the database or in patients.csv; add the patient first",
+        ("series.csv line 4: first_infusion must be a date written YYYY-MM-DD (for example 2024-03-15), "
+         "got '06/01/2025'"),
+        "scores.csv line 2: domain must be one of pain_interference, depression, physical_function, got 'anxiety'",
+        "scores.csv line 3: t_score must be a number from 0 to 100, got '101'",
+        "scores.csv line 4: assessed_on 2025-07-01 is in the future (today is 2025-06-01)",
+        "scores.csv line 5: form pain_interference_sf6a_v1.0 does not belong to domain depression",
+        "scores.csv line 6: form 'phq9' is not a form key such as pain_interference_sf6a_v1.0",
+        "scores.csv line 7: patient 'P777' is not in the database or in patients.csv; add the patient first",
+        "scores.csv line 8: patient_id is required",
+    ]
+    assert str(caught.value).startswith("Nothing was imported: 15 problem(s) found.")
+    assert dump(db) == before
+
+
+def test_duplicate_rows_within_a_file_are_errors(db, files):
+    series = SERIES + "P001,2025-01-06,2025-01-10,5,again\n"
+    scores = SCORES + "P001,2025-01-10,pain_interference,61,,\n"
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(series=series, scores=scores))
+    assert caught.value.problems == [
+        "series.csv line 5: the series of 'P001' starting 2025-01-06 already appears on line 2",
+        "scores.csv line 5: pain_interference of 'P001' on 2025-01-10 already appears on line 3",
+    ]
+
+
+def test_records_that_differ_from_the_database_are_errors_not_overwrites(db, files, dump):
+    run(db, files())
+    before = dump(db)
+    patients = PATIENTS.replace("P001,Complex regional pain syndrome,F,1971", "P001,Complex regional pain syndrome,M,1971")
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=patients, series=SERIES.replace("5-day 0.5 mg/kg", "ketamine 1 mg/kg")))
+    assert caught.value.problems == [
+        ("patients.csv line 2: patient 'P001' is already in the database with sex 'F' (file: 'M'); "
+         "correct the file or edit the record in the app"),
+        ("series.csv line 2: the series of 'P001' starting 2025-01-06 is already in the database with protocol "
+         "'5-day 0.5 mg/kg' (file: 'ketamine 1 mg/kg'); correct the file or edit the record in the app"),
+    ]
+    assert dump(db) == before
+    # Empty cells say nothing, so they never conflict.
+    assert run(db, files(patients="patient_id,sex\nP001,\n", series=None, scores=None)).patients_present == 1
+
+
+def test_known_forms_narrow_the_accepted_form_keys(db, files):
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(), known_forms={"pain_interference_sf6a_v1.0", "depression_sf6a_v1.0"})
+    assert caught.value.problems == [
+        ("scores.csv line 4: form depression_sf8a_v1.0 is not a known form; known forms: depression_sf6a_v1.0, "
+         "pain_interference_sf6a_v1.0")]
+
+
+def test_missing_required_columns_give_one_error_per_file(db, files):
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(series="patient_id,first_infusion,infusions\nP001,2025-01-06,5\n",
+                      scores="patient_id,date,domain,t_score\nP001,2025-01-06,depression,50\n"))
+    assert caught.value.problems == [
+        ("series.csv is missing the required column last_infusion; its first line must name the columns "
+         "patient_id, first_infusion, last_infusion, infusions (optional: protocol, dose_mg_per_kg, notes)"),
+        ("scores.csv is missing the required column assessed_on; its first line must name the columns "
+         "patient_id, assessed_on, domain, t_score (optional: se, form)"),
+    ]
+
+
+def test_bom_whitespace_header_case_and_blank_lines_are_tolerated(db, files):
+    patients = "\ufeff Patient_ID , Sex ,BIRTH_YEAR\r\n  P001 ,  f , 1971 \r\n\r\n\r\nP002,M,1980\r\n"
+    summary = run(db, files(patients=patients.encode("utf-8"), series=None, scores=None))
+    assert summary.patients_added == 2
+    assert storage.load_patients(db)[["patient_id", "sex"]].values.tolist() == [["P001", "F"], ["P002", "M"]]
+    # Blank lines still count, so the line numbers match what a spreadsheet shows.
+    with pytest.raises(ImportRejected, match="patients.csv line 5: unknown sex code 'Q'"):
+        run(db, files(patients="patient_id,sex\nP004,F\n\n\nP005,Q\n", series=None, scores=None))
+
+
+def test_unicode_and_sql_metacharacters_are_stored_exactly(db, files):
+    text = "patient_id,diagnosis\n\"Zoë'; DROP TABLE patients; --\",\"Névralgie, 三叉神経痛 🙂\"\n"
+    run(db, files(patients=text, series=None, scores=None))
+    assert storage.load_patients(db)[["patient_id", "diagnosis"]].values.tolist() == [
+        ["Zoë'; DROP TABLE patients; --", "Névralgie, 三叉神経痛 🙂"]]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("patient_id,sex\nZoë,F\n".encode("latin-1"),
+     "patients.csv is not UTF-8 text (first bad byte on line 2); save it again as 'CSV UTF-8"),
+    ("patient_id,sex\nP1,F\n".encode("utf-16"), "patients.csv is saved as UTF-16"),
+    (b"", "patients.csv is empty; its first line must name the columns: patient_id"),
+    (b"patient_id;sex\nP1;F\n", "patients.csv uses ';' between values; save it as comma-separated CSV"),
+    (b"patient_id,sex\nP1,F,extra\n", "patients.csv line 2: 3 values but the header names 2 columns"),
+    (b"patient_id,sex,Sex\nP1,F,F\n", "patients.csv: column sex appears more than once"),
+])
+def test_unreadable_files_are_rejected_with_a_clear_message(db, files, dump, content, message):
+    before = dump(db)
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=content, series=None, scores=None))
+    assert any(p.startswith(message) for p in caught.value.problems), caught.value.problems
+    assert dump(db) == before
+
+
+def test_file_objects_and_missing_paths(db, tmp_path):
+    upload = io.BytesIO(b"patient_id\nP001\n")
+    upload.name = "clinic_export.csv"  # as a Streamlit UploadedFile carries it
+    batch = importing.read_import_files(patients=upload)
+    assert batch.patients.attrs["source"] == "clinic_export.csv" and batch.series is None
+    with pytest.raises(ImportRejected, match="Cannot read the scores file"):
+        importing.read_import_files(scores=tmp_path / "nope.csv")
+    with pytest.raises(ImportRejected) as caught:
+        storage.import_records(db, None, None, importing.read_csv(
+            b"patient_id,assessed_on,domain,t_score\nP1,2025-01-01,depression,50\n", "scores")[0], entered_by="x")
+    assert caught.value.problems == ["scores.csv line 2: patient 'P1' is not in the database; add the patient first"]
+
+
+def test_dry_run_counts_without_writing(db, files, dump):
+    before = dump(db)
+    summary = run(db, files(), dry_run=True)
+    assert summary.added == 9 and summary.describe().startswith("9 would be added")
+    assert dump(db) == before

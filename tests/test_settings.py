@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from outcomes.errors import ConfigError
+from outcomes.settings import MCID_PRESETS, PROJECT_ROOT, REGISTRY, load_settings, settings_help
+
+
+def test_defaults_need_no_environment():
+    s = load_settings({})
+    assert s.db_path == PROJECT_ROOT / "data" / "outcomes.db"
+    assert dict(s.mcid) == {"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}
+    assert s.checkin_forms == ("pain_interference_sf6a_v1.0", "depression_sf6a_v1.0", "physical_function_sf6b_v1.2")
+    assert [w.name for w in s.windows] == ["end_of_series", "month_1", "month_3", "month_6"]
+    assert s.mcid_label.startswith("Anchor-based")
+
+
+def test_environment_overrides_defaults(tmp_path):
+    s = load_settings({"OUTCOMES_DB_PATH": str(tmp_path / "x.db"), "OUTCOMES_CHECKIN_CADENCE_DAYS": "14"})
+    assert s.db_path == tmp_path / "x.db"
+    assert s.checkin_cadence_days == 14
+
+
+def test_relative_paths_are_relative_to_the_project():
+    assert load_settings({"OUTCOMES_DB_PATH": "data/clinic.db"}).db_path == PROJECT_ROOT / "data" / "clinic.db"
+
+
+@pytest.mark.parametrize("preset", sorted(MCID_PRESETS))
+def test_presets(preset):
+    s = load_settings({"OUTCOMES_MCID_PRESET": preset})
+    assert dict(s.mcid) == dict(MCID_PRESETS[preset])
+
+
+def test_per_domain_override_applies_on_top_of_the_preset():
+    s = load_settings({"OUTCOMES_MCID_PRESET": "lenient", "OUTCOMES_MCID": "depression=4.5"})
+    assert dict(s.mcid) == {"pain_interference": 2.0, "depression": 4.5, "physical_function": 2.0}
+    assert s.mcid_label.startswith("Custom")
+
+
+def test_replace_with_a_new_preset_drops_overrides():
+    s = load_settings({"OUTCOMES_MCID": "depression=4.5"}).replace(mcid_preset="half_sd")
+    assert dict(s.mcid) == dict(MCID_PRESETS["half_sd"])
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"OUTCOMES_CHECKIN_CADENCE_DAYS": "abc"}, "OUTCOMES_CHECKIN_CADENCE_DAYS: expected a whole number, got 'abc'"),
+        ({"OUTCOMES_CHECKIN_CADENCE_DAYS": "0"}, "from 1 to 90, got 0"),
+        ({"OUTCOMES_MCID_PRESET": "strict"}, "expected one of anchor, lenient, half_sd"),
+        ({"OUTCOMES_MCID": "anxiety=3"}, "unknown domain 'anxiety'"),
+        ({"OUTCOMES_MCID": "depression=-1"}, "must be above 0"),
+        ({"OUTCOMES_MCID": "depression"}, "expected DOMAIN=VALUE"),
+        ({"OUTCOMES_CHECKIN_FORMS": " , "}, "at least one value"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_fix(env, fragment):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings(env)
+    assert fragment in str(info.value)
+
+
+def test_toml_file_with_environment_on_top(tmp_path):
+    config = tmp_path / "outcomes.toml"
+    config.write_text('small_cell_max = 5\ncheckin_cadence_days = 10\nmcid = { depression = 4.0 }\n')
+    s = load_settings({"OUTCOMES_CONFIG": str(config), "OUTCOMES_CHECKIN_CADENCE_DAYS": "7"})
+    assert (s.small_cell_max, s.checkin_cadence_days, s.mcid["depression"]) == (5, 7, 4.0)
+
+
+def test_toml_file_errors_name_the_file(tmp_path):
+    config = tmp_path / "outcomes.toml"
+    config.write_text("colour = 'red'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_settings({"OUTCOMES_CONFIG": str(config)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"OUTCOMES_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_every_setting_has_help_and_is_documented_in_the_readme():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for row in settings_help():
+        assert row["help"]
+        assert row["env_var"] in readme, f"{row['env_var']} is not documented in README.md"
+    assert len(settings_help()) == len(REGISTRY)
