@@ -95,9 +95,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
     if args.command == "score":
-        from . import scoring
+        from . import instruments, scoring
 
-        scored = scoring.score_csv(args.input, settings=settings)
+        registry = instruments.load_registry(settings.instruments_dir, settings.item_wording_file)
+        scored = scoring.score_csv(args.input, registry=registry)
         if args.out:
             scored.to_csv(args.out, index=False)
             n_bad = int(scored["t_score"].isna().sum())

@@ -1,0 +1,293 @@
+"""A synthetic demo cohort shaped like the 2025 Cleveland Clinic ketamine registry.
+
+Tankha et al., Reg Anesth Pain Med 2025 (doi:10.1136/rapm-2025-106907): N = 1,034 adults, ketamine
+0.5 mg/kg IV over 40 min on 5 consecutive days, 86.1 % completed all five infusions, mean age 50.4
+(SD 15.2), 71.8 % female, moderate baseline impairment, and 20.3–46.4 % of patients improving
+meaningfully depending on the measure, similar at 3 and 6 months. The per-cell numbers of the paper
+are not public; the shape below is our design to sit inside that envelope (docs/methods.md).
+
+Nothing here is real: patient IDs start with ``DEMO-`` and the database is flagged synthetic.
+Item responses are sampled from the PROMIS graded-response parameters at each patient's latent
+score and then scored by the ordinary scoring engine, so the demo exercises the same code paths as
+real check-ins (including pattern scoring when an item is skipped).
+
+Example
+-------
+>>> cohort = generate_cohort(n_patients=50, seed=1, end=date(2026, 11, 1))
+>>> sorted(cohort.assessments["domain"].unique())
+['depression', 'pain_interference', 'physical_function']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from . import instruments, scoring, storage
+from .settings import DOMAINS
+
+DIAGNOSES = MappingProxyType(
+    {  # share of patients, and how much likelier than average they are to respond
+        "Complex regional pain syndrome": (0.18, 1.25),
+        "Fibromyalgia": (0.22, 0.85),
+        "Neuropathic pain": (0.20, 1.10),
+        "Chronic low back pain": (0.20, 0.90),
+        "Headache disorder": (0.10, 1.00),
+        "Other chronic pain": (0.10, 0.95),
+    }
+)
+SEXES = MappingProxyType({"F": 0.718, "M": 0.277, "X": 0.005})
+
+#: Baseline T mean and SD per domain (moderate impairment, as in the registry).
+BASELINE_T = MappingProxyType(
+    {"pain_interference": (66.0, 5.5), "depression": (61.0, 7.5), "physical_function": (36.0, 5.5)}
+)
+#: Share of episodes with a true response, and the true change of responders and non-responders
+#: (T points, in the direction of the scale). Tuned so that observed responder rates at the end of
+#: the series land near 40 % (PI), 30 % (depression) and 22 % (PF) with the default thresholds.
+RESPONSE = MappingProxyType(
+    {
+        "pain_interference": (0.40, -7.5, 1.2),
+        "depression": (0.28, -7.5, 1.0),
+        "physical_function": (0.12, 6.5, -1.5),
+    }
+)
+FORMS = MappingProxyType(
+    {
+        "pain_interference": "pain_interference_sf6a_v1.0",
+        "depression": "depression_sf6a_v1.0",
+        "physical_function": "physical_function_sf6b_v1.2",
+    }
+)
+ADVERSE_EVENTS = MappingProxyType(
+    {"dissociation": 0.08, "nausea": 0.06, "blood_pressure_rise": 0.03, "hallucination": 0.01}
+)
+
+COMPLETE_SERIES_SHARE = 0.861
+REPEAT_SERIES_SHARE = 0.2
+ITEM_SKIP_RATE = 0.02
+MISSED_WEEK_RATE = 0.15
+#: Median weeks of follow-up before a patient stops answering (exponential drop-out).
+MEDIAN_WEEKS_BEFORE_DROPOUT = 16.0
+FOLLOW_UP_WEEKS = 32
+RECORD_YEARS = 3.5
+
+
+@dataclass(frozen=True)
+class DemoCohort:
+    """The generated tables, in the shapes :func:`outcomes.storage.insert_cohort` takes."""
+
+    patients: pd.DataFrame
+    series: pd.DataFrame
+    infusions: pd.DataFrame
+    assessments: pd.DataFrame
+    seed: int
+    end: date
+
+    def describe(self) -> str:
+        scored = self.assessments["t_score"].notna()
+        return (
+            f"Synthetic cohort (seed {self.seed}, record ending {self.end}): "
+            f"{len(self.patients)} patients, {len(self.series)} series, {len(self.infusions)} infusions, "
+            f"{int(scored.sum())} scored assessments."
+        )
+
+
+def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date) -> DemoCohort:
+    """Generate a deterministic synthetic cohort.
+
+    Parameters
+    ----------
+    n_patients
+        Number of patients (the registry had 1,034).
+    seed
+        Seed of the ``numpy.random.default_rng`` stream; the same seed and ``end`` give the same cohort.
+    end
+        Last day of the record: no infusion or score is dated after it.
+    """
+    if n_patients < 1:
+        raise ValueError("n_patients must be at least 1")
+    rng = np.random.default_rng(seed)
+    end_ts = pd.Timestamp(end)
+    patients = _patients(rng, n_patients, end_ts)
+    series = _series(rng, patients, end_ts)
+    infusions = _infusions(rng, series)
+    assessments = _assessments(rng, series, end_ts)
+    return DemoCohort(patients, series.drop(columns=["respond_scale"]), infusions, assessments, seed, end)
+
+
+def write_cohort(db, cohort: DemoCohort) -> None:
+    """Write ``cohort`` into ``db`` in one transaction and flag the database as synthetic."""
+    storage.insert_cohort(
+        db, cohort.patients, cohort.series, cohort.infusions, cohort.assessments, synthetic=True
+    )
+
+
+def _patients(rng: np.random.Generator, n: int, end: pd.Timestamp) -> pd.DataFrame:
+    first_day = end - pd.Timedelta(days=int(RECORD_YEARS * 365.25))
+    span = (end - first_day).days
+    enrolled = first_day + pd.to_timedelta(np.sort(rng.integers(0, span - 20, n)), unit="D")
+    age = np.clip(np.rint(rng.normal(50.4, 15.2, n)), 18, 89).astype(int)
+    names = list(DIAGNOSES)
+    shares = np.array([DIAGNOSES[d][0] for d in names])
+    return pd.DataFrame(
+        {
+            "patient_id": [f"DEMO-{i:05d}" for i in range(1, n + 1)],
+            "diagnosis": rng.choice(names, n, p=shares / shares.sum()),
+            "sex": rng.choice(list(SEXES), n, p=list(SEXES.values())),
+            "birth_year": enrolled.year.to_numpy() - age,
+            "enrolled_on": enrolled.normalize(),
+        }
+    )
+
+
+def _series(rng: np.random.Generator, patients: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    n = len(patients)
+    first = patients["enrolled_on"] + pd.to_timedelta(rng.integers(7, 21, n), unit="D")
+    frames = [pd.DataFrame({"patient_id": patients["patient_id"], "first_infusion": first})]
+    repeat = rng.random(n) < REPEAT_SERIES_SHARE
+    second = first + pd.to_timedelta(rng.integers(120, 270, n), unit="D")
+    frames.append(pd.DataFrame({"patient_id": patients["patient_id"], "first_infusion": second})[repeat])
+    series = pd.concat(frames, ignore_index=True)
+    series = series[series["first_infusion"] <= end - pd.Timedelta(days=5)].reset_index(drop=True)
+
+    m = len(series)
+    complete = rng.random(m) < COMPLETE_SERIES_SHARE
+    count = np.where(complete, 5, rng.choice([1, 2, 3, 4], m, p=[0.15, 0.2, 0.3, 0.35]))
+    series["last_infusion"] = series["first_infusion"] + pd.to_timedelta(count - 1, unit="D")
+    series["infusions"] = count
+    series["protocol"] = "5-day 0.5 mg/kg over 40 min"
+    series["dose_mg_per_kg"] = 0.5
+    series["notes"] = None
+    diagnosis = series["patient_id"].map(patients.set_index("patient_id")["diagnosis"])
+    # Incomplete series respond less often; the diagnosis factor spreads the KM curves apart.
+    series["respond_scale"] = diagnosis.map({d: v[1] for d, v in DIAGNOSES.items()}) * np.where(complete, 1.0, 0.6)
+    return series.sort_values(["patient_id", "first_infusion"], ignore_index=True)
+
+
+def _infusions(rng: np.random.Generator, series: pd.DataFrame) -> pd.DataFrame:
+    idx = np.repeat(series.index.to_numpy(), series["infusions"].to_numpy())
+    day = np.concatenate([np.arange(k) for k in series["infusions"]])
+    infusions = pd.DataFrame(
+        {
+            "patient_id": series["patient_id"].to_numpy()[idx],
+            "series_first_infusion": series["first_infusion"].to_numpy()[idx],
+            "infused_on": series["first_infusion"].to_numpy()[idx] + pd.to_timedelta(day, unit="D").to_numpy(),
+            "dose_mg_per_kg": 0.5,
+            "duration_min": 40,
+        }
+    )
+    infusions["adverse_events"] = _adverse_events(rng, len(infusions))
+    return infusions
+
+
+def _adverse_events(rng: np.random.Generator, n: int) -> list[list[str]]:
+    kinds = list(ADVERSE_EVENTS)
+    hits = rng.random((n, len(kinds))) < np.array(list(ADVERSE_EVENTS.values()))
+    return [[kinds[j] for j in np.flatnonzero(row)] for row in hits]
+
+
+def _visit_days(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """One row per (series, visit): the day offsets from the first infusion at which a check-in happens."""
+    m = len(series)
+    length = (series["last_infusion"] - series["first_infusion"]).dt.days.to_numpy()
+    # Slots: baseline visits at F-14, F-7 and F (before the first dose), end of series at L, then weekly.
+    n_slots = 4 + FOLLOW_UP_WEEKS
+    slot = np.tile(np.arange(n_slots), m)
+    row = np.repeat(np.arange(m), n_slots)
+    day = np.empty(m * n_slots, dtype=int)
+    pre = slot < 3
+    day[pre] = np.array([-14, -7, 0])[slot[pre]]
+    at_end = slot == 3
+    day[at_end] = length[row[at_end]]
+    after = slot > 3
+    jitter = rng.integers(-1, 2, after.sum())
+    day[after] = length[row[after]] + 7 * (slot[after] - 3) + jitter
+    attend = np.ones(m * n_slots, dtype=bool)
+    attend[pre] = rng.random(pre.sum()) < np.array([0.35, 0.5, 0.9])[slot[pre]]
+    complete = series["infusions"].to_numpy()[row] == 5
+    attend[at_end] = rng.random(at_end.sum()) < np.where(complete[at_end], 0.97, 0.6)
+    attend[after] = rng.random(after.sum()) >= MISSED_WEEK_RATE
+    dropout_week = rng.exponential(MEDIAN_WEEKS_BEFORE_DROPOUT / np.log(2), m)
+    attend &= ~after | ((slot - 3) <= dropout_week[row])
+    visits = pd.DataFrame({"series_row": row, "day": day, "slot": slot})[attend]
+    visits["assessed_on"] = series["first_infusion"].to_numpy()[visits["series_row"]] + pd.to_timedelta(
+        visits["day"], unit="D"
+    ).to_numpy()
+    # A later series takes over; nothing after the end of the record.
+    next_first = series.groupby("patient_id")["first_infusion"].shift(-1).to_numpy()[visits["series_row"]]
+    keep = (visits["assessed_on"] <= end) & ~(visits["assessed_on"] >= next_first - pd.Timedelta(days=14))
+    visits = visits[keep.to_numpy()]
+    return visits.drop_duplicates(["series_row", "assessed_on"]).reset_index(drop=True)
+
+
+def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """Weekly check-ins around every series, from latent T trajectories sampled per domain."""
+    visits = _visit_days(rng, series, end)
+    registry = instruments.default_registry()
+    m = len(series)
+    frames = []
+    for domain in DOMAINS:
+        mean, sd = BASELINE_T[domain]
+        share, responder_change, other_change = RESPONSE[domain]
+        baseline = rng.normal(mean, sd, m)
+        p_respond = np.clip(share * series["respond_scale"].to_numpy(), 0, 0.95)
+        responder = rng.random(m) < p_respond
+        full_change = np.where(
+            responder, rng.normal(responder_change, abs(responder_change) * 0.3, m), rng.normal(other_change, 2.0, m)
+        )
+        # The change builds up over the series and, for some responders, fades over months.
+        fade_weeks = np.where(responder & (rng.random(m) < 0.35), rng.uniform(8, 40, m), np.inf)
+        r = visits["series_row"].to_numpy()
+        day = visits["day"].to_numpy()
+        length = np.maximum((series["last_infusion"] - series["first_infusion"]).dt.days.to_numpy()[r], 1)
+        onset = np.clip(day / length, 0, 1)
+        weeks_after = np.maximum(day - length, 0) / 7
+        fade = np.exp(-weeks_after / fade_weeks[r])
+        latent = baseline[r] + full_change[r] * onset * fade + rng.normal(0, 1.8, len(r))
+        form = registry.form(FORMS[domain])
+        values = _sample_items(rng, form, (latent - 50) / 10)
+        frame = pd.DataFrame(values, columns=[item.item_id for item in form.items])
+        frame.insert(0, "form", form.key)
+        scored = scoring.score_frame(frame, registry=registry)
+        item_ids = [item.item_id for item in form.items]
+        responses = [
+            {k: int(v) for k, v in zip(item_ids, row) if not np.isnan(v)} for row in values
+        ]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "patient_id": series["patient_id"].to_numpy()[r],
+                    "assessed_on": visits["assessed_on"].to_numpy(),
+                    "domain": domain,
+                    "form": form.key,
+                    "responses": responses,
+                    "raw_score": scored["raw_score"].to_numpy(),
+                    "t_score": scored["t_score"].to_numpy(),
+                    "se": scored["se"].to_numpy(),
+                    "n_answered": scored["n_answered"].to_numpy(),
+                    "method": scored["method"].to_numpy(),
+                    "source": "patient",
+                }
+            )
+        )
+    assessments = pd.concat(frames, ignore_index=True)
+    assessments = assessments[assessments["t_score"].notna()]
+    return assessments.sort_values(["patient_id", "assessed_on", "domain"], ignore_index=True)
+
+
+def _sample_items(rng: np.random.Generator, form, theta: np.ndarray) -> np.ndarray:
+    """Draw item values 1–5 from the graded-response model at each ``theta``; some items are skipped."""
+    a = np.array([item.a for item in form.items])
+    b = np.array([item.thresholds for item in form.items])  # items x 4
+    # P(X >= k+1 | theta) for k = 1..4, decreasing in k; inverse-CDF sampling with one uniform per item.
+    p_at_least = 1.0 / (1.0 + np.exp(-a[None, :, None] * (theta[:, None, None] - b[None, :, :])))
+    u = rng.random((len(theta), len(a), 1))
+    values = 1.0 + (u < p_at_least).sum(axis=2)
+    skipped = rng.random(values.shape) < ITEM_SKIP_RATE
+    values[skipped] = np.nan
+    return values
