@@ -1,8 +1,21 @@
-"""Entry point: ``streamlit run app.py``. Builds the navigation in code from ui/navigation.py."""
+"""Entry point: ``streamlit run app.py``.
+
+Decides who this session is (nobody, a local account, or a hospital identity) and registers only the
+pages that user may open (ui/navigation.py); nothing else is reachable, whatever the URL.
+"""
 
 import streamlit as st
 
-from ui import navigation
+from ui import data, navigation, session
 
 st.set_page_config(page_title="Infusion outcomes", page_icon=":material/monitoring:", layout="wide")
-navigation.build().run()
+
+user = session.current_user()
+if data.demo_mode():
+    st.warning("**Demo with synthetic data.** No real patient is in this database; accounts and passwords "
+               "are listed on the sign-in page.", icon=":material/science:")
+first_run = user is None and not data.demo_mode() and data.user_count() == 0
+page = navigation.build(user.role if user else None, first_run=first_run)
+if user is not None:
+    session.sidebar(user)
+page.run()

@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from ui import data
+from ui import data, session
 
+session.require_roles("admin")
 settings = data.settings()
 summary = data.summary()
 

@@ -60,3 +60,48 @@ class MissingColumns(OutcomesError, ValueError):
 
 class InsufficientData(OutcomesError):
     """Too few observations to compute a result at all (not a caveat: caveats go in ``notes``)."""
+
+
+# Accounts, sign-in and the clinic's daily work (outcomes/auth.py, outcomes/clinic.py) -------------
+
+
+class LoginFailed(OutcomesError):
+    """A sign-in that did not succeed; one generic message whatever the reason, so that it never
+    reveals whether a username exists or an account is locked."""
+
+
+class WeakPassword(ValidationError):
+    """A new password that breaks the password rules; ``problems`` lists every rule broken."""
+
+
+class WrongPassword(OutcomesError):
+    """The current password given to confirm a change is not the account's password."""
+
+
+class InvitationInvalid(OutcomesError):
+    """An invitation code that is unknown, expired, replaced or already used."""
+
+
+class IdentityNotRegistered(PermissionDenied):
+    """A signed-in identity (OIDC email) that matches no active user of this clinic."""
+
+
+class SessionExpired(OutcomesError):
+    """A session that was idle too long or whose identity-provider sign-in is too old."""
+
+
+class CheckinExists(DuplicateRecord):
+    """The patient already has a check-in on that day; submit again with ``replace=True`` to replace it."""
+
+    def __init__(self, message: str, *, patient_id: str = "", assessed_on: object = None):
+        super().__init__(message)
+        self.patient_id = patient_id
+        self.assessed_on = assessed_on
+
+
+class CheckinNotScorable(ValidationError):
+    """A check-in in which no questionnaire has enough answers to be scored; nothing was saved."""
+
+
+class NotADemoDatabase(OutcomesError):
+    """Demo-only actions (demo accounts) asked of a database not flagged as synthetic."""

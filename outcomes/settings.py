@@ -20,8 +20,10 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from .errors import ConfigError
@@ -108,6 +110,16 @@ def _parse_str_list(value: Any) -> tuple[str, ...]:
     return result
 
 
+def _parse_timezone(value: Any) -> str:
+    text = str(value).strip()
+    if text:
+        try:
+            ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone such as America/Chicago, got {text!r}") from None
+    return text
+
+
 def _parse_preset(value: Any) -> str:
     text = str(value).strip()
     if text not in MCID_PRESETS:
@@ -167,6 +179,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
     SettingSpec("checkin_forms", ("pain_interference_sf6a_v1.0", "depression_sf6a_v1.0",
                                   "physical_function_sf6b_v1.2"), _parse_str_list,
                 "Form keys a patient answers at each weekly check-in, in order."),
+    SettingSpec("timezone", "", _parse_timezone,
+                "The clinic's IANA time zone (e.g. America/Chicago), which dates check-ins; empty: the server's."),
     SettingSpec("checkin_cadence_days", 7, _parse_int(1, 90),
                 "Days between check-ins: a check-in is due this many days after the last one."),
     SettingSpec("checkin_overdue_days", 3, _parse_int(0, 60),
@@ -199,6 +213,7 @@ class Settings:
     instruments_dir: Path
     item_wording_file: Path | None
     checkin_forms: tuple[str, ...]
+    timezone: str
     checkin_cadence_days: int
     checkin_overdue_days: int
     mcid_preset: str
@@ -216,6 +231,11 @@ class Settings:
         merged = dict(MCID_PRESETS[self.mcid_preset])
         merged.update(self.mcid)
         object.__setattr__(self, "mcid", MappingProxyType(merged))
+
+    @property
+    def zoneinfo(self) -> tzinfo | None:
+        """The clinic's time zone; None means the server's local time."""
+        return ZoneInfo(self.timezone) if self.timezone else None
 
     @property
     def mcid_label(self) -> str:

@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1203,3 +1203,549 @@ def database_summary(db: Database) -> dict[str, Any]:
             "last_assessment": date.fromisoformat(last) if last else None,
             "assessments_by_domain": by_domain, "synthetic": is_synthetic(db),
             "schema_version": int(get_meta(db, "schema_version", "0") or 0), "data_version": data_version(db)}
+
+
+# Accounts, invitations, check-in drafts and alerts (issue 3) ----------------------------------------
+#
+# The rules (password strength, lockout arithmetic, alert thresholds, who may do what) live in
+# outcomes/auth.py and outcomes/clinic.py; this section only stores and reads. Callers that need
+# several of these verbs to commit together wrap them in :func:`transaction`.
+
+PRIORITIES = ("high", "routine")  # of a clinical alert; "high" sorts first
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{2,63}", re.ASCII)
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_USER_FIELDS = ("id", "username", "role", "password_hash", "patient_id", "email", "display_name",
+                "failed_logins", "locked_until", "active", "must_change_password", "last_login_at",
+                "created_at")
+_USER_CHANGES = frozenset({"password_hash", "failed_logins", "locked_until", "active",
+                           "must_change_password", "last_login_at", "email", "display_name"})
+
+_ACCOUNTS_SCHEMA = [
+    "ALTER TABLE users ADD COLUMN display_name TEXT",
+    "ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0 "
+    "CHECK (must_change_password IN (0, 1))",
+    "ALTER TABLE users ADD COLUMN last_login_at TEXT",
+    # OIDC sign-in maps the identity provider's verified email to exactly one user.
+    "CREATE UNIQUE INDEX users_by_email ON users (email COLLATE NOCASE) WHERE email IS NOT NULL",
+    # One working login per patient: a second one would be a second way into the same record.
+    "CREATE UNIQUE INDEX users_one_login_per_patient ON users (patient_ref) "
+    "WHERE patient_ref IS NOT NULL AND active = 1",
+    # Only a keyed hash of the code is stored, so a copy of the database cannot be used to sign up.
+    """CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        patient_ref INTEGER NOT NULL REFERENCES patients(id),
+        code_hash TEXT NOT NULL UNIQUE,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        used_by INTEGER REFERENCES users(id),
+        revoked_at TEXT,
+        CHECK (expires_at > created_at),
+        CHECK ((used_at IS NULL) = (used_by IS NULL))) STRICT""",
+    "CREATE INDEX invitations_by_patient ON invitations (patient_ref)",
+    # One draft per patient and author, so a clinician's paper entry never overwrites the patient's own.
+    """CREATE TABLE checkin_drafts (
+        patient_ref INTEGER NOT NULL REFERENCES patients(id),
+        user_ref INTEGER NOT NULL REFERENCES users(id),
+        answers TEXT NOT NULL CHECK (json_type(answers) = 'object'),
+        saved_at TEXT NOT NULL,
+        PRIMARY KEY (patient_ref, user_ref)) STRICT""",
+    f"""CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        patient_ref INTEGER NOT NULL REFERENCES patients(id),
+        assessment_ref INTEGER NOT NULL REFERENCES assessments(id),
+        domain TEXT NOT NULL CHECK (domain IN {_in(DOMAINS)}),
+        t_score REAL NOT NULL CHECK (t_score BETWEEN 0 AND 100),
+        priority TEXT NOT NULL CHECK (priority IN {_in(PRIORITIES)}),
+        reason TEXT NOT NULL CHECK (length(reason) > 0),
+        created_at TEXT NOT NULL,
+        acknowledged_by TEXT,
+        acknowledged_at TEXT,
+        note TEXT,
+        CHECK ((acknowledged_by IS NULL) = (acknowledged_at IS NULL))) STRICT""",
+    "CREATE INDEX alerts_open ON alerts (patient_ref) WHERE acknowledged_at IS NULL",
+    "CREATE INDEX alerts_by_patient ON alerts (patient_ref, created_at)",
+    # An alert is a safety record: it is never deleted, and once acknowledged it is never changed.
+    """CREATE TRIGGER alerts_no_delete BEFORE DELETE ON alerts
+        BEGIN SELECT RAISE(ABORT, 'alerts are kept: an alert cannot be deleted, only acknowledged'); END""",
+    """CREATE TRIGGER alerts_frozen_once_acknowledged BEFORE UPDATE ON alerts
+        WHEN OLD.acknowledged_at IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'an acknowledged alert cannot be changed'); END""",
+    "CREATE INDEX audit_log_by_action ON audit_log (action, at)",
+]
+
+
+@MIGRATIONS(name="0002_accounts_checkins_alerts")
+def _accounts_checkins_alerts(db: Database) -> None:
+    for statement in _ACCOUNTS_SCHEMA:
+        db.execute(statement)
+
+
+@contextmanager
+def transaction(db: Database, *, bump: bool = True) -> Iterator[Database]:
+    """Run several write verbs as one ``BEGIN IMMEDIATE`` transaction: all commit or none.
+
+    The verbs called inside become savepoints of this transaction. Reads inside it see a stable
+    snapshot, because the write lock is taken before the first read.
+
+    Parameters
+    ----------
+    bump
+        Bump ``data_version`` (set False for bookkeeping that no cached page shows, such as sign-ins).
+
+    Example
+    -------
+    >>> db = connect(":memory:")
+    >>> with transaction(db):
+    ...     _ = add_patient(db, patient_id="P001", entered_by="dr.lee")
+    ...     _ = append_audit(db, actor="dr.lee", action="enrol_patient", patient_id="P001")
+    """
+    with _write(db, bump=bump):
+        yield db
+
+
+def _stamp(moment: datetime) -> str:
+    """A timezone-aware moment as UTC ISO text, so stored timestamps sort and compare as text."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"expected a timezone-aware datetime such as datetime.now(UTC), got {moment!r}")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def clean_user(*, username: Any, role: Any, patient_id: Any = None, email: Any = None,
+               display_name: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """Parse and check a user's fields (not the password: see ``auth.password_problems``).
+
+    Usernames are 3 to 64 letters, digits and ``. _ @ -`` starting with a letter or digit, compared
+    without case. A patient login names the enrolled patient it belongs to; other roles name none.
+    See :func:`clean_patient` for the return value.
+    """
+    f = _Fields(None)
+    name = username.strip() if isinstance(username, str) else username
+    if f.required("username", name, True):
+        if not isinstance(name, str) or not USERNAME.fullmatch(name):
+            f.fail(f"username {name!r} must be 3 to 64 characters: letters, digits and . _ @ -, "
+                   "starting with a letter or digit")
+            name = None
+    else:
+        name = None
+    values = {
+        "username": name,
+        "role": f.choice("role", role, ROLES, required=True),
+        "patient_id": None,
+        "email": None,
+        "display_name": f.text("display_name", display_name, max_len=200),
+    }
+    if values["role"] == "patient" and _missing(patient_id):
+        f.fail("a patient login must name the enrolled patient it belongs to (patient_id)")
+    elif values["role"] == "patient":
+        values["patient_id"] = f.identifier("patient_id", patient_id)
+    elif values["role"] is not None and not _missing(patient_id):
+        f.fail(f"only patient logins are linked to a patient; a {values['role']} login cannot be")
+    if not _missing(email):
+        text = email.strip() if isinstance(email, str) else email
+        if not isinstance(text, str) or len(text) > 254 or not EMAIL.fullmatch(text):
+            f.fail(f"email {email!r} is not an email address such as name@hospital.org")
+        else:
+            values["email"] = text.lower()  # identity providers differ in case; addresses do not
+    return values, f.problems
+
+
+def count_users(db: Database) -> int:
+    """How many user accounts exist (active or not)."""
+    return int(db.conn.execute("SELECT count(*) FROM users").fetchone()[0])
+
+
+def add_user(db: Database, *, username: str, role: str, password_hash: str | None,
+             patient_id: str | None = None, email: str | None = None, display_name: str | None = None,
+             must_change_password: bool = False, now: datetime) -> int:
+    """Create a user account; returns its id.
+
+    Raises
+    ------
+    ValidationError
+        Invalid username, role, email or patient link (every problem listed).
+    NotFound
+        A patient login for a patient who is not enrolled.
+    DuplicateRecord
+        The username or email is taken, or the patient already has an active login.
+    """
+    values, problems = clean_user(username=username, role=role, patient_id=patient_id, email=email,
+                                  display_name=display_name)
+    if password_hash is not None and not (isinstance(password_hash, str) and password_hash.startswith("$")):
+        problems.append("password_hash must be a password hash, never the password itself")
+    _raise_if(problems, f"Cannot create the user {username!r}")
+    with _write(db) as conn:
+        if conn.execute("SELECT 1 FROM users WHERE username = ?", [values["username"]]).fetchone():
+            raise DuplicateRecord(f"The username {values['username']!r} is taken; choose another")
+        if values["email"] and conn.execute("SELECT 1 FROM users WHERE email = ? COLLATE NOCASE",
+                                            [values["email"]]).fetchone():
+            raise DuplicateRecord(f"Another user already has the email {values['email']}; "
+                                  "each email can sign in as one user only")
+        ref = None
+        if values["patient_id"] is not None:
+            ref = _patient_ref(conn, values["patient_id"])
+            if conn.execute("SELECT 1 FROM users WHERE patient_ref = ? AND active = 1", [ref]).fetchone():
+                raise DuplicateRecord(f"Patient {values['patient_id']!r} already has a login; reset its "
+                                      "password or deactivate it instead of creating a second one")
+        row = {"username": values["username"], "role": values["role"], "password_hash": password_hash,
+               "patient_ref": ref, "email": values["email"], "display_name": values["display_name"],
+               "must_change_password": int(bool(must_change_password)), "created_at": _stamp(now)}
+        return _insert(conn, "users", row)
+
+
+def get_user(db: Database, *, user_id: int | None = None, username: str | None = None,
+             email: str | None = None) -> dict[str, Any] | None:
+    """One user by id, username or email (case-insensitive), or None.
+
+    Returns
+    -------
+    dict or None
+        Keys ``id, username, role, password_hash, patient_id, email, display_name, failed_logins,
+        locked_until`` (aware datetime or None), ``active``, ``must_change_password`` (bools),
+        ``last_login_at``, ``created_at``.
+    """
+    given = [(c, v) for c, v in (("u.id", user_id), ("u.username", username), ("u.email", email))
+             if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of user_id, username or email")
+    column, value = given[0]
+    columns = ", ".join("p.patient_id" if c == "patient_id" else f"u.{c}" for c in _USER_FIELDS)
+    row = db.conn.execute(f"SELECT {columns} FROM users u LEFT JOIN patients p ON p.id = u.patient_ref "
+                          f"WHERE {column} = ? COLLATE NOCASE", [value]).fetchone()
+    if row is None:
+        return None
+    user = dict(zip(_USER_FIELDS, row))
+    user["active"], user["must_change_password"] = bool(user["active"]), bool(user["must_change_password"])
+    for key in ("locked_until", "last_login_at", "created_at"):
+        user[key] = _moment(user[key])
+    return user
+
+
+def update_user(db: Database, user_id: int, *, bump: bool = True, **changes: Any) -> None:
+    """Change fields of one user (``password_hash, failed_logins, locked_until, active,
+    must_change_password, last_login_at, email, display_name``); datetimes must be timezone-aware.
+
+    Raises
+    ------
+    NotFound
+        No user with this id.
+    DuplicateRecord
+        Reactivating a patient login when the patient has another active one, or an email in use.
+    """
+    unknown = sorted(set(changes) - _USER_CHANGES)
+    if unknown or not changes:
+        raise ValueError(f"cannot change user field(s) {unknown or '(none given)'}")
+    values = {k: _stamp(v) if isinstance(v, datetime) else int(v) if isinstance(v, bool) else v
+              for k, v in changes.items()}
+    with _write(db, bump=bump) as conn:
+        try:
+            done = conn.execute(f"UPDATE users SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+                                [*values.values(), user_id]).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "users.patient_ref" in str(exc):
+                raise DuplicateRecord("This patient already has another active login; deactivate that "
+                                      "one first") from None
+            if "users.email" in str(exc):
+                raise DuplicateRecord("Another user already has this email") from None
+            raise
+        if not done:
+            raise NotFound(f"No user with id {user_id}")
+
+
+def record_failed_login(db: Database, user_id: int, *, now: datetime, max_attempts: int,
+                        lock_minutes: int) -> datetime | None:
+    """Count a failed sign-in; the ``max_attempts``-th failure in a row locks the account.
+
+    The count is incremented in SQL under the write lock, so simultaneous failures are all counted.
+    Locking resets the count, so after the lock the user again has ``max_attempts`` tries.
+
+    Returns
+    -------
+    datetime or None
+        ``locked_until`` when this failure locked the account.
+    """
+    with _write(db, bump=False) as conn:
+        row = conn.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? "
+                           "RETURNING failed_logins", [user_id]).fetchone()
+        if row is None:
+            raise NotFound(f"No user with id {user_id}")
+        if row[0] < max_attempts:
+            return None
+        until = now + timedelta(minutes=lock_minutes)
+        conn.execute("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?",
+                     [_stamp(until), user_id])
+        return until
+
+
+def patient_has_login(db: Database, patient_id: str) -> bool:
+    """Whether the patient already has an active login."""
+    return db.conn.execute("SELECT 1 FROM users u JOIN patients p ON p.id = u.patient_ref "
+                           "WHERE p.patient_id = ? AND u.active = 1", [patient_id]).fetchone() is not None
+
+
+def load_users(db: Database) -> pd.DataFrame:
+    """Every user without the password hash: ``username, role, patient_id, display_name, email,
+    active, failed_logins, locked_until, must_change_password, last_login_at, created_at``."""
+    df = _frame(db, "SELECT u.username, u.role, p.patient_id, u.display_name, u.email, u.active, "
+                    "u.failed_logins, u.locked_until, u.must_change_password, u.last_login_at, u.created_at "
+                    "FROM users u LEFT JOIN patients p ON p.id = u.patient_ref ORDER BY u.username",
+                ints=["failed_logins"], stamps=["locked_until", "last_login_at", "created_at"])
+    return df.astype({"active": bool, "must_change_password": bool})
+
+
+def add_invitation(db: Database, *, patient_id: str, code_hash: str, created_by: str, now: datetime,
+                   expires_at: datetime) -> int:
+    """Store a new invitation (its code's hash only); earlier unused ones of the patient are revoked.
+
+    Raises
+    ------
+    NotFound
+        Unknown patient.
+    """
+    problems: list[str] = []
+    who = _who(problems, created_by, "created_by")
+    if expires_at <= now:
+        problems.append(f"expires_at {expires_at} must be after now {now}")
+    _raise_if(problems, f"Cannot create an invitation for patient {patient_id!r}")
+    with _write(db) as conn:
+        ref = _patient_ref(conn, patient_id)
+        conn.execute("UPDATE invitations SET revoked_at = ? WHERE patient_ref = ? AND used_at IS NULL "
+                     "AND revoked_at IS NULL", [_stamp(now), ref])
+        return _insert(conn, "invitations", {"patient_ref": ref, "code_hash": code_hash, "created_by": who,
+                                             "created_at": _stamp(now), "expires_at": _stamp(expires_at)})
+
+
+def get_invitation(db: Database, code_hash: str) -> dict[str, Any] | None:
+    """The invitation with this code hash: ``id, patient_id, created_at, expires_at, used_at,
+    revoked_at`` (aware datetimes or None), or None."""
+    row = db.conn.execute("SELECT i.id, p.patient_id, i.created_at, i.expires_at, i.used_at, i.revoked_at "
+                          "FROM invitations i JOIN patients p ON p.id = i.patient_ref WHERE i.code_hash = ?",
+                          [code_hash]).fetchone()
+    if row is None:
+        return None
+    return {"id": row[0], "patient_id": row[1], **{k: _moment(v) for k, v in zip(
+        ("created_at", "expires_at", "used_at", "revoked_at"), row[2:])}}
+
+
+def use_invitation(db: Database, invitation_id: int, *, user_id: int, now: datetime) -> None:
+    """Mark an invitation used by ``user_id``; a second use fails even in a race."""
+    with _write(db) as conn:
+        done = conn.execute("UPDATE invitations SET used_at = ?, used_by = ? WHERE id = ? "
+                            "AND used_at IS NULL AND revoked_at IS NULL",
+                            [_stamp(now), user_id, invitation_id]).rowcount
+        if not done:
+            raise DuplicateRecord("This invitation code has already been used")
+
+
+def save_draft(db: Database, *, patient_id: str, user_id: int, answers: Mapping[str, Any],
+               now: datetime) -> None:
+    """Upsert the unsent check-in answers of ``user_id`` for ``patient_id``.
+
+    Does not bump ``data_version``: drafts are saved at every answer and no cached page shows them.
+    """
+    text = _JSON(dict(answers))
+    with _write(db, bump=False) as conn:
+        ref = _patient_ref(conn, patient_id)
+        conn.execute("INSERT INTO checkin_drafts (patient_ref, user_ref, answers, saved_at) "
+                     "VALUES (?, ?, ?, ?) ON CONFLICT (patient_ref, user_ref) DO UPDATE SET "
+                     "answers = excluded.answers, saved_at = excluded.saved_at",
+                     [ref, user_id, text, _stamp(now)])
+
+
+def load_draft(db: Database, *, patient_id: str, user_id: int) -> tuple[dict[str, Any], datetime] | None:
+    """``(answers, saved_at)`` of the draft, or None."""
+    row = db.conn.execute("SELECT d.answers, d.saved_at FROM checkin_drafts d JOIN patients p "
+                          "ON p.id = d.patient_ref WHERE p.patient_id = ? AND d.user_ref = ?",
+                          [patient_id, user_id]).fetchone()
+    return None if row is None else (json.loads(row[0]), datetime.fromisoformat(row[1]))
+
+
+def delete_draft(db: Database, *, patient_id: str, user_id: int) -> bool:
+    """Delete the draft; True when there was one."""
+    with _write(db, bump=False) as conn:
+        deleted = conn.execute("DELETE FROM checkin_drafts WHERE user_ref = ? AND patient_ref = "
+                               "(SELECT id FROM patients WHERE patient_id = ?)", [user_id, patient_id])
+        return bool(deleted.rowcount)
+
+
+def add_alerts(db: Database, alerts: Sequence[Mapping[str, Any]], *, now: datetime) -> list[int]:
+    """Store alerts, each ``{patient_id, assessment_id, domain, t_score, priority, reason}``."""
+    with _write(db) as conn:
+        ids = []
+        for alert in alerts:
+            if alert["priority"] not in PRIORITIES:
+                raise ValueError(f"alert priority must be one of {PRIORITIES}, got {alert['priority']!r}")
+            ids.append(_insert(conn, "alerts", {
+                "patient_ref": _patient_ref(conn, alert["patient_id"]),
+                "assessment_ref": alert["assessment_id"],
+                "domain": alert["domain"], "t_score": alert["t_score"], "priority": alert["priority"],
+                "reason": alert["reason"], "created_at": _stamp(now)}))
+        return ids
+
+
+def acknowledge_alert(db: Database, alert_id: int, *, by: str, now: datetime,
+                      note: str | None = None) -> str:
+    """Mark an alert acknowledged by ``by`` at ``now``; returns the alert's patient ID.
+
+    Raises
+    ------
+    NotFound
+        No alert with this id.
+    ValidationError
+        The alert was already acknowledged (by whom and when is in the message), or a bad note.
+    """
+    problems: list[str] = []
+    who = _who(problems, by, "by")
+    f = _Fields(None)
+    note = f.text("note", note)
+    _raise_if(problems + f.problems, f"Cannot acknowledge alert {alert_id}")
+    with _write(db) as conn:
+        row = conn.execute("SELECT p.patient_id, a.acknowledged_by, a.acknowledged_at FROM alerts a "
+                           "JOIN patients p ON p.id = a.patient_ref WHERE a.id = ?", [alert_id]).fetchone()
+        if row is None:
+            raise NotFound(f"No alert with id {alert_id}; reload the list of open alerts")
+        if row[1] is not None:
+            _raise_if([f"it was already acknowledged by {row[1]} at {row[2][:16].replace('T', ' ')} UTC"],
+                      f"Cannot acknowledge alert {alert_id}")
+        conn.execute("UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ?, note = ? WHERE id = ?",
+                     [who, _stamp(now), note, alert_id])
+        return str(row[0])
+
+
+ALERT_COLUMNS = ("alert_id", "patient_id", "domain", "t_score", "priority", "reason", "created_at",
+                 "assessment_id", "assessed_on", "entry_replaced", "acknowledged_by", "acknowledged_at",
+                 "note")
+
+
+def load_alerts(db: Database, *, patient_id: str | None = None, open_only: bool = False) -> pd.DataFrame:
+    """Alerts, high priority first, then oldest first.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`ALERT_COLUMNS`; ``entry_replaced`` is True when the check-in that raised the
+        alert was later replaced by a corrected entry (the alert stays until acknowledged).
+    """
+    where, params = _patient_filter(patient_id)
+    if open_only:
+        where += " AND a.acknowledged_at IS NULL"
+    df = _frame(db, "SELECT a.id AS alert_id, p.patient_id, a.domain, a.t_score, a.priority, a.reason, "
+                    "a.created_at, a.assessment_ref AS assessment_id, s.assessed_on, "
+                    "s.superseded_by IS NOT NULL AS entry_replaced, a.acknowledged_by, a.acknowledged_at, "
+                    "a.note "
+                    "FROM alerts a JOIN patients p ON p.id = a.patient_ref "
+                    "JOIN assessments s ON s.id = a.assessment_ref WHERE 1" + where +
+                    f" ORDER BY a.priority <> '{PRIORITIES[0]}', a.created_at, a.id", params,
+                dates=["assessed_on"], ints=["alert_id", "assessment_id"], floats=["t_score"],
+                stamps=["created_at", "acknowledged_at"])
+    return df.astype({"entry_replaced": bool})
+
+
+def load_alert_summary(db: Database) -> pd.DataFrame:
+    """Per patient with open alerts: ``patient_id, open_alerts, top_priority``."""
+    return _frame(db, f"SELECT p.patient_id, count(*) AS open_alerts, CASE WHEN max(a.priority = "
+                      f"'{PRIORITIES[0]}') THEN '{PRIORITIES[0]}' ELSE '{PRIORITIES[1]}' END AS top_priority "
+                      "FROM alerts a JOIN patients p ON p.id = a.patient_ref "
+                      "WHERE a.acknowledged_at IS NULL GROUP BY a.patient_ref", ints=["open_alerts"])
+
+
+def load_patient(db: Database, patient_id: str) -> pd.DataFrame:
+    """The one-row frame of :func:`load_patients` for this patient (empty when unknown)."""
+    return _frame(db, "SELECT patient_id, diagnosis, sex, birth_year, enrolled_on, entered_by, entered_at "
+                      "FROM patients WHERE patient_id = ?", [patient_id],
+                  dates=["enrolled_on"], ints=["birth_year"], stamps=["entered_at"])
+
+
+def series_patient(db: Database, series_id: int) -> str | None:
+    """The patient ID a series belongs to, or None for an unknown series."""
+    row = db.conn.execute("SELECT p.patient_id FROM series s JOIN patients p ON p.id = s.patient_ref "
+                          "WHERE s.id = ?", [series_id]).fetchone()
+    return None if row is None else str(row[0])
+
+
+SCORE_SUMMARY_COLUMNS = ("patient_id", "domain", "assessed_on", "t_score", "se")
+
+
+def load_latest_scores(db: Database, *, patient_id: str | None = None,
+                       before: date | None = None) -> pd.DataFrame:
+    """The latest active score per patient and domain (optionally only scores dated before ``before``).
+
+    One aggregate query whatever the number of patients. Columns :data:`SCORE_SUMMARY_COLUMNS`.
+    """
+    where, params = _patient_filter(patient_id)
+    if before is not None:
+        where += " AND a.assessed_on < ?"
+        params.append(before.isoformat())
+    # SQLite documents that with max() the other (bare) columns come from the row holding the maximum;
+    # active rows are unique per patient, domain and day, so that row is the latest score.
+    return _frame(db, "SELECT p.patient_id, a.domain, max(a.assessed_on) AS assessed_on, a.t_score, a.se "
+                      "FROM assessments a JOIN patients p ON p.id = a.patient_ref "
+                      "WHERE a.superseded_by IS NULL" + where + " GROUP BY a.patient_ref, a.domain "
+                      "ORDER BY p.patient_id, a.domain", params,
+                  dates=["assessed_on"], floats=["t_score", "se"])
+
+
+def load_baseline_candidates(db: Database, baseline_days: int) -> pd.DataFrame:
+    """Active scores that can be a baseline, for every patient in one query.
+
+    These are the scores dated from ``baseline_days`` before the first infusion of any series up to
+    that day, plus each patient's first score per domain (the baseline when there is no series).
+    Columns :data:`SCORE_SUMMARY_COLUMNS`; which of them is the baseline is decided by the caller.
+    """
+    offset = f"-{int(baseline_days)} days"
+    # CROSS JOIN makes SQLite walk the series and range-scan assessments_by_patient for each (the IN
+    # list lets it use the index past the domain column): 5x faster than its own plan on 10,000 patients.
+    return _frame(db, "SELECT p.patient_id, c.domain, c.assessed_on, c.t_score, c.se FROM ("
+                      "SELECT a.patient_ref, a.domain, a.assessed_on, a.t_score, a.se FROM series s "
+                      "CROSS JOIN assessments a ON a.patient_ref = s.patient_ref "
+                      f"AND a.domain IN {_in(DOMAINS)} "
+                      "AND a.assessed_on BETWEEN date(s.first_infusion, ?) AND s.first_infusion "
+                      "WHERE a.superseded_by IS NULL "
+                      "UNION SELECT a.patient_ref, a.domain, min(a.assessed_on), a.t_score, a.se "
+                      "FROM assessments a WHERE a.superseded_by IS NULL GROUP BY a.patient_ref, a.domain"
+                      ") c JOIN patients p ON p.id = c.patient_ref "
+                      "ORDER BY p.patient_id, c.domain, c.assessed_on",
+                  [offset], dates=["assessed_on"], floats=["t_score", "se"])
+
+
+def first_patient_with_assessments(db: Database, prefix: str = "") -> str | None:
+    """The first patient ID (in ID order) starting with ``prefix`` that has an active score."""
+    row = db.conn.execute("SELECT min(p.patient_id) FROM patients p WHERE p.patient_id GLOB ? AND EXISTS "
+                          "(SELECT 1 FROM assessments a WHERE a.patient_ref = p.id "
+                          "AND a.superseded_by IS NULL)",
+                          [re.sub(r"([*?\[])", r"[\1]", prefix) + "*"]).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+AUDIT_COLUMNS = ("audit_id", "at", "actor", "action", "patient_id", "details")
+
+
+def load_audit_log(db: Database, *, actor: str | None = None, patient_id: str | None = None,
+                   action: str | None = None, date_from: date | None = None,
+                   date_to: date | None = None) -> pd.DataFrame:
+    """Audit entries, newest first, filtered by actor, patient, action and UTC day (both inclusive).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`AUDIT_COLUMNS`; ``at`` is UTC and ``details`` the JSON text (or None).
+    """
+    where, params = "", []
+    for column, value in (("l.actor", actor), ("p.patient_id", patient_id), ("l.action", action)):
+        if value is not None:
+            where += f" AND {column} = ?"
+            params.append(value)
+    if date_from is not None:
+        where += " AND l.at >= ?"
+        params.append(date_from.isoformat())
+    if date_to is not None:
+        where += " AND l.at < date(?, '+1 day')"
+        params.append(date_to.isoformat())
+    return _frame(db, "SELECT l.id AS audit_id, l.at, l.actor, l.action, p.patient_id, l.details "
+                      "FROM audit_log l LEFT JOIN patients p ON p.id = l.patient_ref WHERE 1" + where +
+                      " ORDER BY l.at DESC, l.id DESC", params, ints=["audit_id"], stamps=["at"])

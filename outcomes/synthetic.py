@@ -20,14 +20,16 @@ Example
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-from . import instruments, scoring, storage
+from . import auth, instruments, scoring, storage
+from .errors import NotADemoDatabase
 from .settings import DOMAINS
 
 DIAGNOSES = MappingProxyType(
@@ -291,3 +293,40 @@ def _sample_items(rng: np.random.Generator, form, theta: np.ndarray) -> np.ndarr
     skipped = rng.random(values.shape) < ITEM_SKIP_RATE
     values[skipped] = np.nan
     return values
+
+
+DEMO_ACCOUNTS_META = "demo_accounts"
+
+
+def prepare_demo(db, *, end: date, now, n_patients: int = 1034, seed: int = 2025) -> list[dict[str, str]]:
+    """Make ``db`` a ready demo: seed it if empty, create one account per role, and return the accounts.
+
+    The demo passwords are kept readable in the demo database's ``meta`` table so the sign-in page can
+    list them: the database holds synthetic patients only, and :func:`outcomes.auth.create_demo_accounts`
+    refuses any database not flagged synthetic, so demo accounts never exist next to real patients.
+
+    Raises
+    ------
+    NotADemoDatabase
+        ``db`` already holds data that is not synthetic.
+    """
+    if not storage.is_synthetic(db):
+        if storage.database_summary(db)["patients"]:
+            raise NotADemoDatabase("This database holds patients and is not a demo database; choose "
+                                        "another path for the demo (setting OUTCOMES_DEMO_DB_PATH).")
+        write_cohort(db, generate_cohort(n_patients, seed=seed, end=end))
+    stored = storage.get_meta(db, DEMO_ACCOUNTS_META)
+    if stored:
+        return json.loads(stored)
+    accounts = [
+        {"username": a.username, "password": a.password, "role": a.role, "note": a.note}
+        for a in auth.create_demo_accounts(db, now=now)
+    ]
+    storage.set_meta(db, DEMO_ACCOUNTS_META, json.dumps(accounts))
+    return accounts
+
+
+def demo_accounts(db) -> list[dict[str, str]]:
+    """The demo accounts of a prepared demo database (empty when it is not one)."""
+    stored = storage.get_meta(db, DEMO_ACCOUNTS_META) if storage.is_synthetic(db) else None
+    return json.loads(stored) if stored else []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlite_utils import Database
@@ -34,3 +37,87 @@ def dump() -> Callable[[Database], dict[str, list[tuple]]]:
                 for t in database.table_names()}
 
     return rows
+
+
+@pytest.fixture
+def fast_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cheap argon2id hasher for account tests (the production parameters cost ~0.1 s per hash)."""
+    from argon2 import PasswordHasher
+
+    from outcomes import auth
+
+    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
+# The app ------------------------------------------------------------------------------------------
+
+PASSWORD = "a long test password"
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@dataclasses.dataclass
+class Clinic:
+    """A small clinic database on disk: one user per role and two patients with check-ins."""
+
+    path: Path
+    users: dict[str, Any]
+    today: date
+
+    def open(self) -> Database:
+        return storage.open_db(self.path)
+
+
+@pytest.fixture
+def clinic_db(tmp_path: Path, fast_hasher: None, monkeypatch: pytest.MonkeyPatch) -> Clinic:
+    from outcomes import auth, clinic
+    from outcomes.settings import load_settings
+
+    settings = load_settings({})
+    today = date.today()
+    now = datetime.now(UTC)
+    path = tmp_path / "clinic.db"
+    db = storage.connect(path)
+    admin = auth.create_first_admin(db, "ada.admin", PASSWORD, now=now)
+    clinician = auth.create_user(db, admin, username="cleo.clinician", role="clinician", password=PASSWORD, now=now)
+    qi = auth.create_user(db, admin, username="quinn.qi", role="qi", password=PASSWORD, now=now)
+    for pid, diagnosis in (("P001", "CRPS"), ("P002", "Fibromyalgia")):
+        clinic.enrol_patient(db, clinician, patient_id=pid, diagnosis=diagnosis, sex="F", birth_year=1970,
+                             enrolled_on=today - timedelta(days=60), today=today, now=now, settings=settings)
+        first = today - timedelta(days=42)
+        clinic.log_series(db, clinician, patient_id=pid, first_infusion=first, last_infusion=first + timedelta(days=4),
+                          infusions=5, protocol="5-day 0.5 mg/kg", dose_mg_per_kg=0.5, today=today)
+        for weeks_ago, value in ((7, 4), (5, 3), (2, 2)):
+            answers = {form.key: {item.item_id: (value if form.domain != "physical_function" else 6 - value)
+                                  for item in form.items}
+                       for form in clinic.checkin_forms(settings)}
+            clinic.submit_checkin(db, clinician, patient_id=pid, answers=answers,
+                                  assessed_on=today - timedelta(weeks=weeks_ago), today=today, now=now,
+                                  settings=settings, source="clinician")
+    patient = auth.create_user(db, admin, username="pat.patient", role="patient", password=PASSWORD,
+                               patient_id="P001", now=now)
+    db.close()
+    monkeypatch.setenv("OUTCOMES_DB_PATH", str(path))
+    monkeypatch.setenv("OUTCOMES_DEMO_DB_PATH", str(tmp_path / "demo.db"))
+    users = {"admin": admin, "clinician": clinician, "qi": qi, "patient": patient}
+    return Clinic(path, {role: dataclasses.replace(u, must_change_password=False) for role, u in users.items()}, today)
+
+
+@pytest.fixture
+def app_as(clinic_db: Clinic) -> Callable[..., Any]:
+    """``app_as("clinician")``: the whole app (app.py) run once, signed in as that role."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+    def make(role: str | None, page: str | None = None) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        if role is not None:
+            at.session_state["auth.user"] = clinic_db.users[role]
+        at.run()
+        if page is not None:
+            at.switch_page(page).run()
+        return at
+
+    return make

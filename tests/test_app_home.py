@@ -1,13 +1,12 @@
-"""AppTest: the landing page opens (creating and migrating) the database and shows what is in it."""
+"""AppTest: first run, and the administrator's Database page showing what is in the database."""
 
-from datetime import date
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from outcomes import storage, synthetic
+from outcomes import storage
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -18,31 +17,28 @@ def fresh_caches():
     st.cache_resource.clear()
 
 
-def run_app(db_path: Path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("OUTCOMES_DB_PATH", str(db_path))
-    return AppTest.from_file(APP, default_timeout=60).run()
-
-
-def test_missing_database_is_created_and_shown_empty(tmp_path, monkeypatch):
+def test_a_missing_database_is_created_and_first_run_offers_setup(tmp_path, monkeypatch):
     path = tmp_path / "new" / "clinic.db"
-    at = run_app(path, monkeypatch)
+    monkeypatch.setenv("OUTCOMES_DB_PATH", str(path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert path.exists()
-    assert [m.value for m in at.metric] == ["0", "0", "0", "0", "0"]
-    assert "The database is empty" in at.info[0].value
-    assert not at.warning                                    # no synthetic banner on a real database
+    assert at.title[0].value == "Welcome to Infusion outcomes"
+    assert "Open the demo" in [b.label for b in at.button]
 
 
-def test_demo_database_shows_counts_and_the_synthetic_banner(tmp_path, monkeypatch):
-    path = tmp_path / "demo.db"
-    db = storage.connect(path)
-    synthetic.write_cohort(db, synthetic.generate_cohort(25, seed=4, end=date(2026, 10, 1)))
-    summary = storage.database_summary(db)
-    db.close()
-    at = run_app(path, monkeypatch)
+def test_database_page_shows_the_counts(app_as, clinic_db):
+    at = app_as("admin", "app_pages/home.py")
     assert not at.exception
+    db = clinic_db.open()
+    summary = storage.database_summary(db)
+    assert [m.value for m in at.metric] == [f"{summary[k]:,}" for k in
+                                            ("patients", "series", "infusions", "assessments", "users")]
+    assert not at.warning                                       # a real database: no synthetic banner
+    assert "pain_interference_sf6a_v1.0" in set(at.dataframe[1].value["Form key"])
+
+
+def test_database_page_of_a_synthetic_database_carries_the_banner(app_as, clinic_db):
+    storage.set_meta(clinic_db.open(), "synthetic", "1")
+    at = app_as("admin", "app_pages/home.py")
     assert "Synthetic data" in at.warning[0].value
-    assert at.metric[0].value == "25"
-    assert at.metric[3].value == f"{summary['assessments']:,}"
-    forms = at.dataframe[1].value
-    assert "pain_interference_sf6a_v1.0" in set(forms["Form key"])

@@ -44,8 +44,9 @@ def test_migrations_are_idempotent(db_path):
         storage.migrate(db)
         assert db.conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
         assert storage.get_meta(db, "secret") == secret
-        assert [m.name for m in storage.MIGRATIONS.applied(db)] == ["0001_initial_schema"]
-        assert storage.database_summary(db)["schema_version"] == 1
+        assert [m.name for m in storage.MIGRATIONS.applied(db)] == ["0001_initial_schema",
+                                                                      "0002_accounts_checkins_alerts"]
+        assert storage.database_summary(db)["schema_version"] == 2
 
 
 def test_every_database_gets_its_own_secret(tmp_path):
@@ -420,7 +421,7 @@ def test_database_summary(db):
         "patients": 1, "series": 1, "infusions": 0, "assessments": 2, "users": 0, "synthetic": False}
     assert (s["first_assessment"], s["last_assessment"]) == (date(2025, 1, 20), date(2025, 3, 1))
     assert s["assessments_by_domain"] == {"depression": 1, "physical_function": 1}
-    assert s["schema_version"] == 1 and s["data_version"] == storage.data_version(db)
+    assert s["schema_version"] == 2 and s["data_version"] == storage.data_version(db)
 
 
 # Bulk insert

@@ -7,19 +7,35 @@ Streamlit reruns on a pool of threads). What is cached are *results*, keyed by t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from outcomes import instruments, storage
-from outcomes.settings import Settings, load_settings
+from outcomes import analysis, figures, instruments, reports, storage, survival, synthetic
+from outcomes.settings import DOMAINS, Settings, Window, load_settings
+
+
+DEMO_QUERY_PARAM = "demo"
 
 
 def settings() -> Settings:
     # Read on every rerun: cheap, and a test or an operator can change the environment between runs.
     return load_settings()
+
+
+def demo_mode() -> bool:
+    """Whether this browser tab works on the separate demo database (kept in the URL, so a reload keeps it)."""
+    return st.query_params.get(DEMO_QUERY_PARAM) == "1"
+
+
+def active_db_path() -> str:
+    s = settings()
+    return str(s.demo_db_path if demo_mode() else s.db_path)
 
 
 @st.cache_resource(show_spinner=False)
@@ -31,7 +47,7 @@ def _ensure_schema(db_path: str) -> None:
 @contextmanager
 def database(db_path: str | None = None) -> Iterator[Any]:
     """A fresh connection for the length of one block."""
-    path = str(db_path or settings().db_path)
+    path = str(db_path or active_db_path())
     _ensure_schema(path)
     db = storage.open_db(path)
     try:
@@ -52,7 +68,7 @@ def _summary(db_path: str, version: int) -> dict[str, Any]:
 
 
 def summary(db_path: str | None = None) -> dict[str, Any]:
-    path = str(db_path or settings().db_path)
+    path = str(db_path or active_db_path())
     return _summary(path, data_version(path))
 
 
@@ -64,3 +80,160 @@ def _registry(instruments_dir: str, wording_file: str | None) -> instruments.Reg
 def registry() -> instruments.Registry:
     s = settings()
     return _registry(str(s.instruments_dir), str(s.item_wording_file) if s.item_wording_file else None)
+
+
+def user_count() -> int:
+    with database() as db:
+        return storage.count_users(db)
+
+
+def demo_accounts() -> list[dict[str, str]]:
+    with database() as db:
+        return synthetic.demo_accounts(db)
+
+
+def open_demo() -> None:
+    """Prepare the demo database (seeding it on first use) and switch this tab to it."""
+    s = settings()
+    with database(str(s.demo_db_path)) as db:
+        synthetic.prepare_demo(db, end=date.today(), now=datetime.now(timezone.utc))
+    st.query_params[DEMO_QUERY_PARAM] = "1"
+
+
+# Cohort outcomes page (app_pages/cohort.py) -----------------------------------------------------------
+# The raw series and score frames are shared read-only through cache_resource: cache_data would unpickle
+# a copy of the large score frame on every hit (toolchain notes §6). The small derived tables are cached
+# with cache_data keyed by path, data_version and the whole query, so changing a filter back is instant.
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortQuery:
+    """The cohort page's filters and options; an empty tuple means "no filter"."""
+
+    as_of: date
+    mcid: tuple[tuple[str, float], ...]
+    series: analysis.SeriesChoice = "first"
+    diagnosis: tuple[str, ...] = ()
+    sex: tuple[str, ...] = ()
+    age_band: tuple[str, ...] = ()
+    protocol: tuple[str, ...] = ()
+    series_number: tuple[int, ...] = ()
+    first_infusion_from: date | None = None
+    first_infusion_to: date | None = None
+    impaired_only: bool = False
+
+
+@st.cache_resource(ttl=600, max_entries=4, show_spinner=False)
+def _cohort_frames(db_path: str, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with database(db_path) as db:
+        return reports.episodes(db), reports.scores(db)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _cohort_options(db_path: str, version: int) -> dict[str, Any]:
+    episodes, _ = _cohort_frames(db_path, version)
+
+    def values(column: str) -> list[Any]:
+        return sorted(episodes[column].dropna().unique().tolist())
+
+    first = episodes["first_infusion"].dropna()
+    return {"diagnosis": values("diagnosis"), "sex": values("sex"), "protocol": values("protocol"),
+            "series_number": [int(n) for n in values("series_number")],
+            "first_year": int(first.min().year) if len(first) else None}
+
+
+def cohort_options() -> dict[str, Any]:
+    """Choices for the cohort filters: diagnoses, sexes, protocols, series numbers, first year with data."""
+    path = active_db_path()
+    return _cohort_options(path, data_version(path))
+
+
+def _cohort_subsets(db_path: str, version: int, query: CohortQuery,
+                    baseline_days: int) -> tuple[list[tuple[tuple[str, ...], pd.DataFrame]], pd.DataFrame]:
+    """Filtered episodes per group of domains, and the scores.
+
+    With "impaired at baseline only" each domain gets its own episodes (those impaired in that domain),
+    as clinical-methods notes §3.7 ask; otherwise one set serves all domains.
+    """
+    episodes, scores = _cohort_frames(db_path, version)
+    chosen = analysis.filter_episodes(
+        episodes, as_of=query.as_of, diagnosis=list(query.diagnosis) or None, sex=list(query.sex) or None,
+        age_band=list(query.age_band) or None, protocol=list(query.protocol) or None,
+        series_number=list(query.series_number) or None, first_infusion_from=query.first_infusion_from,
+        first_infusion_to=query.first_infusion_to)
+    thresholds = dict(query.mcid)
+    domains = tuple(d for d in DOMAINS if d in thresholds)
+    if not query.impaired_only:
+        return [(domains, chosen)], scores
+    return [((d,), analysis.filter_episodes(chosen, scores, as_of=query.as_of, impaired_at_baseline={d: True},
+                                            baseline_days=baseline_days)) for d in domains], scores
+
+
+@st.cache_data(ttl=600, max_entries=128, show_spinner=False)
+def _cohort_table(db_path: str, version: int, query: CohortQuery, panel: str, baseline_days: int,
+                  windows: tuple[Window, ...]) -> pd.DataFrame:
+    subsets, scores = _cohort_subsets(db_path, version, query, baseline_days)
+    thresholds = dict(query.mcid)
+    common: dict[str, Any] = {"as_of": query.as_of, "baseline_days": baseline_days, "series": query.series}
+    parts = []
+    for domains, episodes in subsets:
+        if panel == "responders":  # the same call as reports.responders, on the filtered episodes
+            parts.append(analysis.responder_report(episodes, scores, mcid={d: thresholds[d] for d in domains},
+                                                   windows=windows, **common))
+        elif panel == "counts":
+            ws = analysis.window_scores(episodes, scores, domains=domains, windows=windows[:1], **common)
+            counts = ws.groupby("domain", observed=False).agg(
+                episodes=("series_id", "size"), patients=("patient_id", "nunique"),
+                with_baseline=("has_baseline", "sum"))
+            parts.append(counts.reindex(list(domains), fill_value=0).rename_axis("domain").reset_index())
+        elif panel == "trajectories":
+            parts.append(analysis.trajectories(episodes, scores, domains=domains, **common))
+        elif panel == "cdf":
+            parts.append(analysis.change_cdf(episodes, scores, domains=domains, windows=windows, **common))
+        elif panel == "completion":
+            parts.append(analysis.follow_up_completion(episodes, scores, domains=domains, windows=windows,
+                                                       **common))
+        else:
+            raise ValueError(f"unknown cohort panel {panel!r}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def cohort_table(query: CohortQuery, panel: str) -> pd.DataFrame:
+    """One cohort table for ``query``: ``"counts"`` (episodes, patients and episodes with a baseline per
+    domain), ``"responders"``, ``"trajectories"``, ``"cdf"`` or ``"completion"`` (outcomes.analysis)."""
+    path, s = active_db_path(), settings()
+    return _cohort_table(path, data_version(path), query, panel, s.baseline_days, tuple(s.windows))
+
+
+@st.cache_data(ttl=600, max_entries=64, show_spinner=False)
+def _cohort_survival(db_path: str, version: int, query: CohortQuery, estimate: str, group_col: str | None,
+                     min_at_risk: int, baseline_days: int) -> tuple[Any, dict[tuple[str, str], float]] | None:
+    subsets, scores = _cohort_subsets(db_path, version, query, baseline_days)
+    thresholds = dict(query.mcid)
+    derive = survival.response_durations if estimate == "durability" else survival.improvement_times
+    times = pd.concat([derive(episodes, scores, as_of=query.as_of, mcid={d: thresholds[d] for d in domains},
+                              baseline_days=baseline_days, series=query.series)
+                       for domains, episodes in subsets], ignore_index=True)
+    if times.empty or ("has_baseline" in times and not times["has_baseline"].astype(bool).any()):
+        return None
+    if estimate == "interval":
+        intervals = survival.fit_interval_censored(times, group_col=group_col)
+        return intervals, figures.at_risk_cutoff(times, group_col=group_col, min_at_risk=min_at_risk,
+                                                 time_col="lower_weeks")
+    km = survival.fit_km(times, group_col=group_col, kind="survival" if estimate == "durability" else "event")
+    # MappingProxyType cannot be pickled, and cache_data pickles what it stores.
+    return dataclasses.replace(km, p_values=dict(km.p_values)), figures.at_risk_cutoff(
+        times, group_col=group_col, min_at_risk=min_at_risk)
+
+
+def cohort_survival(query: CohortQuery, estimate: str, *, group_col: str | None = None,
+                    min_at_risk: int = 10) -> tuple[Any, dict[tuple[str, str], float]] | None:
+    """Survival view for ``query`` and where to cut each curve, or None when no episode qualifies.
+
+    ``estimate``: ``"km"`` (time to first meaningful improvement, ``SurvivalCurves``), ``"interval"``
+    (the same, interval-censored, ``IntervalCensoredCurves``) or ``"durability"`` (still responding,
+    ``SurvivalCurves`` of kind "survival"). Imports lifelines, so call it only when the panel shows.
+    """
+    path = active_db_path()
+    return _cohort_survival(path, data_version(path), query, estimate, group_col, min_at_risk,
+                            settings().baseline_days)

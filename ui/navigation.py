@@ -1,11 +1,19 @@
-"""The app's pages as plain data; app.py turns them into ``st.navigation`` and the tests walk the same list."""
+"""The app's pages as plain data; app.py turns them into ``st.navigation`` and the tests walk the same list.
+
+A session only ever registers the pages its user may open, so a deep link to any other page (on a
+freshly started server too) lands on the default page of that session instead: the sign-in page for
+an anonymous visitor. Each page also checks the role itself (``ui.session.require_roles``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -14,15 +22,53 @@ class PageSpec:
     title: str
     icon: str
     url_path: str
-    section: str = ""
+    roles: frozenset[str]
+    section: str
 
 
+def _page(path: str, title: str, icon: str, roles: str, section: str) -> PageSpec:
+    url_path = path.removeprefix("app_pages/").removesuffix(".py")
+    return PageSpec(path, title, f":material/{icon}:", url_path, frozenset(roles.split()), section)
+
+
+#: Pages for signed-in users, in menu order; the first page a role may open is its home page.
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("app_pages/home.py", "Database", ":material/database:", "home"),
+    _page("app_pages/checkin.py", "Weekly check-in", "edit_note", "patient", "My check-ins"),
+    _page("app_pages/progress.py", "My progress", "show_chart", "patient", "My check-ins"),
+    _page("app_pages/roster.py", "Roster", "groups", "clinician", "Clinic"),
+    _page("app_pages/alerts.py", "Alerts", "notifications", "clinician", "Clinic"),
+    _page("app_pages/patient.py", "Patient", "person", "clinician", "Clinic"),
+    _page("app_pages/record.py", "Record", "add_notes", "clinician", "Clinic"),
+    _page("app_pages/cohort.py", "Cohort outcomes", "monitoring", "clinician qi", "Outcomes"),
+    _page("app_pages/users.py", "Users", "manage_accounts", "admin", "Administration"),
+    _page("app_pages/audit.py", "Audit log", "policy", "admin", "Administration"),
+    _page("app_pages/home.py", "Database", "database", "admin", "Administration"),
+    _page("app_pages/account.py", "My account", "key", "admin clinician qi patient", "Account"),
 )
 
+#: Pages for visitors who are not signed in.
+PUBLIC_PAGES: tuple[PageSpec, ...] = (
+    _page("app_pages/login.py", "Sign in", "login", "", ""),
+    _page("app_pages/invitation.py", "I have an invitation code", "mail", "", ""),
+)
+SETUP_PAGE = _page("app_pages/setup.py", "Set up", "rocket_launch", "", "")
 
-def build() -> StreamlitPage:
-    pages = [st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path, default=(i == 0))
-             for i, p in enumerate(PAGES)]
-    return st.navigation(pages)
+
+def pages_for(role: str) -> tuple[PageSpec, ...]:
+    return tuple(p for p in PAGES if role in p.roles)
+
+
+def build(role: str | None, *, first_run: bool = False) -> StreamlitPage:
+    """The navigation of one session: its role's pages, the sign-in pages, or the first-run setup."""
+    if role is None:
+        specs = (SETUP_PAGE,) if first_run else PUBLIC_PAGES
+        return st.navigation(_st_pages(specs), position="hidden" if first_run else "sidebar")
+    sections: dict[str, list[StreamlitPage]] = {}
+    for i, spec in enumerate(pages_for(role)):
+        sections.setdefault(spec.section, []).extend(_st_pages([spec], default=i == 0))
+    return st.navigation(sections)
+
+
+def _st_pages(specs, default: bool = True) -> list[StreamlitPage]:
+    return [st.Page(s.path, title=s.title, icon=s.icon, url_path=s.url_path, default=default and i == 0)
+            for i, s in enumerate(specs)]

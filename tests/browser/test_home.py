@@ -1,30 +1,25 @@
-"""In Chromium: a fresh server on a demo database shows the landing page with its contents."""
-
-from datetime import date
+"""In Chromium: the administrator signs in and sees what is in the database."""
 
 import pytest
 
-from outcomes import storage, synthetic
+from tests.conftest import PASSWORD
 
 from .conftest import screenshot, wait_for_idle
+from .test_journeys import sign_in
 
 pytestmark = pytest.mark.browser
 
 
-def test_landing_page_shows_the_database(browser, start_server, tmp_path):
+def test_administrator_sees_the_database_page(browser, start_server, clinic_db):
     from playwright.sync_api import expect
 
-    db_path = tmp_path / "demo.db"
-    db = storage.connect(db_path)
-    synthetic.write_cohort(db, synthetic.generate_cohort(40, seed=5, end=date(2026, 10, 1)))
-    db.close()
-    server = start_server(db_path)
-
+    server = start_server(clinic_db.path)
     page = browser.new_page()
     page.goto(server.url)
     wait_for_idle(page)
-    expect(page.get_by_text("Synthetic data.")).to_be_visible()
-    expect(page.get_by_test_id("stMetric").first).to_contain_text("40")
+    sign_in(page, "ada.admin", PASSWORD)
+    expect(page.get_by_role("heading", name="Users")).to_be_visible(timeout=30_000)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Database").click()
+    expect(page.get_by_test_id("stMetric").first).to_contain_text("2")          # two patients
     expect(page.get_by_text("Questionnaires this clinic can score")).to_be_visible()
-    screenshot(page, "home")
-    page.close()
+    screenshot(page, "admin-database")

@@ -1,0 +1,395 @@
+"""Cohort outcomes: does treatment help, for whom, and for how long (issue 4).
+
+A thin view: the sidebar builds a ``CohortQuery``; ``ui.data`` computes it with ``outcomes.analysis`` and
+``outcomes.survival`` (cached); ``outcomes.figures`` draws; for the quality-improvement role
+``outcomes.disclosure`` hides counts from 1 to ``small_cell_max``. Only groups appear here: no patient
+identifiers, no dates of care. A tab renders only while open, so lifelines loads with the first survival tab.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+import pandas as pd
+import streamlit as st
+
+from outcomes import disclosure, figures
+from outcomes.analysis import AGE_BANDS, SeriesChoice
+from outcomes.errors import OutcomesError
+from outcomes.settings import DOMAINS, MCID_PRESET_LABELS, MCID_PRESETS
+from ui import data, session
+
+#: Fewer patients with a baseline score than this and a panel shows an empty state, not estimates.
+MIN_PATIENTS = 5
+#: KMunicate: stop a curve where fewer than this many remain at risk (clinical-methods notes §4.5).
+MIN_AT_RISK = 10
+PRESET_SHORT = {"anchor": "anchor-based", "lenient": "lenient", "half_sd": "half SD", "custom": "custom"}
+SERIES_LABELS = {"first": "Each patient's first series (primary)", "all": "All series"}
+ESTIMATES = {"km": "Kaplan–Meier (improvement dated at the first improved score)",
+             "interval": "Interval-censored (improvement between two scores: NPMLE + Weibull band)"}
+DURABILITY_X_TITLE = "Weeks since the first meaningful improvement"
+TABS = ("Responder rates", "Trajectories", "Distribution of change", "Time to improvement", "Durability",
+        "Follow-up completion")
+CAVEAT = (
+    "**Observed outcomes in an uncontrolled cohort, not treatment effects.** Without a comparison group "
+    "these numbers cannot show what the infusions added. The 2025 Cochrane review of randomised trials "
+    "found no clear benefit of ketamine over placebo for chronic pain; a 2025 registry of 1,034 patients "
+    "saw 20–46 % improve meaningfully, depending on the measure. Patients who start worst improve most "
+    "even without any effect (regression to the mean).")
+
+user = session.require_roles("clinician", "qi")
+settings = data.settings()
+qi = user.role == "qi"
+cells = settings.small_cell_max
+minimum = max(MIN_PATIENTS, cells + 1) if qi else MIN_PATIENTS
+min_at_risk = max(MIN_AT_RISK, cells + 1) if qi else MIN_AT_RISK  # QI: no step rests on a small group
+options = data.cohort_options()
+windows = {w.name: w.label for w in settings.windows}
+label = figures.label
+today = session.today()  # the clinic's calendar day (setting OUTCOMES_TIMEZONE), as check-ins are dated
+
+with st.sidebar:
+    st.header("Which patients")
+    as_of = st.date_input("Data as of", value=today, max_value=today, key="cohort.as_of",
+                          help="Scores after this date are ignored and follow-up ends on it.")
+    chosen_set = st.radio("Analysis set", list(SERIES_LABELS), format_func=lambda s: SERIES_LABELS[s],
+                          key="cohort.series",
+                          help="Repeat series of one patient are not independent: their CIs are too narrow.")
+    series: SeriesChoice = "all" if chosen_set == "all" else "first"
+    diagnosis = st.multiselect("Diagnosis", options["diagnosis"], key="cohort.diagnosis", placeholder="All")
+    sex = st.multiselect("Sex", options["sex"], key="cohort.sex", placeholder="All")
+    age_band = st.multiselect("Age band", AGE_BANDS, key="cohort.age_band", placeholder="All")
+    protocol = st.multiselect("Protocol", options["protocol"], key="cohort.protocol", placeholder="All")
+    series_number = st.multiselect("Series number", options["series_number"], key="cohort.series_number",
+                                   placeholder="All", disabled=series == "first",
+                                   help="Choose 'All series' above to analyse repeat series.")
+    # Not the first infusion on record: for the QI role that would be one patient's date of care.
+    first_day = date(options["first_year"] or today.year, 1, 1)
+    span = st.date_input("First infusion between", value=(first_day, today), key="cohort.span")
+    impaired = st.checkbox("Impaired at baseline only", key="cohort.impaired",
+                           help="Each domain counts only the patients impaired in it before treatment "
+                                "(pain interference or depression T ≥ 55, physical function T ≤ 45): "
+                                "patients within normal limits have little room to improve.")
+    st.header("Meaningful change")
+    choices = [*MCID_PRESETS, "custom"]
+    default = "custom" if settings.mcid_label == MCID_PRESET_LABELS["custom"] else settings.mcid_preset
+    preset = st.selectbox("Threshold", choices, index=choices.index(default), key="cohort.preset",
+                          format_func=lambda p: MCID_PRESET_LABELS[p]) or default
+    if preset == "custom":
+        mcid = {d: st.number_input(f"{label(d)}, T points", min_value=0.5, max_value=30.0, step=0.5,
+                                   value=float(settings.mcid[d]), key=f"cohort.mcid.{d}") for d in DOMAINS}
+    else:
+        mcid = dict(MCID_PRESETS[preset])
+
+# While a range is being picked the widget holds one date.
+start, end = (tuple(span) + (None, None))[:2] if isinstance(span, (tuple, list)) else (span, None)
+query = data.CohortQuery(
+    as_of=as_of, mcid=tuple((d, float(mcid[d])) for d in DOMAINS), series=series,
+    diagnosis=tuple(diagnosis), sex=tuple(sex), age_band=tuple(age_band), protocol=tuple(protocol),
+    series_number=tuple(series_number) if series == "all" else (), first_infusion_from=start,
+    first_infusion_to=end, impaired_only=impaired)
+thresholds = ", ".join(f"{label(d).lower()} {mcid[d]:.1f}" for d in DOMAINS)
+threshold_text = (f"Meaningful change: {MCID_PRESET_LABELS[preset]}: {thresholds} T points "
+                  "(docs/methods.md §4).")
+
+
+def count(n: Any) -> str:
+    """A head count; rounded to 10 for QI, since an exact total minus a panel's counts can be small."""
+    if not qi:
+        return f"{int(n):,}"
+    if disclosure.is_small(n, cells):
+        return disclosure.show_count(n, cells)
+    return f"about {int(round(n, -1)):,}"
+
+
+def too_few(n: int, what: str = "this panel", who: str = "with a baseline score") -> str | None:
+    """The empty-state message when fewer than ``minimum`` patients qualify, else None."""
+    if n >= minimum:
+        return None
+    shown = f"n ≤ {cells}" if qi and disclosure.is_small(n, cells) else f"n = {n}"
+    return f"Too few patients for {what} ({shown} {who}; at least {minimum} needed)"
+
+
+def empty_state(n: int) -> bool:
+    message = too_few(n)
+    if message:
+        st.info(message + ". Widen the filters in the sidebar.", icon=":material/filter_alt_off:")
+    return message is not None
+
+
+def whole(value: Any) -> str:
+    return value if isinstance(value, str) else f"{int(value):,}"
+
+
+def ratio(part: Any, total: Any) -> str:
+    return f"{whole(part)} / {whole(total)}"
+
+
+def percent(pct: Any, low: Any, high: Any) -> str:
+    """"40.4 (37.3–43.6)"; a suppressed percentage shows only its marker, a missing one "–"."""
+    if isinstance(pct, str):
+        return pct if pct in (disclosure.HIDDEN, "") else f"{pct} ({low}–{high})"
+    return "–" if pd.isna(pct) else f"{pct:.1f} ({low:.1f}–{high:.1f})"
+
+
+def mean_sd(mean: Any, sd: Any) -> str:
+    if isinstance(mean, str) or isinstance(sd, str):
+        return disclosure.HIDDEN if disclosure.HIDDEN in (mean, sd) else f"{mean} ({sd or '–'})"
+    return "–" if pd.isna(mean) else f"{mean:.1f}" + ("" if pd.isna(sd) else f" ({sd:.1f})")
+
+
+def weeks(value: Any) -> str:
+    if isinstance(value, str):
+        return value or "not reached"
+    return "not reached" if pd.isna(value) else f"{value:.1f}"
+
+
+def median_text(row: dict[str, Any]) -> str:
+    """"10.0 (7.9 to 13.0)"; "not reached" while fewer than half had the event; "" on a total row."""
+    if row["group"] == "All":  # a total row added for suppression has no estimate of its own
+        return ""
+    if row.get("median_weeks") == disclosure.HIDDEN:
+        return disclosure.HIDDEN
+    if "median_ci_low" not in row or weeks(row["median_weeks"]) == "not reached":
+        return weeks(row["median_weeks"])
+    return f"{weeks(row['median_weeks'])} ({weeks(row['median_ci_low'])} to {weeks(row['median_ci_high'])})"
+
+
+def chart(fig: Any, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def notes(items: tuple[str, ...]) -> None:
+    if items:
+        with st.expander(f"Notes on these estimates ({len(items)})"):
+            shown = [disclosure.redact_text(n, threshold=cells) if qi else n for n in items]
+            st.markdown("\n".join(f"- {n}" for n in shown))
+
+
+st.title("Cohort outcomes")
+st.warning(CAVEAT, icon=":material/info:")
+if qi:
+    st.info(f"**Quality-improvement view.** Counts from 1 to {cells} are shown as "
+            f"“{disclosure.small_marker(cells)}”, and “{disclosure.HIDDEN}” marks a value hidden so that "
+            "such a count cannot be worked out from it (CMS cell-size rule; docs/methods.md §12). No patient "
+            "identifiers or dates of care are shown.", icon=":material/shield:")
+
+try:
+    counts = data.cohort_table(query, "counts").set_index("domain")
+except OutcomesError as exc:
+    st.error(str(exc))
+    st.stop()
+with_baseline = {d: int(counts.loc[d, "with_baseline"]) if d in counts.index else 0 for d in DOMAINS}
+n_any = max(with_baseline.values())
+n_series, n_patients = int(counts["episodes"].max()), int(counts["patients"].max())
+cohort_text = (f"**{count(n_patients)} patients** (first series of each)" if series == "first" else
+               f"**{count(n_series)} series of {count(n_patients)} patients** (all series)")
+cohort_text += f" with a first infusion up to {as_of:%Y-%m-%d}"
+if not qi:  # for QI, exact baseline counts minus a panel's counts could reveal a small group
+    cohort_text += "; with a baseline score: " + ", ".join(f"{label(d).lower()} {with_baseline[d]:,}"
+                                                          for d in DOMAINS)
+if impaired:
+    cohort_text += "; each domain counts only patients impaired in it at baseline"
+st.markdown(cohort_text + ".  \n" + threshold_text)
+
+tabs = dict(zip(TABS, st.tabs(TABS, key="cohort.tab", on_change="rerun"), strict=True))
+
+
+def responder_tab() -> None:
+    report = data.cohort_table(query, "responders")
+    shown = disclosure.suppress(report, disclosure.RESPONDER_SPEC, threshold=cells) if qi else report
+    rows = shown.to_dict("records")
+    st.dataframe(pd.DataFrame({
+        "Domain": report["domain"].map(label),
+        "Follow-up": report["window"].map(windows),
+        "Threshold (T)": [f"{m:.1f}" for m in report["mcid"]],
+        "Improved / observed": [ratio(r["n_improved"], r["n_observed"]) for r in rows],
+        "% improved (95 % CI)": [percent(r["pct_observed"], r["ci_low"], r["ci_high"]) for r in rows],
+        "Observed / eligible": [ratio(r["n_observed"], r["n_eligible"]) for r in rows],
+        "% if missing = not improved (95 % CI)": [
+            percent(r["pct_missing_as_not_improved"], r["mnni_ci_low"], r["mnni_ci_high"]) for r in rows],
+    }), hide_index=True, height="content", key="cohort.responders")
+    spans = "; ".join(f"{w.label.lower()} {w.low}–{w.high}" for w in settings.windows)
+    st.caption(
+        "**Improved**: a change from baseline of at least the threshold in the better direction (lower pain "
+        "interference and depression, higher physical function), rounded to 0.1. **% improved** = improved ÷ "
+        "observed (a baseline and a score in the window): the primary estimate, with a Wilson 95 % CI. "
+        "**Missing = not improved** = improved ÷ eligible (a baseline, and the window had closed by the "
+        f"as-of date): a conservative lower bound. Windows, in days after the last infusion: {spans}. "
+        f"{threshold_text} Methods: docs/methods.md §3–6.")
+
+
+def trajectory_tab() -> None:
+    shown_as = st.segmented_control(
+        "Show", ["change", "t"], default="change", required=True, key="cohort.measure",
+        format_func=lambda m: "Mean T-score" if m == "t" else "Mean change from baseline")
+    measure: Literal["change", "t"] = "t" if shown_as == "t" else "change"
+    traj = data.cohort_table(query, "trajectories")
+    if qi:
+        spec = disclosure.TRAJECTORY_CHANGE_SPEC if measure == "change" else disclosure.TRAJECTORY_T_SPEC
+        traj = disclosure.suppress(traj, spec, threshold=cells, as_text=False)
+    for d in DOMAINS:
+        message = too_few(with_baseline[d], label(d))
+        chart(figures.empty_figure(message) if message else
+              figures.trajectory_figure(traj, d, measure=measure), f"cohort.trajectory.{d}")
+    st.caption(
+        "Mean of the scores in each week since the first infusion (week 0 = days 0–6, the infusion week; "
+        "negative weeks are before it), with the 95 % CI of the mean. Bars: patients with a score that week; "
+        "later weeks rest on fewer patients, and those who keep answering may differ from those who stop. "
+        "Change is from each patient's baseline (latest score in the 30 days up to the first infusion). No "
+        "threshold is involved: a mean change says nothing about how many patients improved meaningfully. "
+        "Methods: docs/methods.md §7." + (f" Weeks with 1 to {cells} patients are not shown." if qi else ""))
+
+
+def distribution_tab() -> None:
+    cdf = data.cohort_table(query, "cdf")
+    if qi:
+        cdf = disclosure.coarsen_cdf(cdf, threshold=cells, pins=mcid)
+    for d in DOMAINS:
+        message = too_few(with_baseline[d], label(d))
+        marks = {PRESET_SHORT[p]: MCID_PRESETS[p][d] for p in MCID_PRESETS}
+        if preset == "custom":
+            marks["custom"] = mcid[d]
+        chart(figures.empty_figure(message) if message else
+              figures.change_cdf_figure(cdf, d, thresholds=marks, current=mcid[d], steps=not qi),
+              f"cohort.cdf.{d}")
+    st.caption(
+        "Each line: the share of patients with a baseline and a score in that window whose score improved "
+        "by at least x T points (n = those patients). Dotted lines mark the published thresholds, the dashed "
+        "line the one in use; the circles are the responder rates of the first tab. A lower or higher "
+        f"threshold moves the rate along the line (FDA PRO guidance 2009). {threshold_text}"
+        + (" Quality-improvement view: read on a 1-point grid; only points that let no group of 1 to "
+           f"{cells} patients be worked out are shown, joined by dotted lines." if qi else ""))
+
+
+def survival_panel(estimate: str, group_col: str | None) -> None:
+    """Curves per domain with their summary table, for "km", "interval" or "durability"."""
+    try:
+        fitted = data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=min_at_risk)
+    except OutcomesError as exc:
+        st.info(str(exc))
+        return
+    if fitted is None:
+        st.info("No patient in this selection reached meaningful improvement, so no response to follow."
+                if estimate == "durability" else "No patient in this selection has a baseline score.")
+        return
+    result, cut = fitted
+    raw = result.summary if hasattr(result, "summary") else result.parameters
+    summary, at_risk, hidden = (disclosure.suppress_curves(raw, result.at_risk, threshold=cells) if qi
+                                else (raw, result.at_risk, set()))
+    keep = [(str(d), str(g)) not in hidden for d, g in zip(result.curve["domain"], result.curve["group"],
+                                                            strict=True)]
+    curve = result.curve[keep]
+    durability = estimate == "durability"
+    for d in DOMAINS:
+        # Durability follows responders only: judge the panel on their number.
+        n = int(raw.loc[raw["domain"] == d, "n"].sum()) if durability else with_baseline[d]
+        message = too_few(n, label(d), "who responded" if durability else "with a baseline score")
+        if not message and curve[curve["domain"] == d].empty and any(dom == d for dom, _ in hidden):
+            message = (f"{label(d)}: every group has 1 to {cells} patients or would reveal one; "
+                       "choose “All patients”")
+        cuts = {g: w for (dom, g), w in cut.items() if dom == d}
+        if message:
+            fig = figures.empty_figure(message)
+        elif estimate == "interval":
+            fig = figures.interval_censored_figure(curve, at_risk, d, cut_weeks=cuts)
+        else:
+            fig = figures.km_figure(curve, at_risk, d, kind="survival" if durability else "event",
+                                    summary=None if qi else summary, cut_weeks=cuts,
+                                    x_title=DURABILITY_X_TITLE if durability else figures.WEEKS_X_TITLE,
+                                    all_label="Responders" if durability else "All patients")
+        chart(fig, f"cohort.{estimate}.{d}")
+        rows = summary[summary["domain"] == d].sort_values(  # as in the plot, the total row last
+            "group", key=lambda g: g.map(lambda x: (x in ("all", "All"), str(x).lower())))
+        if message or rows.empty:
+            continue
+        everyone = "Responders" if durability else "All patients"
+        median = ("Median weeks in response (95 % CI)" if durability else "Weibull median weeks"
+                  if estimate == "interval" else "Median weeks to improvement (95 % CI)")
+        st.dataframe(pd.DataFrame({
+            "Group": rows["group"].replace({"all": everyone, "All": everyone}),
+            "Responders" if durability else "Patients": rows["n"],
+            "Lost response" if durability else "Improved": rows["events"],
+            median: [median_text(r) for r in rows.to_dict("records")]}),
+            hide_index=True, height="content", key=f"cohort.{estimate}.{d}.summary")
+        if d in getattr(result, "p_values", {}):
+            st.caption(f"Log-rank test across groups: p = {result.p_values[d]:.3f} (descriptive: the groups "
+                       "also differ in baseline severity and follow-up).")
+    if hidden:
+        st.caption(f"Groups with 1 to {cells} patients, and one more where needed so that none can be worked "
+                   "out from the total, are not drawn.")
+    notes(result.notes)
+
+
+def time_to_improvement_tab() -> None:
+    left, right = st.columns([3, 2])
+    estimate = left.radio("Estimate", list(ESTIMATES), format_func=ESTIMATES.get, key="cohort.estimate")
+    grouping = right.radio("Curves", ["diagnosis", "all"], key="cohort.grouping",
+                           format_func={"diagnosis": "One per diagnosis", "all": "All patients"}.get)
+    st.markdown("How soon patients first reached a meaningful improvement. Any single score counts, so "
+                "this share ends higher than the responder rates of the first tab (one score per window) and "
+                "includes improvements that did not last: see *Durability*.")
+    if estimate == "km":
+        st.markdown("**Kaplan–Meier, right-censored.** Improvement is dated at the first score that met the "
+                    "threshold; patients who never improved count until their last score. With weekly scores "
+                    "the true time lies up to a week earlier.")
+    else:
+        st.markdown("**Interval-censored.** Improvement happened somewhere between the previous score and "
+                    "the first improved one. Steps: Turnbull NPMLE (model-free, no CI). Dashed line and "
+                    "band: Weibull model with its 95 % CI, trustworthy only where it follows the steps.")
+    survival_panel(estimate, "diagnosis" if grouping == "diagnosis" else None)
+    st.caption(
+        "Time zero: first infusion. Event: the first later score with a change of at least the threshold "
+        "(a single score: noise alone can trigger it, so the responder table stays the primary report). "
+        f"n = patients with a baseline score. Curves stop where fewer than {min_at_risk} remain at risk "
+        "(KMunicate); the table under each plot gives the number still at risk at 0, 4, 8, 13 and 26 weeks. "
+        f"{threshold_text} Methods: docs/methods.md §8–9.")
+
+
+def durability_tab() -> None:
+    st.markdown("How long a meaningful improvement lasted, among the patients who reached one. Time zero is "
+                "each patient's first improved score.")
+    survival_panel("durability", None)
+    st.caption(
+        "Loss of response: two consecutive later scores below the threshold (dated at the first of the two). "
+        "Followed until the last score, or the day before a repeat series. The median is the time by which "
+        "half had lost their response (“not reached” while more than half still respond). "
+        f"{threshold_text} Methods: docs/methods.md §10.")
+
+
+def completion_tab() -> None:
+    completion = data.cohort_table(query, "completion")
+    table, drawn = completion, completion
+    if qi:
+        spec = disclosure.COMPLETION_SPEC
+        mask = disclosure.suppression_mask(completion, spec, threshold=cells)
+        table = disclosure.apply_mask(completion, mask, counts=spec.counts, threshold=cells)
+        drawn = disclosure.apply_mask(completion, mask, as_text=False).assign(
+            **{c: table[c] for c in spec.counts})  # bar heights as numbers, their labels as text
+    chart(figures.completion_figure(drawn, window_labels=windows), "cohort.completion")
+    rows = table.to_dict("records")
+    st.dataframe(pd.DataFrame({
+        "Domain": completion["domain"].map(label), "Follow-up": completion["window"].map(windows),
+        "Eligible": table["n_eligible"], "With a score": table["n_completed"],
+        "% with a score": table["pct_completed"],
+        "Baseline T, with a score: mean (SD)": [
+            mean_sd(r["completer_baseline_mean"], r["completer_baseline_sd"]) for r in rows],
+        "Baseline T, without: mean (SD)": [
+            mean_sd(r["noncompleter_baseline_mean"], r["noncompleter_baseline_sd"]) for r in rows],
+    }), hide_index=True, height="content", key="cohort.completion.table",
+        column_config=None if qi else {"% with a score": st.column_config.NumberColumn(format="%.1f")})
+    st.caption(
+        "Eligible: a baseline score, and the window had closed by the as-of date (or already holds a score). "
+        "If patients without a follow-up score started out differently from those with one, the observed "
+        "responder rates are biased and the “missing = not improved” column of the responder table matters "
+        "more (Mercieca-Bebber et al., BMJ Open 2016). No threshold is involved. "
+        "Methods: docs/methods.md §6.")
+
+
+for name, render in zip(TABS, (responder_tab, trajectory_tab, distribution_tab, time_to_improvement_tab,
+                               durability_tab, completion_tab), strict=True):
+    if tabs[name].open:
+        with tabs[name]:
+            if not empty_state(n_any):
+                render()

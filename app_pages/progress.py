@@ -1,0 +1,49 @@
+"""My progress: the patient's own scores over time, with their infusion series marked."""
+
+import streamlit as st
+
+from outcomes import clinic
+from ui import data, session, widgets
+
+user = session.require_roles("patient")
+settings = data.settings()
+registry = data.registry()
+st.title("My progress")
+
+with data.database() as db:
+    record = clinic.patient_record(db, user, user.patient_id, settings=settings)
+    due = clinic.checkin_due(db, user, user.patient_id, today=session.today(), settings=settings)
+{"overdue": st.warning, "due": st.info, "never": st.info}.get(due.status, st.success)(due.message)
+if due.status != "done":
+    st.page_link("app_pages/checkin.py", label="Do my check-in now", icon=":material/edit_note:")
+
+scores = record.assessments
+if scores.empty:
+    st.info("Your scores will appear here after your first check-in.")
+    st.stop()
+
+st.subheader("Latest scores")
+latest = scores.sort_values("assessed_on").groupby("domain").tail(1).set_index("domain")
+cols = st.columns(len(settings.mcid))
+for col, domain in zip(cols, settings.mcid):
+    if domain not in latest.index:
+        continue
+    row = latest.loc[domain]
+    label = registry.domain(domain).label
+    change = None if row["change"] != row["change"] else f"{row['change']:+.1f} since baseline"
+    col.metric(label, f"{row['t_score']:.1f}", change,
+               delta_color="inverse" if registry.domain(domain).bands.higher_is_worse else "normal",
+               help=f"{row['severity'] if 'severity' in row else ''} · measured {row['assessed_on']:%d %b %Y}")
+st.caption("Scores are PROMIS T-scores: 50 is the average of the US population and 10 points is one standard "
+           "deviation. For pain interference and depression lower is better; for physical function higher is "
+           f"better. A change of about {min(settings.mcid.values()):g}–{max(settings.mcid.values()):g} points is "
+           "the smallest that people usually notice.")
+
+st.subheader("Over time")
+st.caption("The dashed line is your score before your infusions; the blue band around it is a change too "
+           "small to count as meaningful. Shaded columns are infusion series.")
+widgets.trajectory_charts(record, settings, registry, key="progress")
+
+st.subheader("My answers, week by week")
+widgets.item_answers(record, registry)
+st.caption(clinic.PATIENT_CRISIS_TEXT)

@@ -1,0 +1,817 @@
+"""The clinic's daily work: enrolment, infusions, weekly check-ins, alerts, roster, records, audit log.
+
+Every function takes the database and the acting :class:`~outcomes.auth.User` first and checks the
+user's role (and, for a patient, that the record is their own) before reading or writing; a refusal
+raises :class:`PermissionDenied` and leaves an ``access_denied`` entry in the audit log. Record
+views, writes and exports are audited too. Moments (``now``) and days (``today``) come from the
+caller, never from the clock. Results are frozen dataclasses or DataFrames, ready for a thin page.
+
+Quality-improvement users get nothing from this module: the cohort page calls
+:func:`outcomes.auth.require_role` and the analysis module, which never returns identifiers.
+
+Example
+-------
+>>> from datetime import UTC, date, datetime
+>>> from outcomes import auth, storage
+>>> from outcomes.settings import load_settings
+>>> db, settings = storage.connect(":memory:"), load_settings({})
+>>> now, today = datetime(2025, 6, 2, 9, tzinfo=UTC), date(2025, 6, 2)
+>>> admin = auth.create_first_admin(db, "root.admin", "correct horse battery", now=now)
+>>> lee = auth.create_user(db, admin, username="dr.lee", role="clinician", password="long enough pw 1",
+...                        now=now)
+>>> invitation = enrol_patient(db, lee, patient_id="P001", today=today, now=now, settings=settings)
+>>> checkin_due(db, lee, "P001", today=today, settings=settings).status
+'never'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import storage
+from .analysis import IMPROVEMENT_SIGN, round_half_away
+from .auth import Invitation, User, issue_invitation, require_patient_access, require_role
+from .errors import (
+    CheckinExists,
+    CheckinNotScorable,
+    ConfigError,
+    InvalidResponse,
+    NotFound,
+    UnknownForm,
+    ValidationError,
+)
+from .instruments import Form, Registry, default_registry
+from .scoring import ScoreResult, score_response
+from .settings import DOMAINS, Settings
+
+#: Must be shown wherever alerts or depression scores are shown to clinicians (clinical-methods 5).
+SAFETY_NOTICE = (
+    "The PROMIS short forms used here have no question about suicide or self-harm. A low depression "
+    "score does not rule out risk, and these alerts are no substitute for a validated suicide-risk "
+    "screen (such as the ASQ or C-SSRS) under the clinic's response protocol."
+)
+#: Must be shown on the patient's check-in pages, which never hint at alerts or triage.
+PATIENT_CRISIS_TEXT = (
+    "This check-in is not read straight away. If you are thinking about harming yourself or feel you "
+    "cannot stay safe, call or text 988 (Suicide & Crisis Lifeline, US), call your local emergency "
+    "number, or go to the nearest emergency department now."
+)
+#: Who acts on an alert and by when (a default to be confirmed by the clinic's clinical lead).
+ALERT_ACTIONS = {
+    "high": "A clinician reviews it the same day and follows the clinic's safety protocol.",
+    "routine": "A clinician reviews it at the next routine review, within 2 working days.",
+}
+HIGH_DEPRESSION_T = 70.0  # severe band: high-priority flag (clinical-methods 5, recommendation 1)
+ROUTINE_DEPRESSION_T = 65.0  # moderately severe (Kroenke 2020): routine flag
+RELIABLE_Z = 1.96  # |RCI| at p < .05 (Jacobson & Truax 1991; clinical-methods 3.5)
+
+DOMAIN_LABELS = {"pain_interference": "Pain interference", "depression": "Depression",
+                 "physical_function": "Physical function"}
+_PRIORITY_RANK = {"high": 0, "routine": 1}
+
+ROSTER_COLUMNS = (
+    "patient_id", "diagnosis", "series_status", "series_number", "last_infusion", "last_checkin",
+    "checkin_status", "next_due", "overdue",
+    *(f"{d}_{c}" for d in DOMAINS for c in ("t", "change", "improved")),
+    "open_alerts", "top_priority",
+)
+
+
+# Results -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DomainResult:
+    """One questionnaire of a check-in, scored or not, with its change since baseline.
+
+    ``change`` is T minus the baseline T, rounded half away from zero to 0.1; ``improved`` and
+    ``worsened`` say whether it reaches the meaningful-change threshold ``mcid`` in that direction
+    (None without a baseline to compare with). ``message`` says it all in plain words.
+    """
+
+    domain: str
+    label: str
+    form: str
+    scored: bool
+    t_score: float | None
+    se: float | None
+    severity: str | None
+    method: str | None
+    n_answered: int
+    n_items: int
+    note: str
+    baseline_on: date | None = None
+    baseline_t: float | None = None
+    change: float | None = None
+    mcid: float | None = None
+    improved: bool | None = None
+    worsened: bool | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CheckinResult:
+    """What :func:`submit_checkin` stored. ``alerts_created`` is for clinicians' eyes only."""
+
+    patient_id: str
+    assessed_on: date
+    source: str
+    replaced: bool
+    domains: tuple[DomainResult, ...]
+    alerts_created: int
+
+    @property
+    def messages(self) -> list[str]:
+        """One plain sentence or two per questionnaire, in check-in order."""
+        return [d.message for d in self.domains]
+
+
+@dataclass(frozen=True)
+class DueStatus:
+    """Whether a check-in is due: ``status`` is ``never``, ``done``, ``due`` or ``overdue``."""
+
+    status: str
+    last_checkin: date | None
+    next_due: date | None
+    overdue_from: date | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Unsent check-in answers, ``{form_key: {item_id: value or None}}``."""
+
+    answers: dict[str, dict[str, int | None]]
+    saved_at: datetime
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """Everything about one patient, as tidy frames (the storage read contracts, plus extras).
+
+    ``assessments`` adds ``baseline_on, baseline_t, change, improved`` (meaningful change) and
+    ``rci, reliable`` (reliable change against the baseline, shown separately). ``alerts`` is empty
+    for a patient viewing their own record: patients' screens never hint at triage.
+    """
+
+    patient: pd.DataFrame
+    series: pd.DataFrame
+    infusions: pd.DataFrame
+    adverse_events: pd.DataFrame
+    assessments: pd.DataFrame
+    item_responses: pd.DataFrame
+    alerts: pd.DataFrame = field(repr=False)
+
+
+# Small rules ---------------------------------------------------------------------------------------
+
+
+def _day(value: Any, name: str, today: date, problems: list[str]) -> date | None:
+    if isinstance(value, datetime):
+        value = value.date()
+    elif isinstance(value, str):
+        try:
+            value = date.fromisoformat(value.strip())
+        except ValueError:
+            problems.append(f"{name} must be a date written YYYY-MM-DD (for example 2025-03-15), "
+                            f"got {value!r}")
+            return None
+    if not isinstance(value, date):
+        problems.append(f"{name} must be a date written YYYY-MM-DD, got {value!r}")
+        return None
+    if value > today:
+        problems.append(f"{name} {value} is in the future (today is {today})")
+        return None
+    return value
+
+
+def reliable_change(t1: float | None, se1: float | None, t2: float | None,
+                    se2: float | None) -> tuple[float | None, bool]:
+    """Reliable change index from ``t1`` to ``t2`` with their standard errors.
+
+    RCI = (T2 - T1) / sqrt(SE1² + SE2²); the change is reliable when |RCI| >= 1.96 (Jacobson &
+    Truax 1991). It answers "beyond measurement error?", not "meaningful?" (see ``mcid``).
+
+    Returns
+    -------
+    (rci, is_reliable)
+        ``(None, False)`` when a T or SE is missing or an SE is not positive.
+
+    Example
+    -------
+    >>> rci, reliable = reliable_change(60.0, 2.0, 52.0, 2.5)
+    >>> round(rci, 2), reliable
+    (-2.5, True)
+    """
+    values = (t1, se1, t2, se2)
+    if any(v is None or not math.isfinite(float(v)) for v in values) or min(se1, se2) <= 0:  # type: ignore[type-var]
+        return None, False
+    rci = (float(t2) - float(t1)) / math.hypot(float(se1), float(se2))
+    return rci, abs(rci) >= RELIABLE_Z
+
+
+def _rci_frame(t1: pd.Series, se1: pd.Series, t2: pd.Series, se2: pd.Series) -> tuple[pd.Series, pd.Series]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denominator = np.hypot(se1.astype(float), se2.astype(float))
+        rci = (t2.astype(float) - t1.astype(float)) / denominator.where((se1 > 0) & (se2 > 0))
+    return rci, (rci.abs() >= RELIABLE_Z).fillna(False).astype(bool)
+
+
+def alert_rule(domain: str, t_score: float, previous_t: float | None, mcid: float, *,
+               previous_on: date | None = None) -> tuple[str, str] | None:
+    """The alert a new score raises, as ``(priority, reason)``, or None.
+
+    * Depression T >= 70 (severe): ``high``.
+    * Depression 65 <= T < 70, or a worsening since the previous score of at least ``mcid`` (any
+      domain; change rounded to 0.1, comparison inclusive): ``routine``.
+
+    Example
+    -------
+    >>> alert_rule("depression", 70.0, None, 3.5)[0], alert_rule("depression", 69.9, None, 3.5)[0]
+    ('high', 'routine')
+    >>> alert_rule("depression", 64.9, None, 3.5) is None
+    True
+    """
+    label = DOMAIN_LABELS[domain]
+    reasons, priority = [], None
+    if domain == "depression" and t_score >= HIGH_DEPRESSION_T:
+        priority = "high"
+        reasons.append(f"Depression T {t_score:.1f} is {HIGH_DEPRESSION_T:g} or higher (severe)")
+    elif domain == "depression" and t_score >= ROUTINE_DEPRESSION_T:
+        priority = "routine"
+        reasons.append(f"Depression T {t_score:.1f} is from {ROUTINE_DEPRESSION_T:g} to below "
+                       f"{HIGH_DEPRESSION_T:g} (moderately severe)")
+    if previous_t is not None and not math.isnan(previous_t):
+        change = round_half_away(t_score - previous_t)
+        if -IMPROVEMENT_SIGN[domain] * change >= mcid:
+            priority = priority or "routine"
+            since = f" on {previous_on}" if previous_on else ""
+            reasons.append(f"{label} worsened by {abs(change):.1f} T points since the previous score "
+                           f"({previous_t:.1f}{since}), at least the meaningful change of {mcid:g}")
+    return None if priority is None else (priority, "; ".join(reasons))
+
+
+def _baselines(targets: pd.DataFrame, candidates: pd.DataFrame, series: pd.DataFrame,
+               baseline_days: int) -> pd.DataFrame:
+    """Baseline of each target score (rows of ``patient_id, domain, assessed_on``), vectorised.
+
+    The baseline is the latest score dated from F - ``baseline_days`` to F, where F is the first
+    infusion of the patient's most recent series started on or before the target's date; with no
+    such series it is the patient's first score in the domain (on or before the date); else none.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Aligned with ``targets``: ``baseline_on, baseline_t, baseline_se, baseline_series`` (the
+        series number, <NA> for a first-score baseline); NaN/NaT where there is no baseline.
+    """
+    t = targets[["patient_id", "domain", "assessed_on"]].reset_index(drop=True)
+    t = t.assign(_row=np.arange(len(t)), assessed_on=t["assessed_on"].astype("datetime64[ns]"))
+    s = series[["patient_id", "series_number", "first_infusion"]].astype(
+        {"first_infusion": "datetime64[ns]"}).sort_values("first_infusion")
+    m = pd.merge_asof(t.sort_values("assessed_on"), s, left_on="assessed_on", right_on="first_infusion",
+                      by="patient_id", direction="backward")
+    c = candidates[["patient_id", "domain", "assessed_on", "t_score", "se"]].rename(
+        columns={"assessed_on": "baseline_on", "t_score": "baseline_t", "se": "baseline_se"})
+    j = m.merge(c.astype({"baseline_on": "datetime64[ns]"}), on=["patient_id", "domain"])
+    has_series = j["first_infusion"].notna()
+    in_window = has_series & (j["baseline_on"] <= j["first_infusion"]) & (
+        j["baseline_on"] >= j["first_infusion"] - pd.Timedelta(days=baseline_days))
+    first = ~has_series & (j["baseline_on"] <= j["assessed_on"])
+    j = j[in_window | first]
+    # Latest in the window for a series, earliest otherwise: sort on a signed day number.
+    days = j["baseline_on"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    j = j.assign(_order=np.where(j["first_infusion"].notna(), -days, days)).sort_values(["_row", "_order"])
+    j = j.drop_duplicates("_row")
+    out = t[["_row"]].merge(j[["_row", "baseline_on", "baseline_t", "baseline_se", "series_number"]],
+                            on="_row", how="left")
+    return out.drop(columns="_row").rename(columns={"series_number": "baseline_series"}).set_index(
+        targets.index)
+
+
+def _due_frame(last: pd.Series, today: date, settings: Settings) -> pd.DataFrame:
+    """Vectorised check-in schedule from the last check-in dates (NaT = never)."""
+    last = pd.to_datetime(last).astype("datetime64[ns]")
+    now = pd.Timestamp(today)
+    next_due = last + pd.Timedelta(days=settings.checkin_cadence_days)
+    overdue_from = next_due + pd.Timedelta(days=settings.checkin_overdue_days + 1)
+    status = np.select([last.isna(), now < next_due, now < overdue_from], ["never", "done", "due"], "overdue")
+    return pd.DataFrame({"checkin_status": status, "next_due": next_due, "overdue_from": overdue_from,
+                         "overdue": status == "overdue"}, index=last.index)
+
+
+def _date(value: Any) -> date | None:
+    return None if pd.isna(value) else pd.Timestamp(value).date()
+
+
+def _require_patient(db: storage.Database, patient_id: str) -> pd.DataFrame:
+    patient = storage.load_patient(db, patient_id)
+    if patient.empty:
+        raise NotFound(f"No patient with ID {patient_id!r}; check the ID or enrol the patient first")
+    return patient
+
+
+# Enrolment and treatment ---------------------------------------------------------------------------
+
+
+def enrol_patient(db: storage.Database, actor: User, *, patient_id: str, diagnosis: str | None = None,
+                  sex: str | None = None, birth_year: int | str | None = None,
+                  enrolled_on: date | str | None = None, today: date, now: datetime,
+                  settings: Settings) -> Invitation:
+    """Enrol a patient (clinician) and issue their one-time invitation code.
+
+    Returns
+    -------
+    Invitation
+        ``code`` to hand to the patient (shown once; only its hash is stored) and ``expires_at``.
+
+    Raises
+    ------
+    PermissionDenied, ValidationError (every bad field listed), DuplicateRecord (ID already enrolled)
+    """
+    user = require_role(db, actor, "clinician", action="enrol_patient")
+    with storage.transaction(db):
+        storage.add_patient(db, patient_id=patient_id, diagnosis=diagnosis, sex=sex, birth_year=birth_year,
+                            enrolled_on=enrolled_on, entered_by=user.username, today=today)
+        pid = str(patient_id).strip()
+        storage.append_audit(db, actor=user.username, action="enrol_patient", patient_id=pid)
+        return issue_invitation(db, user, pid, now=now, settings=settings)
+
+
+def log_series(db: storage.Database, actor: User, *, patient_id: str, first_infusion: date | str,
+               last_infusion: date | str, infusions: int, protocol: str | None = None,
+               dose_mg_per_kg: float | None = None, notes: str | None = None, today: date) -> int:
+    """Record an infusion series (clinician); returns its ``series_id``.
+
+    Raises
+    ------
+    PermissionDenied, ValidationError (future dates, last before first, dose outside 0.05-2.0 mg/kg...),
+    NotFound, DuplicateRecord
+    """
+    user = require_patient_access(db, actor, patient_id, action="log_series", patient_self=False)
+    with storage.transaction(db):
+        series_id = storage.add_series(db, patient_id=patient_id, first_infusion=first_infusion,
+                                       last_infusion=last_infusion, infusions=infusions, protocol=protocol,
+                                       dose_mg_per_kg=dose_mg_per_kg, notes=notes, entered_by=user.username,
+                                       today=today)
+        storage.append_audit(db, actor=user.username, action="log_series", patient_id=patient_id,
+                             details={"series_id": series_id})
+    return series_id
+
+
+def log_infusion(db: storage.Database, actor: User, *, patient_id: str, series_id: int,
+                 infused_on: date | str, dose_mg_per_kg: float, duration_min: int,
+                 adverse_events: Iterable[Mapping[str, Any]] = (),
+                 notes: str | None = None, today: date) -> int:
+    """Record one infusion of a patient's series with its adverse events (clinician).
+
+    ``adverse_events``: mappings ``{"kind", "severity", "notes"}``, kind one of
+    ``storage.EVENT_KINDS`` (dissociation, nausea, blood_pressure_rise, hallucination, other) and
+    severity one of mild, moderate, severe. Returns the infusion id.
+    """
+    user = require_patient_access(db, actor, patient_id, action="log_infusion", patient_self=False)
+    owner = storage.series_patient(db, series_id)
+    if owner != patient_id:
+        raise NotFound(f"Patient {patient_id!r} has no infusion series with id {series_id}; pick the series "
+                       "from the patient's list")
+    with storage.transaction(db):
+        infusion_id = storage.add_infusion(db, series_id=series_id, infused_on=infused_on,
+                                           dose_mg_per_kg=dose_mg_per_kg, duration_min=duration_min,
+                                           adverse_events=list(adverse_events), notes=notes,
+                                           entered_by=user.username, today=today)
+        storage.append_audit(db, actor=user.username, action="log_infusion", patient_id=patient_id,
+                             details={"series_id": series_id, "infusion_id": infusion_id})
+    return infusion_id
+
+
+# Check-ins -----------------------------------------------------------------------------------------
+
+
+def checkin_forms(settings: Settings, registry: Registry | None = None) -> tuple[Form, ...]:
+    """The questionnaires of the weekly check-in, in order (``settings.checkin_forms``).
+
+    Raises
+    ------
+    ConfigError
+        A configured form key is not in the registry, or two forms share a domain.
+    """
+    registry = registry or default_registry()
+    try:
+        forms = tuple(registry.form(key) for key in settings.checkin_forms)
+    except UnknownForm as exc:
+        raise ConfigError(f"setting checkin_forms: {exc}") from None
+    domains = [f.domain for f in forms]
+    if len(set(domains)) < len(domains):
+        raise ConfigError("setting checkin_forms: name at most one form per domain, got "
+                          + ", ".join(settings.checkin_forms))
+    return forms
+
+
+def _unscored_message(form: Form, result: ScoreResult, label: str, you: bool) -> str:
+    need = math.ceil(form.n_items / 2)  # scoring rule 2: at least half of the items
+    whose = "Your" if you else "The"
+    return (f"{whose} {label.lower()} answers were not scored: answer at least {need} of the {form.n_items} "
+            f"questions ({result.n_answered} answered). This part was not saved.")
+
+
+def _change_message(label: str, t: float, severity: str, change: float | None, baseline_on: date | None,
+                    assessed_on: date, series_number: Any, improved: bool | None, worsened: bool | None,
+                    mcid: float, you: bool) -> str:
+    subject = f"Your {label.lower()} score" if you else f"The {label.lower()} score"
+    text = f"{subject} is {t:.1f} ({severity})."
+    if change is None:
+        return text + " There is no earlier score to compare it with yet."
+    if baseline_on == assessed_on:
+        return text + " This is the starting score that later check-ins are compared with."
+    if pd.isna(series_number):
+        when = "at your first check-in" if you else "at the first check-in"
+    elif int(series_number) == 1:
+        when = "before your infusions" if you else "before the infusions"
+    else:
+        when = f"before infusion series {int(series_number)}"
+    if change == 0:
+        return text + f" That is the same as {when}."
+    direction = "lower" if change < 0 else "higher"
+    verdict = ("a meaningful improvement" if improved else "a meaningful worsening" if worsened
+               else f"less than the {mcid:g} points that count as a meaningful change")
+    return text + f" That is {abs(change):.1f} points {direction} than {when} — {verdict}."
+
+
+def _check_answers(answers: Any, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``[(form_key, responses)]`` of a well-shaped answers mapping; problems otherwise."""
+    if not isinstance(answers, Mapping) or not answers:
+        problems.append("there are no answers: answer at least one questionnaire")
+        return []
+    out = []
+    for key, responses in answers.items():
+        if not isinstance(key, str) or not isinstance(responses, Mapping):
+            problems.append(f"answers must map each form key to {{item_id: value}}, "
+                            f"got {key!r}: {responses!r}")
+            continue
+        if len(responses) > 200 or any(not isinstance(i, str) for i in responses):
+            problems.append(f"the answers to {key} must map at most 200 item IDs to values")
+            continue
+        out.append((key, dict(responses)))
+    if len(answers) > 20:
+        problems.append(f"{len(answers)} questionnaires were sent; a check-in has at most 20")
+    return out
+
+
+def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
+                   answers: Mapping[str, Mapping[str, int | None]], assessed_on: date | str, today: date,
+                   now: datetime, settings: Settings, source: str | None = None, replace: bool = False,
+                   registry: Registry | None = None) -> CheckinResult:
+    """Score and store a check-in, raise alerts, discard the draft and audit it, all in one transaction.
+
+    Parameters
+    ----------
+    answers
+        ``{form_key: {item_id: value or None}}``; usually the :func:`checkin_forms`. A questionnaire
+        with fewer than half its items answered is reported as not scored and not stored.
+    assessed_on
+        The day answered; a patient can only send today's check-in.
+    source
+        ``patient`` or ``clinician`` (paper form entered by a clinician); by default the actor's role.
+    replace
+        Replace the patient's existing entry of that day (the earlier one is kept, superseded).
+
+    Returns
+    -------
+    CheckinResult
+        Per questionnaire: T, SE, severity, change since baseline and whether it is meaningful, and a
+        plain-words ``message`` for the patient.
+
+    Raises
+    ------
+    PermissionDenied
+        Not a clinician, nor the patient themselves.
+    ValidationError
+        Unknown form key, an answer outside an item's range, a date in the future (all listed).
+    CheckinNotScorable
+        No questionnaire has enough answers to be scored.
+    CheckinExists
+        The patient already has an entry that day and ``replace`` is False: ask "replace it?".
+    """
+    user = require_patient_access(db, actor, patient_id, action="submit_checkin")
+    registry = registry or default_registry()
+    you = user.role == "patient"
+    problems: list[str] = []
+    day = _day(assessed_on, "assessed_on", today, problems)
+    if you and day is not None and day != today:
+        problems.append(f"your check-in is dated today ({today}); it cannot be dated {day}")
+    source = source or ("patient" if you else "clinician")
+    if source not in ("patient", "clinician") or (you and source != "patient"):
+        problems.append(f"source must be {'patient' if you else 'patient or clinician'}, got {source!r}")
+    order = {key: i for i, key in enumerate(settings.checkin_forms)}
+    results: list[tuple[Form, dict[str, Any], ScoreResult]] = []
+    seen: dict[str, str] = {}
+    given = sorted(_check_answers(answers, problems), key=lambda kv: order.get(kv[0], len(order)))
+    for key, responses in given:
+        try:
+            form = registry.form(key)
+            result = score_response(form, responses)
+        except (UnknownForm, InvalidResponse) as exc:
+            problems.append(str(exc))
+            continue
+        if form.domain in seen:
+            problems.append(f"{seen[form.domain]} and {key} both measure {form.domain}; send one of them")
+            continue
+        seen[form.domain] = key
+        results.append((form, {i: responses.get(i) for i in form.item_ids}, result))
+    if problems:
+        raise ValidationError("Cannot save the check-in: nothing was saved. Fix the following and try again:",
+                              problems)
+    _require_patient(db, patient_id)
+    labels = {form.domain: registry.domain(form.domain).label for form, _, _ in results}
+    if not any(r.scorable for _, _, r in results):
+        raise CheckinNotScorable("None of the questionnaires has enough answers to be scored, so nothing was "
+                                 "saved. Answer more questions and send again:",
+                                 [_unscored_message(f, r, labels[f.domain], you) for f, _, r in results])
+    assert day is not None
+    scored = [(f, resp, r) for f, resp, r in results if r.scorable]
+    with storage.transaction(db):
+        history = storage.load_assessments(db, patient_id=patient_id)
+        same_day = history["assessed_on"] == pd.Timestamp(day)
+        if same_day.any() and not replace:
+            when = "today" if day == today else f"on {day}"
+            message = (f"You already sent a check-in {when}. Replace it with these answers?" if you else
+                       f"Patient {patient_id} already has a check-in {when}. Replace it with this one?")
+            raise CheckinExists(message, patient_id=patient_id, assessed_on=day)
+        ids = storage.save_checkin(db, patient_id=patient_id, assessed_on=day, source=source,
+                                   entered_by=user.username, today=today, scores=[
+                                       {"domain": f.domain, "form": f.key, "responses": resp,
+                                        "t_score": r.t_score, "se": r.se, "raw_score": r.raw_score,
+                                        "n_answered": r.n_answered, "method": r.method}
+                                       for f, resp, r in scored])
+        earlier = history[history["assessed_on"] < pd.Timestamp(day)]
+        alerts = []
+        for (form, _, result), assessment_id in zip(scored, ids):
+            previous = earlier[earlier["domain"] == form.domain].tail(1)  # sorted by date within domain
+            last = previous.iloc[0] if len(previous) else None
+            rule = alert_rule(form.domain, result.t_score, None if last is None else last["t_score"],
+                              settings.mcid[form.domain],
+                              previous_on=None if last is None else _date(last["assessed_on"]))
+            if rule:
+                alerts.append({"patient_id": patient_id, "assessment_id": assessment_id,
+                               "domain": form.domain, "t_score": result.t_score, "priority": rule[0],
+                               "reason": rule[1]})
+        storage.add_alerts(db, alerts, now=now)
+        storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
+        storage.append_audit(db, actor=user.username, action="submit_checkin", patient_id=patient_id,
+                             details={"assessed_on": day.isoformat(), "source": source,
+                                      "replaced": bool(same_day.any()),
+                                      "domains": [f.domain for f, _, _ in scored], "alerts": len(alerts)})
+        after = storage.load_assessments(db, patient_id=patient_id)
+        series = storage.load_series(db, patient_id)
+
+    targets = pd.DataFrame({"patient_id": patient_id, "domain": [f.domain for f, _, _ in scored],
+                            "assessed_on": pd.Timestamp(day)})
+    base = _baselines(targets, after, series, settings.baseline_days).set_index(targets["domain"])
+    domains = []
+    for form, _, r in results:
+        label = labels[form.domain]
+        common = dict(domain=form.domain, label=label, form=form.key, scored=r.scorable, t_score=r.t_score,
+                      se=r.se, severity=r.severity, method=r.method, n_answered=r.n_answered,
+                      n_items=r.n_items, note=r.note)
+        if not r.scorable:
+            domains.append(DomainResult(**common, message=_unscored_message(form, r, label, you)))
+            continue
+        b = base.loc[form.domain]
+        mcid = float(settings.mcid[form.domain])
+        change = None if pd.isna(b["baseline_t"]) else float(round_half_away(r.t_score - b["baseline_t"]))
+        sign = IMPROVEMENT_SIGN[form.domain]
+        improved = None if change is None else sign * change >= mcid
+        worsened = None if change is None else -sign * change >= mcid
+        domains.append(DomainResult(
+            **common, baseline_on=_date(b["baseline_on"]),
+            baseline_t=None if change is None else float(b["baseline_t"]), change=change, mcid=mcid,
+            improved=improved, worsened=worsened,
+            message=_change_message(label, r.t_score, r.severity, change, _date(b["baseline_on"]), day,
+                                    b["baseline_series"], improved, worsened, mcid, you)))
+    return CheckinResult(patient_id=patient_id, assessed_on=day, source=source, replaced=bool(same_day.any()),
+                         domains=tuple(domains), alerts_created=len(alerts))
+
+
+def save_draft(db: storage.Database, actor: User, patient_id: str,
+               answers: Mapping[str, Mapping[str, int | None]], *, now: datetime) -> None:
+    """Save unsent answers as the user goes (cheap upsert; one draft per patient and author).
+
+    Not audited and not counted as a data change: a draft is not part of the record until sent.
+    """
+    user = require_patient_access(db, actor, patient_id, action="save_draft")
+    problems: list[str] = []
+    cleaned = _check_answers(answers, problems)
+    for key, responses in cleaned:
+        bad = [i for i, v in responses.items()
+               if v is not None and (isinstance(v, bool) or not isinstance(v, int))]
+        if bad:
+            problems.append(f"the answers to {key} must be whole numbers or empty; check {', '.join(bad)}")
+    if problems:
+        raise ValidationError("Cannot save the draft:", problems)
+    storage.save_draft(db, patient_id=patient_id, user_id=user.id, answers=dict(cleaned), now=now)
+
+
+def load_draft(db: storage.Database, actor: User, patient_id: str) -> Draft | None:
+    """The user's unsent answers for the patient (to restore after signing in again), or None."""
+    user = require_patient_access(db, actor, patient_id, action="load_draft")
+    found = storage.load_draft(db, patient_id=patient_id, user_id=user.id)
+    return None if found is None else Draft(answers=found[0], saved_at=found[1])
+
+
+def discard_draft(db: storage.Database, actor: User, patient_id: str) -> bool:
+    """Throw away the user's unsent answers for the patient; True when there were some."""
+    user = require_patient_access(db, actor, patient_id, action="discard_draft")
+    return storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
+
+
+def checkin_due(db: storage.Database, actor: User, patient_id: str, *, today: date,
+                settings: Settings) -> DueStatus:
+    """Whether the patient's weekly check-in is due.
+
+    A check-in falls due ``settings.checkin_cadence_days`` after the last one and is overdue after a
+    further ``settings.checkin_overdue_days`` grace days. ``never``: no check-in yet (due now).
+    """
+    user = require_patient_access(db, actor, patient_id, action="checkin_due")
+    _require_patient(db, patient_id)
+    latest = storage.load_latest_scores(db, patient_id=patient_id)
+    last = latest["assessed_on"].max() if len(latest) else pd.NaT
+    row = _due_frame(pd.Series([last]), today, settings).iloc[0]
+    status, next_due, overdue_from = row["checkin_status"], _date(row["next_due"]), _date(row["overdue_from"])
+    you = user.role == "patient"
+    if status == "never":
+        message = "No check-in yet: the first one can be done now."
+    elif status == "done":
+        message = f"{'Your' if you else 'The'} next check-in is due on {next_due:%A %d %B %Y}."
+    elif status == "due":
+        message = f"{'Your' if you else 'The'} weekly check-in is due (since {next_due:%d %B})."
+    else:
+        message = f"{'Your' if you else 'The'} weekly check-in is overdue (it was due on {next_due:%d %B})."
+    return DueStatus(status=status, last_checkin=_date(last), next_due=next_due,
+                     overdue_from=overdue_from if status != "never" else None, message=message)
+
+
+# Clinician views -----------------------------------------------------------------------------------
+
+
+def patient_record(db: storage.Database, actor: User, patient_id: str, *,
+                   settings: Settings) -> PatientRecord:
+    """Everything about one patient (clinician, or the patient themselves); audited as ``view_record``."""
+    user = require_patient_access(db, actor, patient_id, action="view_record")
+    patient = _require_patient(db, patient_id)
+    series = storage.load_series(db, patient_id)
+    assessments = storage.load_assessments(db, patient_id=patient_id)
+    base = _baselines(assessments, assessments, series, settings.baseline_days)
+    mcid = assessments["domain"].map(settings.mcid).astype(float)
+    sign = assessments["domain"].map(IMPROVEMENT_SIGN).astype(float)
+    change = pd.Series(round_half_away(assessments["t_score"] - base["baseline_t"]), index=assessments.index)
+    rci, reliable = _rci_frame(base["baseline_t"], base["baseline_se"], assessments["t_score"],
+                               assessments["se"])
+    assessments = assessments.assign(
+        baseline_on=base["baseline_on"], baseline_t=base["baseline_t"], change=change,
+        improved=(sign * change >= mcid).where(change.notna()).astype("boolean"), rci=rci, reliable=reliable)
+    alerts = storage.load_alerts(db, patient_id=patient_id)
+    if user.role == "patient":
+        alerts = alerts.iloc[0:0]
+    storage.append_audit(db, actor=user.username, action="view_record", patient_id=patient_id)
+    return PatientRecord(patient=patient, series=series, infusions=storage.load_infusions(db, patient_id),
+                         adverse_events=storage.load_adverse_events(db, patient_id), assessments=assessments,
+                         item_responses=storage.load_item_responses(db, patient_id), alerts=alerts)
+
+
+def patient_ids(db: storage.Database, actor: User) -> list[str]:
+    """Every enrolled patient ID, sorted, for a clinician's patient picker (not audited: IDs only)."""
+    require_role(db, actor, "clinician", action="list_patients")
+    return storage.load_patients(db)["patient_id"].tolist()
+
+
+def roster(db: storage.Database, actor: User, *, today: date, settings: Settings) -> pd.DataFrame:
+    """One row per patient for the clinic's daily list (clinician); audited as ``view_roster``.
+
+    A fixed handful of aggregate queries, whatever the number of patients.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`ROSTER_COLUMNS`: ``series_status`` ("No series", "In series (day 3 of 5)",
+        "Week 6 after series 1"), ``checkin_status`` (never/done/due/overdue), ``next_due``,
+        ``overdue``; per domain the latest ``<domain>_t``, its ``<domain>_change`` from baseline and
+        ``<domain>_improved`` (meets the meaningful change); ``open_alerts`` and ``top_priority``.
+        Sorted by alert priority, then overdue first, then patient ID.
+    """
+    user = require_role(db, actor, "clinician", action="view_roster")
+    patients = storage.load_patients(db)[["patient_id", "diagnosis"]]
+    series = storage.load_series(db)
+    latest = storage.load_latest_scores(db)
+    candidates = storage.load_baseline_candidates(db, settings.baseline_days)
+    alerts = storage.load_alert_summary(db)
+
+    now = pd.Timestamp(today)
+    current = series[series["first_infusion"] <= now].drop_duplicates("patient_id", keep="last")
+    out = patients.merge(current[["patient_id", "series_number", "first_infusion", "last_infusion"]],
+                         on="patient_id", how="left")
+    day = (now - out["first_infusion"]).dt.days + 1
+    length = (out["last_infusion"] - out["first_infusion"]).dt.days + 1
+    weeks = np.ceil((now - out["last_infusion"]).dt.days / 7)
+    number = out["series_number"].astype("string")
+    out["series_status"] = np.select(
+        [out["first_infusion"].isna(), now <= out["last_infusion"]],
+        ["No series", "In series (day " + day.astype("Int64").astype("string") + " of "
+         + length.astype("Int64").astype("string") + ")"],
+        "Week " + weeks.astype("Int64").astype("string") + " after series " + number)
+
+    last = latest.groupby("patient_id")["assessed_on"].max().rename("last_checkin")
+    out = out.merge(last, left_on="patient_id", right_index=True, how="left")
+    due = _due_frame(out["last_checkin"], today, settings)
+    out = out.assign(checkin_status=due["checkin_status"], next_due=due["next_due"], overdue=due["overdue"])
+
+    base = _baselines(latest, candidates, series, settings.baseline_days)
+    change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)
+    sign = latest["domain"].map(IMPROVEMENT_SIGN).astype(float)
+    improved = (sign * change >= latest["domain"].map(settings.mcid).astype(float)).where(change.notna())
+    wide = latest.assign(t=latest["t_score"], change=change, improved=improved.astype(float)).pivot(
+        index="patient_id", columns="domain", values=["t", "change", "improved"])
+    for d in DOMAINS:
+        for c in ("t", "change", "improved"):
+            column = wide[(c, d)] if (c, d) in wide.columns else pd.Series(dtype="float64")
+            out[f"{d}_{c}"] = out["patient_id"].map(column).astype("float64")
+        out[f"{d}_improved"] = out[f"{d}_improved"].astype("boolean")
+    out = out.merge(alerts, on="patient_id", how="left")
+    out["open_alerts"] = out["open_alerts"].fillna(0).astype("Int64")
+    rank = out["top_priority"].map(_PRIORITY_RANK).fillna(len(_PRIORITY_RANK))
+    out = out.assign(_rank=rank).sort_values(["_rank", "overdue", "patient_id"],
+                                             ascending=[True, False, True])
+    storage.append_audit(db, actor=user.username, action="view_roster", details={"patients": len(out)})
+    return out[list(ROSTER_COLUMNS)].reset_index(drop=True)
+
+
+def open_alerts(db: storage.Database, actor: User) -> pd.DataFrame:
+    """Unacknowledged alerts, high priority first (clinician); audited as ``view_alerts``.
+
+    Columns ``storage.ALERT_COLUMNS`` plus ``action`` (who acts and by when). Show
+    :data:`SAFETY_NOTICE` with them.
+    """
+    user = require_role(db, actor, "clinician", action="view_alerts")
+    alerts = storage.load_alerts(db, open_only=True)
+    storage.append_audit(db, actor=user.username, action="view_alerts", details={"open": len(alerts)})
+    return alerts.assign(action=alerts["priority"].map(ALERT_ACTIONS))
+
+
+def acknowledge_alert(db: storage.Database, actor: User, alert_id: int, *, now: datetime,
+                      note: str | None = None) -> None:
+    """Acknowledge an alert (clinician): who and when are stored with it and in the audit log.
+
+    Raises
+    ------
+    PermissionDenied, NotFound, ValidationError (already acknowledged: by whom and when)
+    """
+    user = require_role(db, actor, "clinician", action="acknowledge_alert")
+    with storage.transaction(db):
+        patient_id = storage.acknowledge_alert(db, alert_id, by=user.username, now=now, note=note)
+        storage.append_audit(db, actor=user.username, action="acknowledge_alert", patient_id=patient_id,
+                             details={"alert_id": alert_id, "note": note})
+
+
+def read_audit_log(db: storage.Database, actor: User, *, user: str | None = None,
+                   patient_id: str | None = None, action: str | None = None, date_from: date | None = None,
+                   date_to: date | None = None) -> pd.DataFrame:
+    """Audit entries, newest first, filtered (admin only); days are UTC days, both inclusive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``storage.AUDIT_COLUMNS``: ``audit_id, at, actor, action, patient_id, details``.
+    """
+    admin = require_role(db, actor, "admin", action="view_audit_log")
+    if date_from and date_to and date_to < date_from:
+        raise ValidationError(f"The date range ends ({date_to}) before it starts ({date_from}); "
+                              "swap the dates")
+    log = storage.load_audit_log(db, actor=user, patient_id=patient_id, action=action, date_from=date_from,
+                                 date_to=date_to)
+    storage.append_audit(db, actor=admin.username, action="view_audit_log", details={
+        k: str(v) for k, v in (("user", user), ("patient_id", patient_id), ("action", action),
+                               ("date_from", date_from), ("date_to", date_to)) if v is not None})
+    return log
+
+
+def record_export(db: storage.Database, actor: User, *, what: str, rows: int, deidentified: bool,
+                  patient_id: str | None = None) -> None:
+    """Check and audit an export before the page hands over the file.
+
+    De-identified exports: clinician, QI or admin. Identified exports: clinician or admin; a
+    patient may export only their own record.
+    """
+    roles = ("clinician", "qi", "admin") if deidentified else ("clinician", "admin")
+    if patient_id is not None:
+        user = require_patient_access(db, actor, patient_id, action="export", roles=roles)
+    else:
+        user = require_role(db, actor, *roles, action="export")
+    storage.append_audit(db, actor=user.username, action="export", patient_id=patient_id,
+                         details={"what": what, "rows": int(rows), "deidentified": bool(deidentified)})
+

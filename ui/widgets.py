@@ -1,0 +1,106 @@
+"""Reusable inputs that return plain values (no storage, no scoring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from outcomes.instruments import Form, Item
+from outcomes.settings import DOMAINS
+
+#: Our own instructions (not PROMIS wording): the recall period of each domain's short forms.
+RECALL = {
+    "pain_interference": "Think about the past 7 days.",
+    "depression": "Think about the past 7 days.",
+    "physical_function": "Think about what you can do now.",
+}
+
+
+def item_text(item: Item) -> str:
+    if item.description_is_paraphrase:
+        # Licensed PROMIS wording is not shipped; say plainly that this is our paraphrase.
+        return f"{item.description} \u2014 *(paraphrase)*"
+    return item.description
+
+
+def questionnaire(form: Form, answers: dict[str, int | None], *, key: str,
+                  on_change: Callable[[], None] | None = None) -> None:
+    """One radio group per item, pre-set from ``answers``; every choice is written back into ``answers``.
+
+    The answers live in a plain dict outside the widgets, so they survive reruns and moving between
+    questionnaires (Streamlit drops the state of widgets that are not drawn in a run).
+    """
+    for number, item in enumerate(form.items, start=1):
+        values = [value for value, _ in item.options]
+        labels = dict(item.options)
+        widget_key = f"{key}.{form.key}.{item.item_id}"
+        current = answers.get(item.item_id)
+
+        def store(item_id: str = item.item_id, widget_key: str = widget_key) -> None:
+            answers[item_id] = st.session_state[widget_key]
+            if on_change is not None:
+                on_change()
+
+        st.radio(f"{number}. {item_text(item)}", values, format_func=labels.get,
+                 index=values.index(current) if current in values else None,
+                 key=widget_key, on_change=store)
+
+
+def answered(form: Form, answers: dict[str, int | None]) -> int:
+    return sum(answers.get(item.item_id) is not None for item in form.items)
+
+
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()<>#+-.!|~:$"})
+
+
+def md(text: object) -> str:
+    """Stored text made safe to place inside Markdown: shown literally, never as formatting or HTML."""
+    return str(text).translate(_MARKDOWN_SPECIALS)
+
+
+def trajectory_charts(record, settings, registry, *, key: str) -> None:
+    """One chart per domain: T-scores with baseline, meaningful-change band, severity bands and infusions."""
+    from outcomes import figures
+
+    assessments = record.assessments
+    infusion_dates = list(record.infusions["infused_on"]) if len(record.infusions) else []
+    series = [(r.first_infusion, r.last_infusion) for r in record.series.itertuples()]
+    tabs = st.tabs([registry.domain(d).label for d in settings.mcid])
+    for tab, domain in zip(tabs, settings.mcid):
+        rows = assessments[assessments["domain"] == domain]
+        bands = registry.domain(domain).bands
+        baseline = rows["baseline_t"].dropna()
+        with tab:
+            if rows.empty:
+                st.info("No scores for this questionnaire yet.")
+                continue
+            st.plotly_chart(figures.patient_trajectory_figure(
+                rows, domain, baseline_t=float(baseline.iloc[-1]) if len(baseline) else None,
+                mcid=settings.mcid[domain], higher_is_worse=bands.higher_is_worse,
+                cut_points=bands.cut_points, band_labels=bands.labels, infusion_dates=infusion_dates,
+                series=series), key=f"{key}.{domain}")
+
+
+def item_answers(record, registry) -> None:
+    """Item-level answers, one table per questionnaire: a row per day, a column per item."""
+    answers = record.item_responses
+    if answers.empty:
+        st.caption("No item-level answers (scores imported as T-scores only).")
+        return
+    order = {domain: i for i, domain in enumerate(DOMAINS)}  # the check-in's order, as on the charts
+    groups = sorted(answers.groupby("form", sort=False),
+                    key=lambda group: order.get(registry.form(group[0]).domain, len(order)))
+    for form_key, rows in groups:
+        form = registry.form(form_key)
+        names = {item.item_id: f"{item.position}. {item.description}" for item in form.items}
+        labels = {item.item_id: dict(item.options) for item in form.items}
+        shown = rows.assign(answer=[labels[i].get(v, v) if v is not None else "—"
+                                    for i, v in zip(rows["item_id"], rows["value"])])
+        table = shown.pivot_table(index="assessed_on", columns="item_id", values="answer", aggfunc="first")
+        table = table.reindex(columns=[i for i in form.item_ids if i in table.columns]).rename(columns=names)
+        table.index = table.index.strftime("%Y-%m-%d")
+        with st.expander(f"{form.title}: {len(table)} check-ins"):
+            st.dataframe(table.sort_index(ascending=False), column_config={"assessed_on": "Date"})
+            if any(item.description_is_paraphrase for item in form.items):
+                st.caption("Item names are our paraphrases; the clinic can load its licensed PROMIS wording.")
