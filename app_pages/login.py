@@ -14,7 +14,7 @@ if notice:
 if session.oidc_configured():
     if st.user.get("is_logged_in", False):
         refused = st.session_state.get(session.IDENTITY_REFUSED_KEY, "")
-        st.error(f"You are signed in to your hospital account, but cannot use this app with it. "
+        st.error("You are signed in to your hospital account, but cannot use this app with it. "
                  + widgets.md(refused))
         st.button("Sign out of the hospital account", on_click=st.logout)
     else:

@@ -39,7 +39,7 @@ open_alerts = record.alerts[record.alerts["acknowledged_at"].isna()] if len(reco
 if len(open_alerts):
     st.error(f"{len(open_alerts)} open alert(s): " + "; ".join(open_alerts["reason"]), icon=":material/notifications:")
     st.page_link("app_pages/alerts.py", label="Review on the Alerts page")
-    st.caption(clinic.SAFETY_NOTICE)
+st.caption(clinic.SAFETY_NOTICE)  # with every depression score shown to clinicians, alerts open or not
 
 st.subheader("Series and infusions")
 if record.series.empty:

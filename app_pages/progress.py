@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from outcomes import clinic
+from outcomes import clinic, instruments
 from ui import data, session, widgets
 
 user = session.require_roles("patient")
@@ -33,7 +33,8 @@ for col, domain in zip(cols, settings.mcid):
     change = None if row["change"] != row["change"] else f"{row['change']:+.1f} since baseline"
     col.metric(label, f"{row['t_score']:.1f}", change,
                delta_color="inverse" if registry.domain(domain).bands.higher_is_worse else "normal",
-               help=f"{row['severity'] if 'severity' in row else ''} · measured {row['assessed_on']:%d %b %Y}")
+               help=f"{instruments.severity_band(domain, row['t_score'], registry)} · measured "
+                    f"{row['assessed_on']:%d %b %Y}")
 st.caption("Scores are PROMIS T-scores: 50 is the average of the US population and 10 points is one standard "
            "deviation. For pain interference and depression lower is better; for physical function higher is "
            f"better. A change of about {min(settings.mcid.values()):g}–{max(settings.mcid.values()):g} points is "

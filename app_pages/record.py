@@ -61,8 +61,8 @@ with enrol:
     # Not clear_on_submit: that would also empty the form when it is refused (duplicate ID...), and the
     # clinician would have to type everything again; it is emptied after a successful enrolment only.
     with st.form("record.enrol"):
-        patient_id = st.text_input("Clinic patient ID", help="The ID your clinic uses, e.g. the chart number.",
-                                   key="record.enrol.patient_id")
+        patient_id = st.text_input("Clinic patient ID", key="record.enrol.patient_id",
+                                   help="The ID your clinic uses, e.g. the chart number.")
         diagnosis = st.text_input("Diagnosis", placeholder="e.g. Complex regional pain syndrome",
                                   key="record.enrol.diagnosis")
         sex = st.selectbox("Sex", ["F", "M", "X"], index=None, placeholder="Not recorded",
@@ -70,7 +70,8 @@ with enrol:
                            key="record.enrol.sex")
         birth_year = st.number_input("Birth year", min_value=1900, max_value=today.year, value=None, step=1,
                                      key="record.enrol.birth_year")
-        enrolled_on = st.date_input("Enrolled on", value=today, max_value=today, key="record.enrol.enrolled_on")
+        enrolled_on = st.date_input("Enrolled on", value=today, max_value=today,
+                                    key="record.enrol.enrolled_on")
         submitted = st.form_submit_button("Enrol and create invitation code", type="primary")
     if submitted:
         invitation, _ = attempt(lambda db: clinic.enrol_patient(

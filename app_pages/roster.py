@@ -56,6 +56,7 @@ st.caption(f"{len(shown):,} of {len(roster):,} patients. Δ is the change from b
            f"(lower is better for PI and depression, higher for PF). Select a row to open the patient.")
 event = st.dataframe(shown[columns], hide_index=True, column_config=config, on_select="rerun",
                      selection_mode="single-row", key="roster.table")
+st.caption(clinic.SAFETY_NOTICE)  # the roster shows depression scores
 if event.selection.rows:
     st.session_state["patient.selected"] = shown.iloc[event.selection.rows[0]]["patient_id"]
     st.switch_page("app_pages/patient.py")

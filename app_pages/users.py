@@ -48,8 +48,9 @@ with create:
         role = st.selectbox("Role", list(auth.ROLE_LABELS), format_func=auth.ROLE_LABELS.get, index=None,
                             placeholder="Choose a role", key="users.new.role")
         display_name = st.text_input("Name (optional)", key="users.new.display_name")
-        email = st.text_input("Email (optional; lets the person sign in through the hospital's identity provider)",
-                              key="users.new.email")
+        email = st.text_input(
+            "Email (optional; lets the person sign in through the hospital's identity provider)",
+            key="users.new.email")
         patient_id = st.text_input("Patient ID (patient role only)", key="users.new.patient_id")
         password = st.text_input("Initial password (leave empty for hospital sign-in only)", type="password",
                                  key="users.new.password")

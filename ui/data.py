@@ -28,9 +28,21 @@ def settings() -> Settings:
     return load_settings()
 
 
+DEMO_SESSION_KEY = "demo.mode"
+
+
 def demo_mode() -> bool:
-    """Whether this browser tab works on the separate demo database (kept in the URL, so a reload keeps it)."""
-    return st.query_params.get(DEMO_QUERY_PARAM) == "1"
+    """Whether this browser tab works on the separate demo database (kept in the URL, so a reload keeps it).
+
+    The session remembers it too: ``st.switch_page`` (and moving between pages) drops the URL's query
+    parameters, and a demo session must never fall through to the clinic's database. The parameter is
+    put back, so a reload after such a move still opens the demo.
+    """
+    if st.query_params.get(DEMO_QUERY_PARAM) == "1":
+        st.session_state[DEMO_SESSION_KEY] = True
+    elif st.session_state.get(DEMO_SESSION_KEY):
+        st.query_params[DEMO_QUERY_PARAM] = "1"
+    return bool(st.session_state.get(DEMO_SESSION_KEY))
 
 
 def active_db_path() -> str:

@@ -1,0 +1,135 @@
+"""The clinic's daily list (app_pages/roster.py): columns, search, filters, overdue flag, open a patient."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from outcomes import auth, clinic, storage
+from outcomes.settings import load_settings
+from tests.conftest import PASSWORD
+from tests.page_helpers import messages, new_session, select_row, text_input
+from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
+
+PAGE = "app_pages/roster.py"
+FORMS = {f.domain: f for f in clinic.checkin_forms(load_settings())}
+
+
+@pytest.fixture
+def p100_checked_in_today_and_severe(clinic_db):
+    """P100: enrolled today, no series, a check-in today with a severe depression score (high alert)."""
+    db, now = clinic_db.open(), datetime.now(UTC)
+    clinic.enrol_patient(db, clinic_db.users["clinician"], patient_id="P100", diagnosis="Major depression",
+                         today=now.date(), now=now, settings=load_settings())
+    dep = FORMS["depression"]
+    clinic.submit_checkin(db, clinic_db.users["clinician"], patient_id="P100",
+                          answers={dep.key: {i.item_id: 5 for i in dep.items}}, assessed_on=now.date(),
+                          today=now.date(), now=now, settings=load_settings())
+
+
+def roster(at):
+    return at.dataframe[0].value
+
+
+def multiselect(at, label):
+    return next(m for m in at.multiselect if m.label == label)
+
+
+def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db):
+    at = app_as("clinician", PAGE)
+    assert not at.exception
+    assert at.title[0].value == "Roster"
+    table = roster(at)
+    assert table.columns.tolist() == [
+        "patient_id", "diagnosis", "series_status", "last_checkin", "checkin_status", "overdue", "open_alerts",
+        "top_priority", "pain_interference_t", "pain_interference_change", "depression_t", "depression_change",
+        "physical_function_t", "physical_function_change"]
+    assert table["patient_id"].tolist() == ["P001", "P002"]
+    p001 = table.iloc[0]
+    assert p001["series_status"] == "Week 6 after series 1"
+    assert (p001["checkin_status"], bool(p001["overdue"])) == ("overdue", True)
+    assert int(p001["open_alerts"]) == 1 and p001["top_priority"] == "routine"
+    # Latest T and change from baseline agree with the patient's own record.
+    record = clinic.patient_record(clinic_db.open(), clinic_db.users["clinician"], "P001",
+                                   settings=load_settings()).assessments
+    for domain in FORMS:
+        latest = record[record["domain"] == domain].iloc[-1]
+        assert p001[f"{domain}_t"] == pytest.approx(latest["t_score"])
+        assert p001[f"{domain}_change"] == pytest.approx(latest["change"])
+    assert [m.value for m in at.metric] == ["2", "2", "0"]
+    assert messages(at, "caption")[0].startswith("2 of 2 patients.")
+    assert clinic.SAFETY_NOTICE in messages(at, "caption")
+    assert set(storage.load_audit_log(clinic_db.open(), action="view_roster")["actor"]) == {"cleo.clinician"}
+
+
+def test_high_priority_alerts_come_first(app_as, p100_checked_in_today_and_severe):
+    at = app_as("clinician", PAGE)
+    table = roster(at)
+    assert table["patient_id"].tolist() == ["P100", "P001", "P002"]
+    p100 = table.iloc[0]
+    assert (p100["top_priority"], p100["series_status"], p100["checkin_status"]) == ("high", "No series", "done")
+    assert not p100["overdue"]
+    assert [m.value for m in at.metric] == ["3", "2", "1"]
+
+
+@pytest.mark.parametrize("query, expected", [("P002", ["P002"]), ("crps", ["P001"]), ("p00", ["P001", "P002"]),
+                                             ("nobody", [])])
+def test_search_by_patient_id_or_diagnosis(app_as, query, expected):
+    at = app_as("clinician", PAGE)
+    text_input(at, "Search patient ID or diagnosis").input(query).run()
+    assert roster(at)["patient_id"].tolist() == expected
+    assert messages(at, "caption")[0].startswith(f"{len(expected)} of 2 patients.")
+
+
+def test_filter_by_check_in_status(app_as, p100_checked_in_today_and_severe):
+    at = app_as("clinician", PAGE)
+    multiselect(at, "Check-in").select("overdue").run()
+    assert roster(at)["patient_id"].tolist() == ["P001", "P002"]
+    assert roster(at)["overdue"].all()
+    multiselect(at, "Check-in").unselect("overdue").select("done").run()
+    assert roster(at)["patient_id"].tolist() == ["P100"]
+
+
+def test_filter_by_diagnosis_and_open_alerts(app_as, clinic_db, p100_checked_in_today_and_severe):
+    at = app_as("clinician", PAGE)
+    multiselect(at, "Diagnosis").select("Fibromyalgia").run()
+    assert roster(at)["patient_id"].tolist() == ["P002"]
+    multiselect(at, "Diagnosis").unselect("Fibromyalgia").run()
+    alerts = storage.load_alerts(clinic_db.open(), patient_id="P002")
+    clinic.acknowledge_alert(clinic_db.open(), clinic_db.users["clinician"], int(alerts["alert_id"].iloc[0]),
+                             now=datetime.now(UTC))
+    at.toggle[0].set_value(True).run()
+    assert roster(at)["patient_id"].tolist() == ["P100", "P001"]
+
+
+def test_selecting_a_row_opens_that_patient(app_as):
+    at = app_as("clinician", PAGE)
+    select_row(at, 1)
+    assert not at.exception
+    assert at.title[0].value == "Patient P002"
+    assert at.session_state["patient.selected"] == "P002"
+    at.switch_page(PAGE).run()                      # back on the roster, it does not bounce to the patient
+    assert at.title[0].value == "Roster"
+
+
+def test_selecting_a_row_of_a_filtered_list_opens_the_patient_shown(app_as):
+    at = app_as("clinician", PAGE)
+    text_input(at, "Search patient ID or diagnosis").input("P002").run()
+    select_row(at, 0)
+    assert at.title[0].value == "Patient P002"
+
+
+def test_an_empty_clinic_points_to_enrolment(tmp_path, monkeypatch, fast_hasher):
+    db, now = storage.connect(tmp_path / "new.db"), datetime.now(UTC)
+    admin = auth.create_first_admin(db, "ada.admin", PASSWORD, now=now)
+    clinician = auth.create_user(db, admin, username="cleo.clinician", role="clinician", password=PASSWORD,
+                                 now=now)
+    monkeypatch.setenv("OUTCOMES_DB_PATH", str(tmp_path / "new.db"))
+    at = new_session()
+    at.session_state["auth.user"] = clinician
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Roster"
+    assert messages(at, "info") == ["No patients yet. Enrol the first one on the Record page."]
+    assert [link.proto.label for link in at.get("page_link")] == ["Record → Enrol a patient"]
