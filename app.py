@@ -15,7 +15,10 @@ if data.demo_mode():
     st.warning("**Demo with synthetic data.** No real patient is in this database; accounts and passwords "
                "are listed on the sign-in page.", icon=":material/science:")
 first_run = user is None and not data.demo_mode() and data.user_count() == 0
-page = navigation.build(user.role if user else None, first_run=first_run)
+page = navigation.build(user.role if user else None, first_run=first_run,
+                        must_change_password=bool(user and user.must_change_password))
 if user is not None:
     session.sidebar(user)
+if toast := st.session_state.pop("app.toast", None):
+    st.toast(toast, icon=":material/check_circle:")
 page.run()

@@ -13,7 +13,8 @@ st.title("My account")
 st.write(f"Username **{user.username}**, role **{auth.ROLE_LABELS[user.role].lower()}**"
          + (f", linked to patient record {user.patient_id}." if user.patient_id else "."))
 if user.must_change_password:
-    st.warning("Please choose a new password: the current one was set by an administrator.")
+    st.warning("Please choose a new password: the current one was set by an administrator. "
+               "The rest of the app opens once you have.")
 
 st.subheader("Change password")
 with st.form("change_password", clear_on_submit=True):
@@ -32,5 +33,9 @@ if submitted:
         except OutcomesError as exc:
             st.error(str(exc))
         else:
+            forced = session.current_user().must_change_password
             session.sign_in(dataclasses.replace(user, must_change_password=False))
+            if forced:  # the full navigation opens now
+                st.session_state["app.toast"] = "Your password is changed."
+                st.rerun()
             st.success("Your password is changed. Use the new one next time you sign in.")

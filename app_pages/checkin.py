@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from outcomes import clinic
+from outcomes import clinic, scoring
 from outcomes.errors import CheckinExists, OutcomesError
 from ui import data, session, widgets
 
@@ -75,7 +75,10 @@ label = data.registry().domain(form.domain).label
 st.progress((step + 1) / len(forms), text=f"Questionnaire {step + 1} of {len(forms)}: {label}")
 st.caption(widgets.RECALL.get(form.domain, "") + " Answer what you can; you may leave a question out.")
 widgets.questionnaire(form, answers[form.key], key="checkin", on_change=save_draft)
-st.caption(f"{widgets.answered(form, answers[form.key])} of {form.n_items} answered · saved as you go")
+n_answered, need = widgets.answered(form, answers[form.key]), scoring.min_answered(form)
+st.caption(f"{n_answered} of {form.n_items} answered · saved as you go")
+if n_answered < need:
+    st.caption(f"This part can only be scored if at least {need} of the {form.n_items} questions are answered.")
 
 back, forward = st.columns(2)
 if step > 0 and back.button("Back", icon=":material/arrow_back:", width="stretch"):

@@ -556,10 +556,13 @@ def issue_invitation(db: storage.Database, actor: User, patient_id: str, *, now:
 
     Raises
     ------
-    PermissionDenied, NotFound
+    PermissionDenied, NotFound, DuplicateRecord (the patient already has a login)
     """
     user = require_patient_access(db, actor, patient_id, action="issue_invitation",
                                   roles=("clinician", "admin"), patient_self=False)
+    if storage.patient_has_login(db, patient_id):
+        raise DuplicateRecord(f"{patient_id} already has a login, so an invitation code would not work. If the "
+                              "patient forgot the password, an administrator can reset it on the Users page.")
     code = new_invitation_code()
     expires_at = now + timedelta(days=settings.invitation_days)
     with storage.transaction(db):

@@ -70,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"threshold override in T points; DOMAIN is one of {', '.join(DOMAINS)}")
     r.add_argument("--format", choices=("json", "csv"), default="json")
 
+    p = commands.add_parser(
+        "export", help="export data for quality improvement (audited)",
+        description="De-identified analysis dataset, identified dataset (needs --reason), suppressed summary "
+                    "tables or a FHIR R4 Bundle. Every export is written to the audit log as "
+                    "cli:<your login>.")
+    p.add_argument("kind", choices=("deidentified", "identified", "summary", "fhir"))
+    db_option(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="file to write (a .zip for CSV and Parquet datasets)")
+    p.add_argument("--format", choices=("csv", "xlsx", "parquet", "json"),
+                   help="csv (default; a ZIP of one CSV per table), xlsx, parquet (datasets), "
+                        "json (fhir, default)")
+    p.add_argument("--as-of", type=_iso_date, default=None, help="data cut, YYYY-MM-DD (default: today)")
+    p.add_argument("--series", choices=("first", "all"), default="first", help="analysis set of the summary")
+    p.add_argument("--identified", action="store_true", help="fhir: patient IDs and dates (needs --reason)")
+    p.add_argument("--reason", help="why an identified export is needed; kept in the audit log")
+
     commands.add_parser("settings", help="list every setting with its default and help")
     return parser
 
@@ -149,6 +166,31 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         else:
             json.dump(reports.to_records(table), out, indent=2)
             out.write("\n")
+        return 0
+
+    if args.command == "export":
+        import getpass
+        from datetime import datetime, timezone
+
+        from . import exports
+
+        kind = {"deidentified": "dataset", "identified": "dataset"}.get(args.kind, args.kind)
+        identified = args.kind == "identified" or (args.kind == "fhir" and args.identified)
+        fmt = args.format or ("json" if kind == "fhir" else "csv")
+        try:
+            operator = getpass.getuser()
+        except (KeyError, OSError):  # no login name in some containers
+            operator = "unknown"
+        db = storage.connect(db_path)
+        file = exports.export(db, operator, kind, fmt, deidentified=not identified,
+                              as_of=args.as_of or date.today(), series=args.series, reason=args.reason,
+                              settings=settings, now=datetime.now(timezone.utc))
+        args.out.write_bytes(file.data)
+        level = "IDENTIFIED" if identified else "de-identified"
+        print(f"Wrote {file.rows:,} rows ({level}, {fmt}) to {args.out}; audited as cli:{operator}.",
+              file=out)
+        for note in file.notes:
+            print(note, file=out)
         return 0
 
     raise AssertionError(f"unhandled command {args.command}")  # argparse keeps this unreachable

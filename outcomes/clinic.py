@@ -48,7 +48,7 @@ from .errors import (
     ValidationError,
 )
 from .instruments import Form, Registry, default_registry
-from .scoring import ScoreResult, score_response
+from .scoring import ScoreResult, min_answered, score_response
 from .settings import DOMAINS, Settings
 
 #: Must be shown wherever alerts or depression scores are shown to clinicians (clinical-methods 5).
@@ -415,7 +415,7 @@ def checkin_forms(settings: Settings, registry: Registry | None = None) -> tuple
 
 
 def _unscored_message(form: Form, result: ScoreResult, label: str, you: bool) -> str:
-    need = math.ceil(form.n_items / 2)  # scoring rule 2: at least half of the items
+    need = min_answered(form)
     whose = "Your" if you else "The"
     return (f"{whose} {label.lower()} answers were not scored: answer at least {need} of the {form.n_items} "
             f"questions ({result.n_answered} answered). This part was not saved.")
@@ -800,12 +800,27 @@ def read_audit_log(db: storage.Database, actor: User, *, user: str | None = None
     return log
 
 
+def _export_details(what: str, rows: int, deidentified: bool, fmt: str | None,
+                    filters: Mapping[str, Any] | None, reason: str | None) -> dict[str, Any]:
+    """Which export, how many rows, the de-identification level, and (when given) format, filters, reason."""
+    details: dict[str, Any] = {"what": what, "rows": int(rows), "deidentified": bool(deidentified)}
+    if fmt is not None:
+        details["format"] = fmt
+    if filters:
+        details["filters"] = {str(k): str(v) for k, v in filters.items()}
+    if reason is not None:
+        details["reason"] = reason
+    return details
+
+
 def record_export(db: storage.Database, actor: User, *, what: str, rows: int, deidentified: bool,
-                  patient_id: str | None = None) -> None:
-    """Check and audit an export before the page hands over the file.
+                  patient_id: str | None = None, fmt: str | None = None,
+                  filters: Mapping[str, Any] | None = None, reason: str | None = None) -> None:
+    """Check and audit an export before the page hands over the file: one ``export`` entry.
 
     De-identified exports: clinician, QI or admin. Identified exports: clinician or admin; a
-    patient may export only their own record.
+    patient may export only their own record. The entry holds who and when (the log's own columns),
+    ``what``, ``rows``, ``deidentified`` and, when given, ``format``, ``filters`` and ``reason``.
     """
     roles = ("clinician", "qi", "admin") if deidentified else ("clinician", "admin")
     if patient_id is not None:
@@ -813,5 +828,15 @@ def record_export(db: storage.Database, actor: User, *, what: str, rows: int, de
     else:
         user = require_role(db, actor, *roles, action="export")
     storage.append_audit(db, actor=user.username, action="export", patient_id=patient_id,
-                         details={"what": what, "rows": int(rows), "deidentified": bool(deidentified)})
+                         details=_export_details(what, rows, deidentified, fmt, filters, reason))
 
+
+def record_operator_export(db: storage.Database, operator: str, *, what: str, rows: int, deidentified: bool,
+                           fmt: str | None = None, filters: Mapping[str, Any] | None = None,
+                           reason: str | None = None) -> None:
+    """Audit an export made on the command line by ``operator`` (logged as ``cli:<operator>``).
+
+    Not role-checked: whoever can open the database file can read all of it; the entry records it.
+    """
+    storage.append_audit(db, actor=f"cli:{operator}", action="export",
+                         details=_export_details(what, rows, deidentified, fmt, filters, reason))

@@ -39,7 +39,8 @@ from . import storage
 from .errors import ImportRejected
 from .storage import ImportSummary
 
-__all__ = ["COLUMNS", "ImportBatch", "ImportSummary", "import_files", "read_csv", "read_import_files"]
+__all__ = ["COLUMNS", "ImportBatch", "ImportSummary", "import_files", "read_csv", "read_import_files",
+           "read_table"]
 
 #: Required and optional columns of each file.
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -71,20 +72,20 @@ def _load(source: Source, default_name: str) -> tuple[bytes, str]:
     return source.read(), Path(name).name if isinstance(name, str) and name else default_name
 
 
-def read_csv(source: Source, kind: str) -> tuple[pd.DataFrame | None, list[str]]:
-    """Parse one file of ``kind`` (``patients``, ``series`` or ``scores``).
+def read_table(source: Source, default_name: str = "upload.csv", *,
+               what: str = "the") -> tuple[pd.DataFrame | None, list[str]]:
+    """Parse any CSV export: UTF-8 text cells (stripped), the header as written, and a ``line`` column.
 
     Returns
     -------
     (frame, problems)
-        The rows as text with a ``line`` column, or ``None`` and the file-level problems (not UTF-8,
-        missing columns, unreadable quoting) that stop it from being read.
+        ``frame.attrs["source"]`` is the file name; ``None`` and the file-level problems (not UTF-8,
+        ';' separators, doubled or stray columns) when the file cannot be read.
     """
-    required, optional = COLUMNS[kind]
     try:
-        data, name = _load(source, f"{kind}.csv")
+        data, name = _load(source, default_name)
     except OSError as exc:
-        return None, [f"Cannot read the {kind} file: {exc.strerror or exc}"]
+        return None, [f"Cannot read {what} file: {exc.strerror or exc}"]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None, [f"{name} is saved as UTF-16; save it again as 'CSV UTF-8 (comma delimited)'"]
     try:
@@ -98,20 +99,16 @@ def read_csv(source: Source, kind: str) -> tuple[pd.DataFrame | None, list[str]]
     except csv.Error as exc:
         return None, [f"{name} cannot be read as CSV: {exc}"]
     if not records or not any(cell.strip() for cell in records[0]):
-        return None, [f"{name} is empty; its first line must name the columns: {', '.join(required)}"]
-    header = [cell.strip().lower() for cell in records[0]]
+        return None, [f"{name} is empty; its first line must name the columns"]
+    # "line" holds the line numbers; a column of that name in the file is kept under another name.
+    header = [f"{h} (column)" if h.lower() == "line" else h for h in (cell.strip() for cell in records[0])]
     if len(header) == 1 and ";" in header[0]:
         return None, [f"{name} uses ';' between values; save it as comma-separated CSV"]
-    doubled = sorted({h for h in header if h and header.count(h) > 1})
-    missing = [c for c in required if c not in header]
-    problems = [f"{name}: column {h} appears more than once" for h in doubled]
-    if missing:
-        problems.append(f"{name} is missing the required column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(missing)}; its first line must name the columns "
-                        f"{', '.join(required)} (optional: {', '.join(optional)})")
+    lower = [h.lower() for h in header]
+    problems = [f"{name}: column {h} appears more than once" for h in sorted({h for h in lower if h and
+                                                                              lower.count(h) > 1})]
     if problems:
         return None, problems
-    wanted = {c: header.index(c) for c in required + optional if c in header}
     rows = []
     for number, record in enumerate(records[1:], start=2):
         cells = [cell.strip() for cell in record]
@@ -122,10 +119,37 @@ def read_csv(source: Source, kind: str) -> tuple[pd.DataFrame | None, list[str]]
                             "columns; check for a stray comma (quote text that contains commas)")
             continue
         cells += [""] * (len(header) - len(cells))
-        rows.append({**{c: cells[i] for c, i in wanted.items()}, "line": number})
+        rows.append([*cells[:len(header)], number])
     if problems:
         return None, problems
-    frame = pd.DataFrame(rows, columns=[*wanted, "line"]).astype({"line": "int64"})
+    frame = pd.DataFrame(rows, columns=[*header, "line"]).astype({"line": "int64"})
+    frame.attrs["source"] = name
+    return frame, []
+
+
+def read_csv(source: Source, kind: str) -> tuple[pd.DataFrame | None, list[str]]:
+    """Parse one file of ``kind`` (``patients``, ``series`` or ``scores``).
+
+    Returns
+    -------
+    (frame, problems)
+        The rows as text with a ``line`` column, or ``None`` and the file-level problems (not UTF-8,
+        missing columns, unreadable quoting) that stop it from being read.
+    """
+    required, optional = COLUMNS[kind]
+    frame, problems = read_table(source, f"{kind}.csv", what=f"the {kind}")
+    if frame is None:
+        empty = [p for p in problems if p.endswith("its first line must name the columns")]
+        return None, [p + ": " + ", ".join(required) for p in empty] + [p for p in problems if p not in empty]
+    name = frame.attrs["source"]
+    frame.columns = [c if c == "line" else c.lower() for c in frame.columns[:-1]] + ["line"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        return None, [f"{name} is missing the required column{'s' if len(missing) > 1 else ''} "
+                      f"{', '.join(missing)}; its first line must name the columns "
+                      f"{', '.join(required)} (optional: {', '.join(optional)})"]
+    wanted = [c for c in required + optional if c in frame.columns]
+    frame = frame[[*wanted, "line"]].copy()
     frame.attrs["source"] = name
     return frame, []
 

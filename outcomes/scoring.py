@@ -51,6 +51,11 @@ Method = Literal["table", "pattern", "prorated"]
 OUTPUT_COLUMNS = ("raw_score", "t_score", "se", "n_answered", "method", "severity", "imprecise", "note")
 MIN_PRECISE_ITEMS = 4  # HealthMeasures scoring instructions: a precise score needs >= 4 answered items
 
+
+def min_answered(form: Form) -> int:
+    """How many items must be answered for ``form`` to be scored at all (rule 2: at least half)."""
+    return math.ceil(form.n_items / 2)
+
 THETA = np.arange(-45, 46) / 10.0  # 91 nodes; the range is an empirical fit to the tables (SOURCES.md)
 LOG_PRIOR = -THETA**2 / 2 - np.log(np.exp(-THETA**2 / 2).sum())  # N(0, 1) normalised over the nodes
 _METHODS: tuple[Method | None, ...] = (None, "table", "pattern", "prorated")  # index = method code
@@ -325,7 +330,7 @@ def _score_codes(form: Form, codes: np.ndarray) -> _Scored:
     method = np.zeros(len(codes), dtype=np.int8)
 
     complete = n_answered == form.n_items
-    partial = ~complete & (2 * n_answered >= form.n_items)  # rule 2: at least half answered
+    partial = ~complete & (n_answered >= min_answered(form))
     method[complete] = 1
     if form.has_parameters:
         method[partial] = 2
@@ -433,7 +438,7 @@ def _invalid(form: Form, item: Item, value: object) -> InvalidResponse:
 def _note(form: Form, method: int, n_answered: int) -> str:
     counts = f"{n_answered} of {form.n_items} items answered"
     if method == 0:
-        return f"not scorable: {counts}; at least half ({math.ceil(form.n_items / 2)}) are needed"
+        return f"not scorable: {counts}; at least half ({min_answered(form)}) are needed"
     note = {1: "", 2: f"response-pattern (EAP) score: {counts}",
             3: f"prorated: {counts}, raw sum scaled to {form.n_items} items and rounded up; "
                "this form has no item parameters for pattern scoring"}[method]

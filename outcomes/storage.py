@@ -797,6 +797,8 @@ def _file_rows(df: pd.DataFrame | None, kind: str) -> Iterator[tuple[str, int, d
 _PATIENT_FIELDS = ("patient_id", "diagnosis", "sex", "birth_year", "enrolled_on")
 _SERIES_FIELDS = ("first_infusion", "last_infusion", "infusions", "protocol", "dose_mg_per_kg", "notes")
 _IMPORTED_SCORE_FIELDS = ("domain", "assessed_on", "t_score", "se", "form")
+# Item-level rows scored by the caller (the REDCap import) also carry these; without them: "imported".
+_SCORED_FIELDS = ("responses", "raw_score", "n_answered")
 
 
 def _plan(problems: list[str], rows: Iterable[tuple[str, int, dict[str, Any]]],
@@ -851,6 +853,9 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
     patients_df, series_df, scores_df
         Columns as in ``patients.csv``, ``series.csv`` and ``scores.csv`` (values may be text); an
         optional ``line`` column and ``df.attrs["source"]`` name the file and line in messages.
+        A score row scored from its items also gives ``method`` (table, pattern or prorated),
+        ``responses`` (``{item_id: value}``), ``raw_score`` and ``n_answered``; otherwise it is an
+        ``imported`` T-score.
     dry_run
         Validate and count, then roll back.
 
@@ -905,7 +910,8 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                 "JOIN patients p ON p.id = a.patient_ref WHERE a.superseded_by IS NULL")}
             scores, scores_present, _ = _plan(
                 problems, _file_rows(scores_df, "scores"),
-                lambda row: clean_score(**{k: row.get(k) for k in _IMPORTED_SCORE_FIELDS}, method="imported",
+                lambda row: clean_score(**{k: row.get(k) for k in _IMPORTED_SCORE_FIELDS + _SCORED_FIELDS},
+                                        method="imported" if _missing(row.get("method")) else row["method"],
                                         source="import", today=today, known_forms=known_forms),
                 keyed("domain", "assessed_on"), stored, lambda key: f"{key[1]} of {key[0]!r} on {key[2]}",
                 supersede=True)

@@ -95,6 +95,8 @@ def clinic_db(tmp_path: Path, fast_hasher: None, monkeypatch: pytest.MonkeyPatch
                                   settings=settings, source="clinician")
     patient = auth.create_user(db, admin, username="pat.patient", role="patient", password=PASSWORD,
                                patient_id="P001", now=now)
+    for user in (clinician, qi, patient):  # as if each had already chosen their own password
+        storage.update_user(db, user.id, must_change_password=False)
     db.close()
     monkeypatch.setenv("OUTCOMES_DB_PATH", str(path))
     monkeypatch.setenv("OUTCOMES_DEMO_DB_PATH", str(tmp_path / "demo.db"))

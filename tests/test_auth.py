@@ -343,6 +343,14 @@ def test_invitation_redeem_rejects_weak_passwords_and_existing_logins(db, dump, 
         auth.redeem_invitation(db, invitation.code, "pat.one", "my own long password", now=NOW)
 
 
+def test_no_new_invitation_for_a_patient_who_already_has_a_login(db, dump, admin, invitation):
+    auth.redeem_invitation(db, invitation.code, "pat.one", "my own long password", now=NOW)
+    before = dump(db)
+    with pytest.raises(DuplicateRecord, match="P001 already has a login"):
+        auth.issue_invitation(db, admin, "P001", now=NOW, settings=SETTINGS)
+    assert dump(db) == before
+
+
 def test_only_clinicians_and_admins_issue_invitations(db, admin, invitation):
     qi = auth.create_user(db, admin, username="qi.one", role="qi", password="a long password 1", now=NOW)
     with pytest.raises(PermissionDenied):

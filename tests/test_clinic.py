@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -63,6 +64,11 @@ class World:
         return clinic.submit_checkin(self.db, actor, patient_id=patient_id, answers=answers(**raws),
                                      assessed_on=on, today=TODAY, now=NOW, settings=SETTINGS, replace=replace)
 
+    def without_login(self) -> str:
+        if storage.load_patient(self.db, "P003").empty:
+            storage.add_patient(self.db, patient_id="P003", entered_by="dr.lee", today=TODAY)
+        return "P003"
+
     def denials(self):
         return storage.load_audit_log(self.db, action="access_denied")
 
@@ -79,8 +85,8 @@ ACTORS = ("admin", "clinician", "qi", "patient", "other")  # "patient" owns P001
 CALLS = {
     "enrol_patient": ({"clinician"}, lambda w, a: clinic.enrol_patient(
         w.db, a, patient_id=f"N-{a.username}", today=TODAY, now=NOW, settings=SETTINGS)),
-    "issue_invitation": ({"clinician", "admin"}, lambda w, a: auth.issue_invitation(
-        w.db, a, "P001", now=NOW, settings=SETTINGS)),
+    "issue_invitation": ({"clinician", "admin"}, lambda w, a: auth.issue_invitation(  # P003 has no login yet
+        w.db, a, w.without_login(), now=NOW, settings=SETTINGS)),
     "log_series": ({"clinician"}, lambda w, a: clinic.log_series(
         w.db, a, patient_id="P001", first_infusion="2025-05-20", last_infusion="2025-05-24", infusions=5,
         today=TODAY)),
@@ -544,3 +550,16 @@ def test_exports_are_audited(w):
     assert entry["actor"] == "qi.ana" and '"deidentified": true' in entry["details"]
     with pytest.raises(PermissionDenied):
         clinic.record_export(w.db, w.qi, what="record.csv", rows=1, deidentified=False, patient_id="P001")
+
+
+def test_an_export_entry_says_which_export_its_level_filters_format_and_reason(w):
+    clinic.record_export(w.db, w.admin, what="dataset (identified)", rows=40, deidentified=False, fmt="xlsx",
+                         filters={"as_of": date(2025, 6, 1)}, reason="registry submission")
+    entry = storage.load_audit_log(w.db, action="export").iloc[0]
+    assert json.loads(entry["details"]) == {"what": "dataset (identified)", "rows": 40, "deidentified": False,
+                                            "format": "xlsx", "filters": {"as_of": "2025-06-01"},
+                                            "reason": "registry submission"}
+    clinic.record_operator_export(w.db, "analyst", what="summary (de-identified)", rows=58, deidentified=True)
+    entry = storage.load_audit_log(w.db, action="export").iloc[0]
+    assert entry["actor"] == "cli:analyst"
+    assert json.loads(entry["details"]) == {"what": "summary (de-identified)", "rows": 58, "deidentified": True}

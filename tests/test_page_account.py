@@ -75,10 +75,10 @@ def test_a_weak_new_password_is_refused_with_the_rule(app_as, clinic_db, new, pr
 
 
 def test_a_user_with_an_administrator_set_password_is_asked_to_change_it(app_as, clinic_db):
-    # The fixture's accounts were created by the administrator, so the database says "must change".
-    assert storage.get_user(clinic_db.open(), username="cleo.clinician")["must_change_password"]
+    storage.update_user(clinic_db.open(), clinic_db.users["clinician"].id, must_change_password=True)
     at = app_as("clinician", PAGE)
-    assert messages(at, "warning") == ["Please choose a new password: the current one was set by an administrator."]
+    assert messages(at, "warning") == ["Please choose a new password: the current one was set by an administrator. "
+                                       "The rest of the app opens once you have."]
     change(at, PASSWORD, NEW)
     assert not at.session_state["auth.user"].must_change_password
     at.run()
@@ -89,3 +89,15 @@ def test_no_reminder_once_the_password_is_the_user_s_own(app_as, clinic_db):
     storage.update_user(clinic_db.open(), clinic_db.users["clinician"].id, must_change_password=False)
     at = app_as("clinician", PAGE)
     assert not at.warning
+
+
+def test_an_administrator_set_password_must_be_changed_before_anything_else(clinic_db):
+    storage.update_user(clinic_db.open(), clinic_db.users["clinician"].id, must_change_password=True)
+    at = sign_in(new_session().run(), "cleo.clinician", PASSWORD)
+    assert at.title[0].value == "My account"
+    with pytest.raises(ValueError):               # no other page is registered yet
+        at.switch_page("app_pages/roster.py")
+    change(at, PASSWORD, NEW)
+    assert not at.exception
+    at.switch_page("app_pages/roster.py").run()   # the whole navigation opens once it is changed
+    assert not at.exception and at.title[0].value == "Roster"

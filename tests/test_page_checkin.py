@@ -214,8 +214,9 @@ def patient_with_history(clinic_db):
     db, now = clinic_db.open(), datetime.now(UTC)
     clinic.enrol_patient(db, clinic_db.users["clinician"], patient_id="P100", today=now.date(), now=now,
                          settings=load_settings())
-    auth.create_user(db, clinic_db.users["admin"], username="pam.patient", role="patient", password=PASSWORD,
-                     patient_id="P100", now=now)
+    pam = auth.create_user(db, clinic_db.users["admin"], username="pam.patient", role="patient",
+                           password=PASSWORD, patient_id="P100", now=now)
+    storage.update_user(db, pam.id, must_change_password=False)  # as if redeemed from an invitation
 
     def checked_in(days_ago: int):
         day = now.date() - timedelta(days=days_ago)
@@ -268,3 +269,13 @@ def test_a_patient_deactivated_mid_check_in_gets_a_message_not_a_crash(app_as, c
     assert not at.exception
     assert messages(at, "error") == ["Your account is no longer active. Sign in again, or ask an administrator."]
     assert draft(clinic_db)[PI.key] == {PI.items[0].item_id: 4}
+
+
+def test_the_patient_sees_while_answering_how_many_answers_a_score_needs(app_as):
+    at = app_as("patient", PAGE)
+    hint = "This part can only be scored if at least 3 of the 6 questions are answered."
+    assert seen(at, hint, "caption")
+    answer(at, PI, {0: 2, 1: 2})
+    assert seen(at, hint, "caption")
+    answer(at, PI, {2: 2})
+    assert not seen(at, hint, "caption")

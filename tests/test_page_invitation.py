@@ -136,10 +136,12 @@ def test_a_username_already_taken_is_refused_and_the_code_still_works(clinic_db)
     assert redeem(code).title[0].value == "Weekly check-in"
 
 
-def test_a_patient_who_already_has_a_login_is_told_to_sign_in(clinic_db):
-    invitation = auth.issue_invitation(clinic_db.open(), clinic_db.users["clinician"], "P001",
-                                       now=datetime.now(UTC), settings=load_settings())
+def test_a_patient_who_got_a_login_after_the_code_was_issued_is_told_to_sign_in(clinic_db):
+    db, now = clinic_db.open(), datetime.now(UTC)
+    invitation = auth.issue_invitation(db, clinic_db.users["clinician"], "P002", now=now, settings=load_settings())
+    auth.create_user(db, clinic_db.users["admin"], username="pia.patient", role="patient",
+                     password=NEW_PASSWORD + "!", patient_id="P002", now=now)  # an administrator got there first
     at = redeem(invitation.code)
     assert messages(at, "error") == ["An account already exists for you. Sign in with it, or ask the clinic "
                                      "to reset its password."]
-    assert login_of(clinic_db, "P001")["username"].tolist() == ["pat.patient"]
+    assert login_of(clinic_db, "P002")["username"].tolist() == ["pia.patient"]

@@ -102,8 +102,9 @@ def test_before_any_check_in_the_page_says_what_will_appear(clinic_db):
     db, now = clinic_db.open(), datetime.now(UTC)
     clinic.enrol_patient(db, clinic_db.users["clinician"], patient_id="P100", today=now.date(), now=now,
                          settings=load_settings())
-    auth.create_user(db, clinic_db.users["admin"], username="pam.patient", role="patient", password=PASSWORD,
-                     patient_id="P100", now=now)
+    pam = auth.create_user(db, clinic_db.users["admin"], username="pam.patient", role="patient",
+                           password=PASSWORD, patient_id="P100", now=now)
+    storage.update_user(db, pam.id, must_change_password=False)  # as if redeemed from an invitation
     at = sign_in(new_session().run(), "pam.patient", PASSWORD)
     at.switch_page(PAGE).run()
     assert not at.exception

@@ -140,7 +140,8 @@ def test_resetting_a_password(users_page, clinic_db):
     assert stored(clinic_db, "pat.patient")["must_change_password"]
     assert messages(sign_in(new_session().run(), "pat.patient", PASSWORD), "error") == [auth.LOGIN_FAILED]
     at = sign_in(new_session().run(), "pat.patient", "temporary pass 99")
-    assert at.title[0].value == "Weekly check-in"
+    assert at.title[0].value == "My account"        # a temporary password must be replaced first
+    assert "Please choose a new password" in at.warning[0].value
 
 
 def test_a_weak_temporary_password_is_refused(users_page, clinic_db, dump):

@@ -8,7 +8,7 @@ shared patient, domain and day, so supersede chains are built under contention.
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
 
 from outcomes import storage
@@ -81,7 +81,9 @@ def test_first_connections_race_to_create_the_schema_safely(tmp_path):
 def test_four_processes_write_into_one_file(db_path):
     names = [f"P{i}" for i in range(4)]
     version = prepare(db_path, names)
-    with multiprocessing.get_context("spawn").Pool(len(names)) as pool:
-        done = pool.starmap(worker, [(str(db_path), n) for n in names])
+    # An executor, not a Pool: a worker that dies breaks the executor at once instead of hanging the run.
+    with ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(worker, str(db_path), n) for n in names]
+        done = [f.result(timeout=300) for f in futures]
     assert done == [WRITES] * len(names)
     check(db_path, names, version)

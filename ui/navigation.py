@@ -43,6 +43,9 @@ PAGES: tuple[PageSpec, ...] = (
     _page("app_pages/users.py", "Users", "manage_accounts", "admin", "Administration"),
     _page("app_pages/audit.py", "Audit log", "policy", "admin", "Administration"),
     _page("app_pages/home.py", "Database", "database", "admin", "Administration"),
+    # After the first page of every role, so no role's home page changes.
+    _page("app_pages/import_redcap.py", "Import from REDCap", "upload_file", "clinician admin", "Clinic"),
+    _page("app_pages/exports.py", "Exports", "download", "clinician qi admin", "Outcomes"),
     _page("app_pages/account.py", "My account", "key", "admin clinician qi patient", "Account"),
 )
 
@@ -58,11 +61,19 @@ def pages_for(role: str) -> tuple[PageSpec, ...]:
     return tuple(p for p in PAGES if role in p.roles)
 
 
-def build(role: str | None, *, first_run: bool = False) -> StreamlitPage:
-    """The navigation of one session: its role's pages, the sign-in pages, or the first-run setup."""
+ACCOUNT_PAGE = next(p for p in PAGES if p.path == "app_pages/account.py")
+
+
+def build(role: str | None, *, first_run: bool = False, must_change_password: bool = False) -> StreamlitPage:
+    """The navigation of one session: its role's pages, the sign-in pages, or the first-run setup.
+
+    A user whose password was set by an administrator gets only "My account" until they choose their own.
+    """
     if role is None:
         specs = (SETUP_PAGE,) if first_run else PUBLIC_PAGES
         return st.navigation(_st_pages(specs), position="hidden" if first_run else "sidebar")
+    if must_change_password:
+        return st.navigation(_st_pages([ACCOUNT_PAGE]))
     sections: dict[str, list[StreamlitPage]] = {}
     for i, spec in enumerate(pages_for(role)):
         sections.setdefault(spec.section, []).extend(_st_pages([spec], default=i == 0))

@@ -21,7 +21,8 @@ def cohort_db(tmp_path, fast_hasher):
     now = datetime.now(UTC)
     admin = auth.create_first_admin(db, "ada.admin", PASSWORD, now=now)
     for username, role in (("cleo.clinician", "clinician"), ("quinn.qi", "qi")):
-        auth.create_user(db, admin, username=username, role=role, password=PASSWORD, now=now)
+        user = auth.create_user(db, admin, username=username, role=role, password=PASSWORD, now=now)
+        storage.update_user(db, user.id, must_change_password=False)  # as if they had chosen their own
     db.close()
     return path
 

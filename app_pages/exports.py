@@ -1,0 +1,121 @@
+"""Exports for quality improvement and registries (issue 5): every file that leaves the app is audited.
+
+A thin view over ``outcomes.exports.export`` (role check, build, audit entry). The file is built and
+logged when the user presses "Prepare the file"; the download button then hands over those bytes.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from outcomes import disclosure, exports
+from outcomes.errors import OutcomesError
+from ui import data, session
+
+CHOICES = {
+    "dataset": ("De-identified analysis dataset", "One row per episode and one per score, with pseudonyms "
+                "and days since the first infusion instead of IDs and dates. For your own analysis."),
+    "summary": ("Summary tables", "Responder rates, follow-up completion and baseline characteristics "
+                "(Table 1), with small counts hidden. For reports and slides."),
+    "fhir": ("FHIR R4 Observations, de-identified", "One Observation per T-score (LOINC-coded), with "
+             "pseudonyms and days instead of dates. For registries and FHIR tools."),
+    "identified": ("Identified dataset", "Patient IDs, birth years, dates of care and notes. Only for a "
+                   "documented purpose; your reason is kept in the audit log."),
+    "fhir_identified": ("FHIR R4 Observations, identified", "Patient IDs and questionnaire dates. Only for "
+                        "a documented purpose; your reason is kept in the audit log."),
+}
+FORMAT_LABELS = {"csv": "CSV (a ZIP with one CSV per table)", "xlsx": "Excel workbook",
+                 "parquet": "Parquet (a ZIP with one file per table)", "json": "FHIR JSON"}
+SERIES_LABELS = {"first": "Each patient's first series (primary)", "all": "All series"}
+
+user = session.require_roles("clinician", "qi", "admin")
+settings = data.settings()
+cells = settings.small_cell_max
+marker = disclosure.small_marker(cells)
+today = session.today()
+
+st.title("Exports")
+st.caption("Files for quality-improvement analysis and registries. Every file you prepare is recorded in the "
+           "audit log: who, when, which export, its options and its number of rows.")
+
+allowed = [c for c in CHOICES if user.role in exports.ROLES_IDENTIFIED or c in ("dataset", "summary", "fhir")]
+choice = st.radio("What to export", allowed, format_func=lambda c: CHOICES[c][0],
+                  captions=[CHOICES[c][1] for c in allowed], key="exports.choice")
+kind = {"identified": "dataset", "fhir_identified": "fhir"}.get(choice, choice)
+deidentified = choice in ("dataset", "summary", "fhir")
+
+left, right = st.columns(2)
+fmt = left.radio("Format", exports.FORMATS[kind], format_func=FORMAT_LABELS.get, key=f"exports.format.{kind}")
+as_of = right.date_input("Data as of", value=today, max_value=today, key="exports.as_of",
+                         help="The data cut: scores after this day and series starting after it are "
+                              "left out.")
+series = "first"
+if kind == "summary":
+    series = right.radio("Analysis set", list(SERIES_LABELS), format_func=SERIES_LABELS.get,
+                         key="exports.series", help="Repeat series of one patient are not independent: "
+                                                    "their intervals are too narrow.")
+reason = None
+if not deidentified:
+    st.warning("This file identifies patients. Keep it inside the clinic's secure storage and delete it when "
+               "the purpose is served.", icon=":material/warning:")
+    reason = st.text_area("Reason for this identified export", key="exports.reason",
+                          max_chars=exports.MAX_REASON,
+                          placeholder="e.g. registry submission under the data use agreement of 2025-07")
+
+with st.expander("What de-identified means here"):
+    st.markdown(
+        "* **Patients** appear as pseudonyms such as `ps_3fa94c1e0b7d2a58`: the same patient gets the same "
+        "pseudonym in every export from this clinic, and nobody can compute it from the clinic's ID.\n"
+        "* **Dates** become days since the first infusion of the episode (day 0; a baseline is day −7, "
+        "say).\n"
+        "* **Age** is a band (18–29 … 80–89, 90+) at the first infusion; the birth year is not exported.\n"
+        f"* **Notes** and staff names are left out. Diagnoses and protocols of 1 to {cells} patients become "
+        f"'{exports.OTHER}'.\n"
+        f"* **Summary tables**: “{marker}” replaces a count from 1 to {cells}; “{disclosure.HIDDEN}” a value "
+        "hidden so that such a count cannot be worked out from the others (its own value may be large). "
+        "The README in each file repeats this, with the thresholds and the data cut.")
+
+request = (choice, fmt, as_of, series, reason)
+if st.button("Prepare the file", type="primary", icon=":material/description:", key="exports.prepare"):
+    try:
+        with st.spinner("Preparing the file…"), data.database() as db:
+            prepared = exports.export(db, user, kind, fmt, deidentified=deidentified, as_of=as_of,
+                                      series=series, reason=reason, settings=settings,
+                                      registry=data.registry(), now=session.now())
+        st.session_state["exports.file"] = (request, prepared)
+    except OutcomesError as exc:
+        st.error(str(exc))
+
+ready = st.session_state.get("exports.file")
+if ready and ready[0] == request:
+    file: exports.ExportFile = ready[1]
+    level = "de-identified" if file.deidentified else "identified"
+    counts = ", ".join(f"{name} {len(table):,} rows" for name, table in file.tables.items())
+    if kind == "fhir":
+        counts = f"{file.rows:,} Observations"
+    st.success(f"**{file.filename}** is ready ({counts}; {level}; data as of {as_of:%Y-%m-%d}). "
+               "This export is recorded in the audit log.", icon=":material/check_circle:")
+    for note in file.notes:
+        st.info(note)
+    st.download_button(f"Download {file.filename}", file.data, file.filename, file.mime, on_click="ignore",
+                       type="primary", icon=":material/download:", key="exports.download")
+    st.subheader("What is in the file")
+    if kind == "fhir":
+        st.caption("The first Observations of the Bundle as a table. Each carries the LOINC code of its "
+                   "domain's T-score, the value with unit {score}, the short form as its method, and "
+                   "(de-identified) the day since the patient's first infusion instead of a date.")
+    else:
+        st.caption("The same tables as in the file, with the same column names; the README "
+                   + ("sheet" if fmt == "xlsx" else "(README.txt)") + " in the file defines every column"
+                   + (f". “{marker}”: a count from 1 to {cells}; “{disclosure.HIDDEN}”: hidden so that "
+                      "such a count cannot be worked out." if kind == "summary" else "."))
+    names = list(file.tables)
+    for tab, name in zip(st.tabs(names), names):
+        table = file.tables[name]
+        with tab:
+            shown = min(len(table), 500)
+            more = f"; the first {shown} are shown" if shown < len(table) else ""
+            st.caption(f"{len(table):,} rows{more}")
+            st.dataframe(table.head(shown), hide_index=True)
+elif ready:
+    st.caption("The options have changed since the last file was prepared: prepare it again.")
