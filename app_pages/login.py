@@ -52,4 +52,5 @@ if data.demo_mode():
             st.rerun()
     else:
         st.caption("Synthetic data only. These accounts exist in the demo database and nowhere else.")
-        st.dataframe(accounts, hide_index=True)
+        st.dataframe(accounts, hide_index=True, column_config={
+            "username": "Username", "password": "Password", "role": "Role", "note": "What it can do"})

@@ -62,6 +62,7 @@ def test_first_run_setup_then_demo(browser, start_server, tmp_path):
     sign_in(page, clinician["username"], clinician["password"])
     expect(page.get_by_role("heading", name="Roster")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Demo with synthetic data.")).to_be_visible()   # the banner stays
+    wait_for_idle(page)
     screenshot(page, "journey-demo-roster")
 
 
