@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,14 @@ import pytest
 from sqlite_utils import Database
 
 from outcomes import storage
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # No test may create or touch a database under data/: the default paths point into a throwaway folder
+    # (tests that need a database set their own path on top of this).
+    folder = Path(tempfile.mkdtemp(prefix="outcomes-tests-"))
+    os.environ["OUTCOMES_DB_PATH"] = str(folder / "default.db")
+    os.environ["OUTCOMES_DEMO_DB_PATH"] = str(folder / "default-demo.db")
 
 
 @pytest.fixture
