@@ -1,1 +1,0 @@
-"""Performance benchmarks (issue 6): ``python -m bench``; see docs/benchmarks.md."""
