@@ -6,19 +6,25 @@ pages that user may open (ui/navigation.py); nothing else is reachable, whatever
 
 import streamlit as st
 
-from ui import data, navigation, session
+from outcomes.errors import StorageUnavailable
+from ui import data, navigation, session, widgets
 
 st.set_page_config(page_title="Infusion outcomes", page_icon=":material/monitoring:", layout="wide")
 
-user = session.current_user()
-if data.demo_mode():
-    st.warning("**Demo with synthetic data.** No real patient is in this database; accounts and passwords "
-               "are listed on the sign-in page.", icon=":material/science:")
-first_run = user is None and not data.demo_mode() and data.user_count() == 0
-page = navigation.build(user.role if user else None, first_run=first_run,
-                        must_change_password=bool(user and user.must_change_password))
-if user is not None:
-    session.sidebar(user)
-if toast := st.session_state.pop("app.toast", None):
-    st.toast(toast, icon=":material/check_circle:")
-page.run()
+try:
+    user = session.current_user()
+    if data.demo_mode():
+        st.warning("**Demo with synthetic data.** No real patient is in this database; accounts and passwords "
+                   "are listed on the sign-in page.", icon=":material/science:")
+    first_run = user is None and not data.demo_mode() and data.user_count() == 0
+    page = navigation.build(user.role if user else None, first_run=first_run,
+                            must_change_password=bool(user and user.must_change_password))
+    if user is not None:
+        session.sidebar(user)
+    if toast := st.session_state.pop("app.toast", None):
+        st.toast(toast, icon=":material/check_circle:")
+    page.run()
+except StorageUnavailable as exc:
+    # Disk full, read-only or unreachable database (issue 7): every write was rolled back, and a page that
+    # must audit what it shows cannot show it. Say so plainly; the next action works once IT has fixed it.
+    st.error(widgets.message(exc), icon=":material/database:")

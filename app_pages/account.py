@@ -6,12 +6,12 @@ import streamlit as st
 
 from outcomes import auth
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 user = session.require_roles("admin", "clinician", "qi", "patient")
 st.title("My account")
-st.write(f"Username **{user.username}**, role **{auth.ROLE_LABELS[user.role].lower()}**"
-         + (f", linked to patient record {user.patient_id}." if user.patient_id else "."))
+st.write(f"Username **{widgets.literal(user.username)}**, role **{auth.ROLE_LABELS[user.role].lower()}**"
+         + (f", linked to patient record {widgets.literal(user.patient_id)}." if user.patient_id else "."))
 if user.must_change_password:
     st.warning("Please choose a new password: the current one was set by an administrator. "
                "The rest of the app opens once you have.")
@@ -31,7 +31,7 @@ if submitted:
             with data.database() as db:
                 auth.change_password(db, user, current, new, now=session.now(), settings=data.settings())
         except OutcomesError as exc:
-            st.error(str(exc))
+            st.error(widgets.message(exc))
         else:
             forced = session.current_user().must_change_password
             session.sign_in(dataclasses.replace(user, must_change_password=False))

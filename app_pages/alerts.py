@@ -35,6 +35,6 @@ for row in alerts.itertuples(index=False):
                 with data.database() as db:
                     clinic.acknowledge_alert(db, user, int(row.alert_id), now=session.now(), note=note or None)
             except OutcomesError as exc:
-                st.error(str(exc))
+                st.error(widgets.message(exc))
             else:
                 st.rerun()

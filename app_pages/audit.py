@@ -4,7 +4,7 @@ import streamlit as st
 
 from outcomes import clinic, exports
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 admin = session.require_roles("admin")
 st.title("Audit log")
@@ -25,7 +25,7 @@ try:
         log = clinic.read_audit_log(db, admin, user=user, patient_id=patient_id, action=action,
                                     date_from=date_from, date_to=date_to or date_from)
 except OutcomesError as exc:
-    st.error(str(exc))
+    st.error(widgets.message(exc))
     st.stop()
 
 st.write(f"{len(log):,} entries, newest first.")

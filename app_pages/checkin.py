@@ -25,6 +25,7 @@ answers: dict[str, dict[str, int | None]] = st.session_state[ANSWERS]
 
 
 def save_draft() -> None:
+    widgets.sync_answers(forms, answers, key="checkin")
     try:
         with data.database() as db:
             clinic.save_draft(db, user, user.patient_id, answers, now=session.now())
@@ -33,6 +34,7 @@ def save_draft() -> None:
 
 
 def submit(replace: bool) -> None:
+    widgets.sync_answers(forms, answers, key="checkin")  # a tap just before "Send" counts, callback or not
     try:
         with data.database() as db:
             result = clinic.submit_checkin(db, user, patient_id=user.patient_id, answers=answers,
@@ -99,7 +101,7 @@ else:
     forward.button("Send my answers", type="primary", icon=":material/send:", on_click=submit, args=(False,),
                    width="stretch")
 if error := st.session_state.pop("checkin.error", None):
-    st.error(error)
+    st.error(widgets.message(error))
 
 with st.expander("Start again"):
     st.write("Throw away the answers you have not sent yet.")

@@ -18,7 +18,7 @@ from outcomes import disclosure, figures
 from outcomes.analysis import AGE_BANDS, SeriesChoice
 from outcomes.errors import OutcomesError
 from outcomes.settings import DOMAINS, MCID_PRESET_LABELS, MCID_PRESETS
-from ui import data, session
+from ui import data, session, widgets
 
 #: Fewer patients with a baseline score than this and a panel shows an empty state, not estimates.
 MIN_PATIENTS = 5
@@ -164,7 +164,7 @@ def notes(items: tuple[str, ...]) -> None:
     if items:
         with st.expander(f"Notes on these estimates ({len(items)})"):
             shown = [disclosure.redact_text(n, threshold=cells) if qi else n for n in items]
-            st.markdown("\n".join(f"- {n}" for n in shown))
+            st.markdown("\n".join(f"- {widgets.literal(n)}" for n in shown))
 
 
 st.title("Cohort outcomes")
@@ -178,7 +178,7 @@ if qi:
 try:
     counts = data.cohort_table(query, "counts").set_index("domain")
 except OutcomesError as exc:
-    st.error(str(exc))
+    st.error(widgets.message(exc))
     st.stop()
 with_baseline = {d: int(counts.loc[d, "with_baseline"]) if d in counts.index else 0 for d in DOMAINS}
 n_any = max(with_baseline.values())
@@ -268,7 +268,7 @@ def survival_panel(estimate: str, group_col: str | None) -> None:
     try:
         fitted = data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=min_at_risk)
     except OutcomesError as exc:
-        st.info(str(exc))
+        st.info(widgets.message(exc))
         return
     if fitted is None:
         st.info("No patient in this selection reached meaningful improvement, so no response to follow."

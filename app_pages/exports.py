@@ -10,7 +10,7 @@ import streamlit as st
 
 from outcomes import disclosure, exports
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 CHOICES = {
     "dataset": ("De-identified analysis dataset", "One row per episode and one per score, with pseudonyms "
@@ -84,7 +84,7 @@ if st.button("Prepare the file", type="primary", icon=":material/description:", 
                                       registry=data.registry(), now=session.now())
         st.session_state["exports.file"] = (request, prepared)
     except OutcomesError as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))
 
 ready = st.session_state.get("exports.file")
 if ready and ready[0] == request:

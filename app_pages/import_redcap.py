@@ -14,7 +14,7 @@ import streamlit as st
 from outcomes import redcap
 from outcomes.errors import ImportRejected, OutcomesError
 from outcomes.settings import DOMAINS
-from ui import data, session
+from ui import data, session, widgets
 
 SOURCES = {"none": "Not in this file", "items": "Item answers (scored here)", "tscore": "T-score field"}
 LABELS = {"pain_interference": "Pain interference", "depression": "Depression",
@@ -38,12 +38,12 @@ buffer.name = upload.name
 try:
     frame = redcap.read(buffer)
 except ImportRejected as exc:
-    st.error(str(exc))
-    st.markdown("\n".join(f"* {p}" for p in exc.problems))
+    st.error(widgets.message(exc))
+    st.markdown("\n".join(f"* {widgets.literal(p)}" for p in exc.problems))
     st.stop()
 columns = [c for c in frame.columns if c != "line"]
 detected = redcap.detect(frame, registry)
-st.write(f"{len(frame):,} rows and {len(columns):,} columns in **{upload.name}**.")
+st.write(f"{len(frame):,} rows and {len(columns):,} columns in **{widgets.literal(upload.name)}**.")
 
 st.subheader("1. Check the mapping")
 st.caption("The columns below were recognised automatically; correct anything that is wrong.")
@@ -112,7 +112,7 @@ add_patients = st.checkbox("Add record IDs that are not in the database as new p
 mapping = redcap.Mapping(record_id, date_column, event, tuple(forms), tuple(t_scores), add_patients)
 problems = mapping.problems(columns, registry)
 if problems:
-    st.warning("The mapping is not complete yet:\n" + "\n".join(f"* {p}" for p in problems))
+    st.warning("The mapping is not complete yet:\n" + "\n".join(f"* {widgets.literal(p)}" for p in problems))
     st.stop()
 
 st.subheader("2. Preview")
@@ -120,7 +120,7 @@ try:
     with data.database() as db:
         preview = redcap.preview(db, frame, mapping, registry=registry, today=session.today())
 except OutcomesError as exc:
-    st.error(str(exc))
+    st.error(widgets.message(exc))
     st.stop()
 plan = preview.plan
 m = st.columns(4)
@@ -143,7 +143,7 @@ st.dataframe(shown.head(500), hide_index=True)
 
 st.subheader("3. Import")
 if done := st.session_state.pop("redcap.done", None):
-    st.success(done, icon=":material/check_circle:")
+    st.success(widgets.literal(done), icon=":material/check_circle:")
     st.session_state["redcap.confirm"] = False  # before the checkbox exists in this run: allowed
 if preview.summary is not None:
     st.write(preview.summary.describe())
@@ -158,7 +158,7 @@ if st.button("Import all rows", type="primary", disabled=not (preview.ok and con
         st.session_state["redcap.done"] = f"Imported from {upload.name}: {summary.describe()}"
         st.rerun()  # the preview above now shows the rows as already present
     except ImportRejected as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))
         st.code("\n".join(exc.problems[:200]), language=None)
     except OutcomesError as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))

@@ -4,7 +4,7 @@ import streamlit as st
 
 from outcomes import auth
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 st.title("Create your login")
 st.write("Your clinic gave you an invitation code (10 letters and digits, such as `K7QF-M2XD-9P`). "
@@ -25,7 +25,7 @@ if submitted:
             with data.database() as db:
                 user = auth.redeem_invitation(db, code, username, password, now=session.now())
         except OutcomesError as exc:
-            st.error(str(exc))
+            st.error(widgets.message(exc))
         else:
             session.sign_in(user)
             st.rerun()

@@ -32,7 +32,7 @@ if submitted:
         with data.database() as db:
             user = auth.login(db, username, password, now=session.now(), settings=data.settings())
     except OutcomesError as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))
     else:
         session.sign_in(user)
         st.rerun()

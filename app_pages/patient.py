@@ -25,11 +25,11 @@ try:
     with data.database() as db:
         record = clinic.patient_record(db, user, patient_id, settings=settings)
 except OutcomesError as exc:
-    st.error(str(exc))
+    st.error(widgets.message(exc))
     st.stop()
 
 info = record.patient.iloc[0]
-st.title(f"Patient {patient_id}")
+st.title(f"Patient {widgets.literal(patient_id)}")
 facts = [info["diagnosis"] or "no diagnosis recorded",
          {"F": "female", "M": "male", "X": "other / not listed"}.get(info["sex"], "sex not recorded"),
          f"born {int(info['birth_year'])}" if pd.notna(info["birth_year"]) else "birth year not recorded"]
@@ -37,7 +37,8 @@ st.text(" · ".join(facts))  # st.text: stored text never renders as Markdown or
 
 open_alerts = record.alerts[record.alerts["acknowledged_at"].isna()] if len(record.alerts) else record.alerts
 if len(open_alerts):
-    st.error(f"{len(open_alerts)} open alert(s): " + "; ".join(open_alerts["reason"]), icon=":material/notifications:")
+    st.error(f"{len(open_alerts)} open alert(s): " + widgets.literal("; ".join(open_alerts["reason"])),
+             icon=":material/notifications:")
     st.page_link("app_pages/alerts.py", label="Review on the Alerts page")
 st.caption(clinic.SAFETY_NOTICE)  # with every depression score shown to clinicians, alerts open or not
 

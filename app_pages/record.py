@@ -19,7 +19,7 @@ def attempt(action):
         with data.database() as db:
             return action(db), None
     except OutcomesError as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))
         return None, exc
 
 
@@ -55,7 +55,7 @@ enrol, series_tab, infusion_tab, paper_tab, invite_tab = st.tabs(
 
 with enrol:
     if invitation := st.session_state.get("record.invitation"):
-        st.success(f"Enrolled {invitation.patient_id}. Give the patient this one-time invitation code; "
+        st.success(f"Enrolled {widgets.literal(invitation.patient_id)}. Give the patient this one-time invitation code; "
                    f"it works once and expires on {invitation.expires_at:%d %B %Y}:")
         st.code(invitation.code, language=None)
     # Not clear_on_submit: that would also empty the form when it is refused (duplicate ID...), and the
@@ -103,7 +103,7 @@ with series_tab:
             infusions=infusions, protocol=protocol or None, dose_mg_per_kg=dose_mg_per_kg, notes=notes or None,
             today=today))
         if series_id:
-            st.success(f"Series saved for {patient_id}. Log each infusion on the next tab.")
+            st.success(f"Series saved for {widgets.literal(patient_id)}. Log each infusion on the next tab.")
 
 with infusion_tab:
     patient_id = patient_picker("record.infusion.patient")
@@ -142,7 +142,7 @@ with infusion_tab:
                 dose_mg_per_kg=dose_mg_per_kg, duration_min=duration_min, adverse_events=events,
                 notes=notes or None, today=today))
             if infusion_id:
-                st.success(f"Infusion saved for {patient_id}"
+                st.success(f"Infusion saved for {widgets.literal(patient_id)}"
                            + (f" with {len(events)} adverse event(s)." if events else ", no adverse events."))
 
 with paper_tab:
@@ -171,7 +171,7 @@ with paper_tab:
             st.session_state["record.paper.replace"] = (patient_id, assessed_on)
             st.rerun()
         except OutcomesError as exc:
-            st.error(str(exc))
+            st.error(widgets.message(exc))
         else:
             for key in [k for k in st.session_state if str(k).startswith("record.paper")]:
                 del st.session_state[key]
@@ -187,5 +187,5 @@ with invite_tab:
         invitation, _ = attempt(lambda db: auth.issue_invitation(db, user, patient_id, now=session.now(),
                                                                  settings=settings))
         if invitation:
-            st.success(f"Invitation code for {patient_id}, valid until {invitation.expires_at:%d %B %Y}:")
+            st.success(f"Invitation code for {widgets.literal(patient_id)}, valid until {invitation.expires_at:%d %B %Y}:")
             st.code(invitation.code, language=None)

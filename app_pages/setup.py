@@ -4,7 +4,7 @@ import streamlit as st
 
 from outcomes import auth
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 st.title("Welcome to Infusion outcomes")
 st.write("This installation has no accounts yet. Create the first administrator to start using it with "
@@ -29,7 +29,7 @@ with left:
                     user = auth.create_first_admin(db, username, password, now=session.now(),
                                                    email=email.strip() or None)
             except OutcomesError as exc:
-                st.error(str(exc))
+                st.error(widgets.message(exc))
             else:
                 session.sign_in(user)
                 st.rerun()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from outcomes import auth
 from outcomes.errors import OutcomesError
-from ui import data, session
+from ui import data, session, widgets
 
 admin = session.require_roles("admin")
 st.title("Users")
@@ -19,7 +19,7 @@ def attempt(action, success: str, clear: str | None = None) -> None:
         with data.database() as db:
             action(db)
     except OutcomesError as exc:
-        st.error(str(exc))
+        st.error(widgets.message(exc))
     else:
         st.session_state[DONE] = success
         if clear:  # an empty form for the next user (not clear_on_submit: a refused form keeps its values)
@@ -29,7 +29,7 @@ def attempt(action, success: str, clear: str | None = None) -> None:
 
 
 if done := st.session_state.pop(DONE, None):
-    st.success(done)
+    st.success(widgets.literal(done))
 
 with data.database() as db:
     users = auth.list_users(db, admin, now=session.now())

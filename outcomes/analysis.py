@@ -359,6 +359,8 @@ def _assign(
     n_g = n_ep * nd
 
     # Usable scores: a patient with an analysed episode, a known domain, a T, a date by the data cut.
+    # Arrays over every score are freed as soon as they are used: with millions of scores each is tens
+    # of MB, and the peak memory of a cohort page is this function's.
     dom = _codes(scores["domain"], list(domains))
     sday = _days(scores["assessed_on"])
     t = scores["t_score"].to_numpy(dtype=float)
@@ -369,16 +371,27 @@ def _assign(
     is_new[1:] = pids[1:] != pids[:-1]
     starts = np.flatnonzero(is_new)
     code = _codes(scores["patient_id"], pids[starts])
-    ok = (code >= 0) & (dom >= 0) & (sday <= as_day) & ~np.isnan(t)
+    ok = code >= 0
+    ok &= dom >= 0
+    ok &= sday <= as_day
+    ok &= ~np.isnan(t)
     reach = max(int(baseline_days), int(lookback_days))
     if n_ep == 0:
         row = pos = np.empty(0, dtype=np.int64)
     elif n_ep == len(starts):
         # One series per patient (the primary analysis): no repetition, and no copies until the
         # follow-up filter. NaT days are int64 min, so the lower bound drops them.
-        pos_all = starts[code]
-        keep = np.flatnonzero(ok & (sday >= F[pos_all] - reach) & (sday <= end[pos_all]))
-        pos, row = pos_all[keep], keep
+        pos_all = starts[code]  # code -1 (no episode) reads the last block; ``ok`` drops those rows
+        del code
+        bound = F[pos_all]
+        bound -= reach
+        ok &= sday >= bound
+        bound = end[pos_all]
+        ok &= sday <= bound
+        del bound
+        row = np.flatnonzero(ok)
+        pos = pos_all[row]
+        del pos_all
     else:  # repeat each score once per series of its patient, then keep it where it is in follow-up
         rows = np.flatnonzero(ok)
         counts = np.diff(np.append(starts, n_ep))
@@ -386,11 +399,17 @@ def _assign(
         row = np.repeat(rows, rep)
         within = np.arange(rep.sum()) - np.repeat(np.cumsum(rep) - rep, rep)  # 0, 1, … per score
         pos = np.repeat(starts[code[rows]], rep) + within
+        del code, rows, within
         keep = np.flatnonzero((sday[row] >= F[pos] - reach) & (sday[row] <= end[pos]))
         pos, row = pos[keep], row[keep]
+    del ok
     day = sday[row]
-    g = pos * nd + dom[row]
+    del sday
+    g = pos * nd
+    g += dom[row]
+    del dom
     tt = t[row]
+    del row
     rel_f = day - F[pos]
 
     # Baseline first: the latest score from F - baseline_days to F, so it cannot fill a window
@@ -411,17 +430,30 @@ def _assign(
         lut = np.full(hi - lo + 1, -1, dtype=np.int64)
         for i, w in enumerate(windows):
             lut[w.low - lo: w.high - lo + 1] = i
-        rel_l = rel_f - (L - F)[pos]
-        is_base = np.zeros(len(g), dtype=bool)
-        is_base[picked] = True
-        cand = np.flatnonzero((rel_l >= lo) & (rel_l <= hi) & ~is_base)
-        wid = lut[rel_l[cand] - lo]
-        cand, wid = cand[wid >= 0], wid[wid >= 0]
-        target = np.array([w.target for w in windows])[wid]
-        low = np.array([w.low for w in windows])[wid]
-        # Distance first, then the day itself: the earlier score wins a tie.
-        key = np.abs(rel_l[cand] - target) * 100_000 + (rel_l[cand] - low)
-        gw = wid * n_g + g[cand]
+        rel_l = (L - F)[pos]
+        np.subtract(rel_f, rel_l, out=rel_l)
+        del rel_f
+        inside = rel_l >= lo
+        inside &= rel_l <= hi
+        inside[picked] = False  # the baseline fills no window
+        cand = np.flatnonzero(inside)
+        del inside
+        rel = rel_l[cand]
+        del rel_l
+        rel -= lo
+        wid = lut[rel]
+        sel = wid >= 0
+        cand, wid, rel = cand[sel], wid[sel], rel[sel]
+        # Distance first, then the day itself: the earlier score wins a tie. (In place: with millions
+        # of scores each temporary is tens of MB.)
+        key = rel - (np.array([w.target for w in windows]) - lo)[wid]
+        np.abs(key, out=key)
+        key *= 100_000
+        rel -= (np.array([w.low for w in windows]) - lo)[wid]
+        key += rel
+        del rel
+        gw = wid * n_g
+        gw += g[cand]
         best = _pick_min(gw, key, tt[cand], nw * n_g)
         won, won_w = cand[best], wid[best]
         win_t[won_w, g[won]], win_day[won_w, g[won]] = tt[won], day[won]
@@ -437,7 +469,7 @@ def _codes(column: pd.Series, categories: Any) -> np.ndarray:
     index = pd.Index(categories)
     if isinstance(column.dtype, pd.CategoricalDtype):
         # Look up the few categories, not the millions of rows.
-        lookup = np.append(index.get_indexer(column.cat.categories), -1)
+        lookup = np.append(index.get_indexer(column.cat.categories), -1).astype(np.int32)  # half of intp
         return lookup[column.cat.codes.to_numpy()]
     values = column.to_numpy()
     if values.dtype == object and len(values) > 1:
@@ -552,6 +584,43 @@ def window_scores(
     out["has_baseline"] = ~np.isnan(a.base_t[g])
     out["observed"] = out["has_baseline"].to_numpy() & ~np.isnan(win_t)
     return out
+
+
+def cohort_counts(
+    episodes: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    as_of: DateLike,
+    domains: Sequence[str] = DOMAINS,
+    baseline_days: int = 30,
+    series: SeriesChoice = "first",
+) -> pd.DataFrame:
+    """How many episodes and patients are analysed, and how many episodes have a baseline per domain.
+
+    The same episodes as :func:`responder_report` (``series``, first infusion by ``as_of``) and the
+    same baseline rule; only the baseline pass runs, so it costs a fraction of a report.
+
+    Returns
+    -------
+    DataFrame
+        One row per domain: ``domain, episodes, patients, with_baseline``.
+
+    Examples
+    --------
+    >>> eps = pd.DataFrame({"series_id": [1, 2], "patient_id": ["P1", "P2"], "series_number": [1, 1],
+    ...     "first_infusion": pd.Timestamp("2025-01-06"), "last_infusion": pd.Timestamp("2025-01-10")})
+    >>> sc = pd.DataFrame({"patient_id": ["P1"], "domain": ["depression"], "t_score": [60.0],
+    ...     "assessed_on": pd.to_datetime(["2025-01-06"])})
+    >>> cohort_counts(eps, sc, as_of="2025-02-01", domains=["depression"]).to_dict("records")
+    [{'domain': 'depression', 'episodes': 2, 'patients': 2, 'with_baseline': 1}]
+    """
+    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=(), baseline_days=baseline_days,
+                series=series)
+    n_ep, nd = len(a.episodes), len(a.domains)
+    with_baseline = (~np.isnan(a.base_t)).reshape(n_ep, nd).sum(axis=0)
+    return pd.DataFrame({"domain": pd.array(list(a.domains), dtype=object), "episodes": np.int64(n_ep),
+                         "patients": np.int64(a.episodes["patient_id"].nunique()),
+                         "with_baseline": with_baseline.astype(np.int64)})
 
 
 def responder_report(

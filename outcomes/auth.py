@@ -162,7 +162,8 @@ def password_problems(password: Any, username: str | None = None) -> list[str]:
         problems.append(f"it has {len(text)} characters; use at most {MAX_PASSWORD}")
     if any(unicodedata.category(ch) == "Cc" for ch in text):
         problems.append("it contains a control character (such as a tab or line break); remove it")
-    if username and len(username.strip()) >= 3 and username.strip().casefold() in text.casefold():
+    name = username.strip().casefold() if isinstance(username, str) else ""
+    if len(name) >= 3 and name in text.casefold():
         problems.append("it contains the username; choose something else")
     if text and len(set(text)) == 1:
         problems.append("it is one character repeated")

@@ -87,8 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identified", action="store_true", help="fhir: patient IDs and dates (needs --reason)")
     p.add_argument("--reason", help="why an identified export is needed; kept in the audit log")
 
+    p = commands.add_parser(
+        "backup", help="consistent online backup of the database into one file (audited)",
+        description="Copies the whole database with SQLite's backup API from one snapshot, while the app keeps "
+                    "running and writing; checks the copy (integrity_check) and renames it into place, so FILE "
+                    "is complete or untouched. The copy holds identified data: store it like the database. "
+                    "Written to the audit log as cli:<your login>.")
+    db_option(p)
+    p.add_argument("--out", type=Path, required=True, help="backup file to write (replaced only when complete)")
+
+    p = commands.add_parser(
+        "restore", help="replace the database by a backup (the current one is kept beside it)",
+        description="Checks the backup, saves the current database as DB.before-restore-<time>.db, then "
+                    "replaces it in one transaction (a running app sees the restored data at its next "
+                    "action); an older backup is migrated to the current schema. Audited as cli:<your login>.")
+    p.add_argument("backup_file", type=Path, metavar="FILE", help="a file made by the backup command")
+    db_option(p)
+    p.add_argument("--no-keep", action="store_true", help="do not keep a copy of the database being replaced")
+
+    p = commands.add_parser(
+        "secrets", help="write a random cookie secret for hospital sign-in into .streamlit/secrets.toml",
+        description="Makes sure [auth] cookie_secret in the Streamlit secrets file is a random secret of this "
+                    "installation (kept if present, unless --rotate). The file is git-ignored and written "
+                    "with mode 0600; hospital sign-in starts once the identity provider's details are added.")
+    p.add_argument("--file", type=Path, default=None, help="secrets file (default .streamlit/secrets.toml)")
+    p.add_argument("--rotate", action="store_true", help="replace an existing secret (signs everybody out)")
+
     commands.add_parser("settings", help="list every setting with its default and help")
     return parser
+
+
+def _operator() -> str:
+    """The login name of whoever runs the command, for the audit log (``cli:<login>``)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -109,6 +145,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "settings":
         for row in settings_help():
             print(f"{row['env_var']} (default {row['default']})\n    {row['help']}", file=out)
+        return 0
+
+    if args.command == "secrets":
+        from . import deployment
+
+        result = deployment.ensure_cookie_secret(args.file or deployment.SECRETS_FILE, rotate=args.rotate)
+        print(result.describe(), file=out)
         return 0
 
     if args.command == "score":
@@ -169,7 +212,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
     if args.command == "export":
-        import getpass
         from datetime import datetime, timezone
 
         from . import exports
@@ -177,10 +219,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         kind = {"deidentified": "dataset", "identified": "dataset"}.get(args.kind, args.kind)
         identified = args.kind == "identified" or (args.kind == "fhir" and args.identified)
         fmt = args.format or ("json" if kind == "fhir" else "csv")
-        try:
-            operator = getpass.getuser()
-        except (KeyError, OSError):  # no login name in some containers
-            operator = "unknown"
+        operator = _operator()
         db = storage.connect(db_path)
         file = exports.export(db, operator, kind, fmt, deidentified=not identified,
                               as_of=args.as_of or date.today(), series=args.series, reason=args.reason,
@@ -191,6 +230,32 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
         for note in file.notes:
             print(note, file=out)
+        return 0
+
+    if args.command == "backup":
+        from .errors import NotFound
+
+        if not Path(db_path).is_file():
+            raise NotFound(f"There is no database at {db_path}; check --db or the db_path setting")
+        db = storage.connect(db_path)
+        check = storage.backup(db, args.out)
+        storage.append_audit(db, actor=f"cli:{_operator()}", action="backup",
+                             details={"file": str(args.out), "bytes": check.bytes, "counts": dict(check.counts)})
+        print(f"Backed up {check.describe()}", file=out)
+        return 0
+
+    if args.command == "restore":
+        from datetime import datetime, timezone
+
+        target = Path(db_path)
+        keep = None if args.no_keep else target.with_name(
+            f"{target.stem}.before-restore-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.db")
+        restored = storage.restore(target, args.backup_file, keep=keep)
+        with storage.open_db(target) as db:
+            storage.append_audit(db, actor=f"cli:{_operator()}", action="restore",
+                                 details={"file": str(args.backup_file), "kept": str(keep) if keep else None})
+        print(f"Restored {restored.describe()} from {args.backup_file}."
+              + (f" The database it replaced is kept as {keep}." if keep and keep.exists() else ""), file=out)
         return 0
 
     raise AssertionError(f"unhandled command {args.command}")  # argparse keeps this unreachable

@@ -105,3 +105,16 @@ class CheckinNotScorable(ValidationError):
 
 class NotADemoDatabase(OutcomesError):
     """Demo-only actions (demo accounts) asked of a database not flagged as synthetic."""
+
+
+class StorageUnavailable(OutcomesError):
+    """The database cannot be written (disk full, read-only file or disk, busy far too long) or reached.
+
+    Raised instead of ``sqlite3.OperationalError`` by every write, after its transaction has been rolled
+    back: nothing of the attempted change is stored. ``reason`` is ``disk_full``, ``read_only``, ``busy``
+    or ``unreachable``. The condition is outside the app; once it clears, the same action works again.
+    """
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason

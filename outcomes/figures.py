@@ -349,8 +349,15 @@ def interval_censored_figure(
                             all_label="All patients")
 
 
+def plain(text: Any) -> str:
+    """Stored text (a diagnosis naming a group) as Plotly text that shows literally: Plotly reads ``<b>``,
+    ``<a href>`` and other tags in names and labels, and ``%{...}`` in hover templates."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("%", "&#37;"))
+
+
 def _group_name(group: Any, all_label: str = "All patients") -> str:
-    return all_label if str(group) == "all" else str(group)
+    return all_label if str(group) == "all" else plain(group)
 
 
 def _cut(part: pd.DataFrame, limit: float | None) -> pd.DataFrame:

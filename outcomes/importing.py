@@ -27,12 +27,14 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 from . import storage
@@ -51,6 +53,9 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 Source = str | os.PathLike[str] | bytes | IO[bytes]
+
+#: Widest file read: REDCap exports of a few instruments have tens to a few thousand columns.
+MAX_COLUMNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -104,12 +109,16 @@ def read_table(source: Source, default_name: str = "upload.csv", *,
     header = [f"{h} (column)" if h.lower() == "line" else h for h in (cell.strip() for cell in records[0])]
     if len(header) == 1 and ";" in header[0]:
         return None, [f"{name} uses ';' between values; save it as comma-separated CSV"]
-    lower = [h.lower() for h in header]
-    problems = [f"{name}: column {h} appears more than once" for h in sorted({h for h in lower if h and
-                                                                              lower.count(h) > 1})]
+    if len(header) > MAX_COLUMNS:  # a hostile or runaway file would tie up the import for minutes
+        return None, [f"{name} has {len(header):,} columns; at most {MAX_COLUMNS:,} can be read. Export "
+                      "only the columns needed (the IDs, dates and questionnaires)"]
+    counts = Counter(h.lower() for h in header)  # not list.count per column: 200,000 columns took minutes
+    problems = [f"{name}: column {h} appears more than once" for h in sorted(h for h, n in counts.items()
+                                                                             if h and n > 1)]
     if problems:
         return None, problems
-    rows = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
     for number, record in enumerate(records[1:], start=2):
         cells = [cell.strip() for cell in record]
         if not any(cells):
@@ -119,10 +128,14 @@ def read_table(source: Source, default_name: str = "upload.csv", *,
                             "columns; check for a stray comma (quote text that contains commas)")
             continue
         cells += [""] * (len(header) - len(cells))
-        rows.append([*cells[:len(header)], number])
+        rows.append(cells[:len(header)])
+        lines.append(number)
     if problems:
         return None, problems
-    frame = pd.DataFrame(rows, columns=[*header, "line"]).astype({"line": "int64"})
+    # One 2-D block, then the line numbers: per-column construction took minutes for a 200,000-column file.
+    cells = np.array(rows, dtype=object).reshape(len(rows), len(header))
+    frame = pd.DataFrame(cells, columns=pd.Index(header, dtype=object))
+    frame["line"] = np.array(lines, dtype=np.int64)
     frame.attrs["source"] = name
     return frame, []
 

@@ -18,13 +18,17 @@ from .settings import Settings
 
 
 def episodes(db: Any) -> pd.DataFrame:
-    """Every infusion series with the patient's diagnosis, sex and birth year (for filters and groups)."""
-    patients = storage.load_patients(db)[["patient_id", "diagnosis", "sex", "birth_year"]]
-    return storage.load_series(db).merge(patients, on="patient_id", how="left")
+    """Every infusion series with the patient's diagnosis, sex and birth year (for filters and groups).
+
+    One query and only the columns the analyses use: :func:`outcomes.storage.load_cohort_episodes`.
+    """
+    return storage.load_cohort_episodes(db)
 
 
 def scores(db: Any) -> pd.DataFrame:
-    return storage.load_assessments(db)[["patient_id", "assessed_on", "domain", "t_score", "se"]]
+    """Every active T-score (``patient_id, domain, assessed_on, t_score``) in compact dtypes, read from a
+    covering index: :func:`outcomes.storage.load_cohort_scores`."""
+    return storage.load_cohort_scores(db)
 
 
 def responders(

@@ -21,12 +21,18 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
+import os
+import random
 import re
 import secrets
+import shutil
 import sqlite3
+import threading
+import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,11 +41,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .errors import DuplicateRecord, ImportRejected, NotFound, ValidationError
+from .errors import DuplicateRecord, ImportRejected, NotFound, StorageUnavailable, ValidationError
 from .settings import DOMAINS
 
 SEXES = ("F", "M", "X")
@@ -181,14 +188,23 @@ def open_db(path: str | Path) -> Database:
         With WAL (files only), ``busy_timeout=30000``, ``foreign_keys=ON`` and ``synchronous=NORMAL``.
     """
     memory = str(path) == ":memory:"
-    db = Database(":memory:" if memory else Path(path), strict=True, execute_plugins=False)
+    try:
+        db = Database(":memory:" if memory else Path(path), strict=True, execute_plugins=False)
+    except sqlite3.DatabaseError as exc:
+        _raise_unavailable(exc, None if memory else Path(path))
+        raise
     conn = db.conn
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA foreign_keys = ON")
-    # journal_mode is persistent; switching needs a lock, so only ask when the file is not WAL yet.
-    if not memory and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: a power cut may lose the last commits only
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # journal_mode is persistent; switching needs a lock, so only ask when the file is not WAL yet.
+        if not memory and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: a power cut may lose the last commits only
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        _raise_unavailable(exc, None if memory else Path(path))
+        raise
     return db
 
 
@@ -224,16 +240,129 @@ def _write(db: Database, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
             if bump:
                 _bump(conn)
         return
-    conn.execute("BEGIN IMMEDIATE")
+    queue = _write_queue(conn)
+    deadline = time.monotonic() + WRITE_WAIT_SECONDS
+    if queue is not None and not queue.acquire(timeout=WRITE_WAIT_SECONDS):
+        _raise_unavailable(sqlite3.OperationalError("database is locked"))
     try:
+        _begin_immediate(conn, deadline)
         yield conn
         if bump:
             _bump(conn)
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may already have rolled back (disk full, I/O error)
+                pass
+        if isinstance(exc, sqlite3.DatabaseError):
+            _raise_unavailable(exc, _file_of(conn))
         raise
+    finally:
+        if queue is not None:
+            queue.release()
+
+
+def _begin_immediate(conn: sqlite3.Connection, deadline: float) -> None:
+    """Take the write lock, trying every 0.5-3 ms until ``deadline`` (then "database is locked").
+
+    Not SQLite's busy handler: it backs off to 100 ms sleeps, so a writer that has waited long sleeps
+    longest and keeps losing to newcomers. 16 processes x 500 check-ins left one waiting past 30 s
+    (docs/reliability.md). With a short, even retry every waiting process has the same chance each time.
+    In a ``:memory:`` or unshared database there is nobody to wait for.
+    """
+    busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])  # 30 s from open_db, unless changed
+    deadline = min(deadline, time.monotonic() + busy_ms / 1000)
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.0005, 0.003))
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
+#: How long a write waits for the database: the in-process queue, then the retries of BEGIN IMMEDIATE.
+WRITE_WAIT_SECONDS = 30.0
+_WRITE_QUEUES: dict[str, threading.RLock] = {}
+_WRITE_QUEUES_GUARD = threading.Lock()
+
+
+def _write_queue(conn: sqlite3.Connection) -> threading.RLock | None:
+    """The lock that queues this process's writers to one database file (None for ``:memory:``).
+
+    SQLite's busy handler polls with sleeps of up to 100 ms, so a writer that keeps losing the race can
+    wait past the 30 s busy timeout while others get through: 16 threads x 500 check-ins saw a wait of
+    32 s (docs/reliability.md). Threads of one process (the app's sessions) therefore wait here, woken
+    as soon as the lock is free, and only one of them at a time contends for SQLite's lock with other
+    processes.
+    """
+    path = _file_of(conn)
+    if path is None:
+        return None
+    with _WRITE_QUEUES_GUARD:
+        return _WRITE_QUEUES.setdefault(str(path), threading.RLock())
+
+
+#: What SQLite says when the database cannot be written or reached, as the reason and the message users see.
+_UNAVAILABLE = (
+    ("database or disk is full", "disk_full",
+     "The server's disk is full, so nothing from this action was stored. Ask the clinic's IT to free disk "
+     "space, then try again."),
+    ("readonly database", "read_only",
+     "The database is read-only right now (its file or disk is write-protected), so nothing from this "
+     "action was stored. Ask the clinic's IT to make it writable again, then try again."),
+    ("database is locked", "busy",
+     "The database was busy for too long (another long task was writing), so nothing from this action was "
+     "stored. Try again in a minute."),
+    ("disk i/o error", "unreachable",
+     "The database could not be read or written (a disk error), so nothing from this action was stored. "
+     "Ask the clinic's IT to check the server's disk, then try again."),
+    ("unable to open database file", "unreachable",
+     "The database file cannot be opened (missing, or its folder is not accessible), so nothing from this "
+     "action was stored. Ask the clinic's IT to check the database path and its folder."),
+    ("malformed", "corrupt",
+     "The database file is damaged, so nothing from this action was stored. Ask the clinic's IT to restore "
+     "the latest backup (docs/operations.md)."),
+    ("file is not a database", "corrupt",
+     "The database file is not an SQLite database or is damaged, so nothing from this action was stored. "
+     "Ask the clinic's IT to check the database path or restore the latest backup (docs/operations.md)."),
+)
+
+
+#: Below this much free space, an I/O error is taken for a full disk: with no room for the 32 KiB
+#: shared-memory file of a WAL database, SQLite says "disk I/O error", not "database or disk is full".
+_LOW_SPACE = 1 << 20
+
+
+def _file_of(conn: sqlite3.Connection) -> Path | None:
+    try:
+        name = conn.execute("PRAGMA database_list").fetchone()[2]
+    except sqlite3.Error:
+        return None
+    return Path(name) if name else None
+
+
+def _raise_unavailable(exc: sqlite3.DatabaseError, path: Path | None = None) -> None:
+    """Raise the :class:`StorageUnavailable` an SQLite error means; return for others (constraints...)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return
+    text = str(exc).lower()
+    if "disk i/o error" in text and path is not None:
+        try:
+            if shutil.disk_usage(path.parent).free < _LOW_SPACE:
+                text = "database or disk is full"
+        except OSError:
+            pass
+    for fragment, reason, message in _UNAVAILABLE:
+        if fragment in text:
+            raise StorageUnavailable(f"{message} (SQLite: {exc})", reason=reason) from exc
 
 
 def _bump(conn: sqlite3.Connection) -> None:
@@ -935,25 +1064,51 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                          scores_present, superseded, dry_run)
 
 
-def _values(df: pd.DataFrame, columns: Sequence[str], dates: Collection[str] = ()) -> list[tuple[Any, ...]]:
-    """Rows of plain Python values for ``executemany`` (NULL for NaN/NaT/NA, ISO dates, JSON dicts)."""
+def _values(df: pd.DataFrame, columns: Sequence[str], dates: Collection[str] = (),
+            extra: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of plain Python values for ``executemany`` (NULL for NaN/NaT/NA, ISO dates, JSON dicts),
+    each followed by the constant values ``extra``."""
     out = []
     for c in columns:
         if c not in df.columns:
             out.append([None] * len(df))
             continue
-        col = pd.to_datetime(df[c]).dt.strftime("%Y-%m-%d") if c in dates else df[c]
+        col = _iso_days(df[c]) if c in dates else df[c]
         values = col.astype(object).where(col.notna(), None).tolist()  # column-wise: 10x faster than per cell
         if c == "responses":
-            values = [None if v is None else _JSON(v) for v in values]
+            values = _json_column(values)
         out.append(values)
+    out += [[value] * len(df) for value in extra]
     return list(zip(*out))
+
+
+def _iso_days(column: pd.Series) -> pd.Series:
+    """Dates as ``YYYY-MM-DD`` text (NaT stays missing), formatted by NumPy (faster than ``strftime``)."""
+    stamps = pd.to_datetime(column)
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        stamps = stamps.dt.tz_localize(None)  # the wall-clock day, as strftime gives it
+    days = stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    return pd.Series(np.datetime_as_string(days, unit="D"), index=column.index, dtype=object).where(
+        stamps.notna(), None)
+
+
+_JSON_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _json_column(values: Sequence[Any]) -> list[str | None]:
+    """Item-response mappings as compact JSON text (without the spaces: 11 bytes less per score)."""
+    encode = _JSON_COMPACT
+    return [None if v is None else encode(v if isinstance(v, dict) else dict(v) if isinstance(v, Mapping) else v)
+            for v in values]
 
 
 def _require_columns(df: pd.DataFrame, name: str, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValidationError(f"The {name} table lacks column(s) {', '.join(missing)}")
+
+
+_BULK_CHUNK = 250_000
 
 
 def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, infusions: pd.DataFrame,
@@ -1058,10 +1213,23 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
                                    "AND tbl_name = 'assessments' AND sql IS NOT NULL").fetchall()
             for name, _ in indexes:
                 conn.execute(f"DROP INDEX {name}")
-            conn.executemany(
-                f"INSERT INTO assessments ({', '.join(columns)}, entered_by, entered_at) "
-                f"VALUES ({', '.join('?' * (len(columns) + 2))})",
-                [r + (entered_by, at) for r in _values(a, columns, {"assessed_on"})])
+            # The table's CHECK constraints cost about 10 us per row when evaluated row by row (each IN
+            # list is rebuilt for every executemany row), four times the insert itself. They are checked
+            # instead in one pass after the load (quick_check evaluates every CHECK of the table), which
+            # rolls the whole load back on a failure, as the row-by-row check did. Chunks bound the memory
+            # of the Python row tuples for a cohort of millions of scores.
+            insert = (f"INSERT INTO assessments ({', '.join(columns)}, entered_by, entered_at) "
+                      f"VALUES ({', '.join('?' * (len(columns) + 2))})")
+            conn.execute("PRAGMA ignore_check_constraints = ON")
+            try:
+                for start in range(0, len(a), _BULK_CHUNK):
+                    conn.executemany(insert, _values(a.iloc[start:start + _BULK_CHUNK], columns, {"assessed_on"},
+                                                     extra=(entered_by, at)))
+            finally:
+                conn.execute("PRAGMA ignore_check_constraints = OFF")
+            failed = [row[0] for row in conn.execute("PRAGMA quick_check(assessments)")]
+            if failed != ["ok"]:
+                raise ValidationError("The cohort was not inserted: a row breaks a database rule", failed[:10])
             for _, sql in indexes:
                 conn.execute(sql)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synthetic', ?)",
@@ -1080,7 +1248,11 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
 
 def _frame(db: Database, sql: str, params: Sequence[Any] = (), *, dates: Iterable[str] = (),
            ints: Iterable[str] = (), floats: Iterable[str] = (), stamps: Iterable[str] = ()) -> pd.DataFrame:
-    df = pd.read_sql_query(sql, db.conn, params=list(params))
+    # What pd.read_sql_query does, without its wrapper's overhead (about 0.2 ms of the 0.45 ms it takes to
+    # read one patient's scores; the check-in reads several such frames).
+    cursor = db.conn.execute(sql, list(params))
+    df = pd.DataFrame.from_records(cursor.fetchall(), columns=[d[0] for d in cursor.description],
+                                   coerce_float=True)
     for c in dates:
         df[c] = pd.to_datetime(df[c], format="%Y-%m-%d").astype("datetime64[ns]")
     for c in ints:
@@ -1176,6 +1348,116 @@ def load_assessments(db: Database, *, patient_id: str | None = None, domains: It
                       " ORDER BY p.patient_id, a.domain, a.assessed_on, a.id", params,
                   dates=["assessed_on"], ints=["assessment_id", "n_answered", "superseded_by"],
                   floats=["t_score", "se", "raw_score"], stamps=["entered_at"])
+
+
+# Cohort reads: every patient at once, only the columns the cohort analyses use, compact dtypes. A
+# health system's cohort has millions of scores; these read the covering index assessments_cohort
+# (never the table rows with their item responses) and build each column as one NumPy array.
+
+COHORT_SCORE_COLUMNS = ("patient_id", "domain", "assessed_on", "t_score")
+COHORT_EPISODE_COLUMNS = ("series_id", "patient_id", "series_number", "first_infusion", "last_infusion",
+                          "infusions", "protocol", "diagnosis", "sex", "birth_year")
+_DAY_NS = 86_400_000_000_000
+
+
+def _day_column(days: Any) -> Any:
+    """Day numbers (days since 1970-01-01, from ``unixepoch(date) / 86400``) as datetime64[ns]."""
+    return (np.asarray(days, dtype=np.int64) * _DAY_NS).view("datetime64[ns]")
+
+
+def _patient_categories(conn: sqlite3.Connection) -> tuple[pd.Index, Any]:
+    """Every patient ID in sorted order, and an array mapping ``patient_ref`` to its position."""
+    rows = conn.execute("SELECT id, patient_id FROM patients ORDER BY patient_id").fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    lookup = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, dtype=np.int32)
+    lookup[ids] = np.arange(len(ids), dtype=np.int32)
+    return pd.Index([r[1] for r in rows], dtype=object), lookup
+
+
+def load_cohort_scores(db: Database, *, domains: Iterable[str] | None = None) -> pd.DataFrame:
+    """Every active T-score in the compact form the cohort analyses read.
+
+    The cohort page and ``report responders`` need four columns of every score and nothing else; this
+    reads them from the covering index ``assessments_cohort``, one domain at a time in index order (no
+    sort), straight from the cursor into NumPy arrays. :func:`load_assessments` gives every column.
+
+    Parameters
+    ----------
+    domains
+        Only these domains (default: all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COHORT_SCORE_COLUMNS`: ``patient_id`` categorical over every enrolled patient's
+        ID (sorted), ``domain`` categorical over the domains read (in :data:`DOMAINS` order),
+        ``assessed_on`` datetime64[ns] at midnight, ``t_score`` float64. Rows are grouped by domain,
+        then by patient and date; the same rows as ``load_assessments(db)`` (equal once sorted alike).
+    """
+    wanted = list(DOMAINS) if domains is None else [d for d in DOMAINS if d in set(domains)]
+    scan = "FROM assessments INDEXED BY assessments_cohort WHERE domain = ? AND superseded_by IS NULL"
+    conn = db.conn
+    own = not conn.in_transaction
+    if own:  # one read snapshot, so the counts below and the rows agree while others write
+        conn.execute("BEGIN")
+    try:
+        categories, lookup = _patient_categories(conn)
+        sizes = [conn.execute(f"SELECT count(*) {scan}", [d]).fetchone()[0] for d in wanted]
+        # Filled chunk by chunk: row tuples for millions of scores would take five times the arrays' memory.
+        codes = np.empty(sum(sizes), dtype=np.int32)
+        days = np.empty(sum(sizes), dtype=np.int64)
+        t_score = np.empty(sum(sizes), dtype=np.float64)
+        at = 0
+        for domain in wanted:
+            cursor = conn.execute(f"SELECT patient_ref, unixepoch(assessed_on) / 86400, t_score {scan}", [domain])
+            while rows := cursor.fetchmany(_READ_CHUNK):
+                chunk = np.array(rows, dtype=np.float64)
+                end = at + len(chunk)
+                codes[at:end] = lookup[chunk[:, 0].astype(np.int64)]
+                days[at:end] = chunk[:, 1]
+                t_score[at:end] = chunk[:, 2]
+                at = end
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    days *= _DAY_NS
+    return pd.DataFrame({
+        "patient_id": pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(categories)),
+        "domain": pd.Categorical.from_codes(np.repeat(np.arange(len(wanted), dtype=np.int8), sizes),
+                                            dtype=pd.CategoricalDtype(wanted)),
+        "assessed_on": days.view("datetime64[ns]"),
+        "t_score": t_score,
+    })
+
+
+_READ_CHUNK = 65_536
+
+
+def load_cohort_episodes(db: Database) -> pd.DataFrame:
+    """Every infusion series with the patient fields the cohort filters and groups use, in one query.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COHORT_EPISODE_COLUMNS`, sorted by patient and first infusion: ``series_id``,
+        ``series_number`` (1, 2... per patient), ``infusions`` int64; ``patient_id, protocol,
+        diagnosis, sex`` text; ``first_infusion, last_infusion`` datetime64[ns]; ``birth_year`` Int64.
+        The rows and values of ``load_series`` merged with ``load_patients`` on ``patient_id``.
+    """
+    rows = db.conn.execute(
+        "SELECT s.id, p.patient_id, ROW_NUMBER() OVER (PARTITION BY s.patient_ref ORDER BY s.first_infusion), "
+        "unixepoch(s.first_infusion) / 86400, unixepoch(s.last_infusion) / 86400, s.infusions, s.protocol, "
+        "p.diagnosis, p.sex, p.birth_year FROM series s JOIN patients p ON p.id = s.patient_ref "
+        "ORDER BY p.patient_id, s.first_infusion").fetchall()
+    columns = list(zip(*rows)) if rows else [()] * len(COHORT_EPISODE_COLUMNS)
+    out = pd.DataFrame({name: np.array(values, dtype=object) for name, values in
+                        zip(COHORT_EPISODE_COLUMNS, columns)}, columns=list(COHORT_EPISODE_COLUMNS))
+    for c in ("series_id", "series_number", "infusions"):
+        out[c] = out[c].astype(np.int64)
+    for c in ("first_infusion", "last_infusion"):
+        out[c] = _day_column(out[c].to_numpy(dtype=np.int64))
+    out["birth_year"] = out["birth_year"].astype("Int64")
+    return out
 
 
 def load_item_responses(db: Database, patient_id: str) -> pd.DataFrame:
@@ -1286,6 +1568,18 @@ _ACCOUNTS_SCHEMA = [
 def _accounts_checkins_alerts(db: Database) -> None:
     for statement in _ACCOUNTS_SCHEMA:
         db.execute(statement)
+
+
+#: Covering index of load_cohort_scores (issue 6): a domain's active scores in patient and date order
+#: without touching the table rows, whose item responses make them ten times wider. superseded_by (always
+#: NULL here) is a column too: SQLite 3.40 reads the table to check a partial index's WHERE otherwise.
+COHORT_INDEX = ("CREATE INDEX assessments_cohort ON assessments "
+                "(domain, patient_ref, assessed_on, t_score, superseded_by) WHERE superseded_by IS NULL")
+
+
+@MIGRATIONS(name="0003_cohort_read_index")
+def _cohort_read_index(db: Database) -> None:
+    db.execute(COHORT_INDEX)
 
 
 @contextmanager
@@ -1755,3 +2049,147 @@ def load_audit_log(db: Database, *, actor: str | None = None, patient_id: str | 
     return _frame(db, "SELECT l.id AS audit_id, l.at, l.actor, l.action, p.patient_id, l.details "
                       "FROM audit_log l LEFT JOIN patients p ON p.id = l.patient_ref WHERE 1" + where +
                       " ORDER BY l.at DESC, l.id DESC", params, ints=["audit_id"], stamps=["at"])
+
+
+# Backup and restore (issue 7) -----------------------------------------------------------------------
+#
+# SQLite's online backup API copies every page of the database in one step, that is from one read
+# snapshot: writers carry on meanwhile (WAL), and the copy holds exactly the transactions committed when
+# it started. The copy is a single self-contained file (rollback journal, no -wal): it can be moved,
+# checked and restored as it is. A backup holds identified data and the pseudonym secret (docs/privacy.md).
+
+
+@dataclass(frozen=True)
+class BackupCheck:
+    """What a backup file holds: its size, integrity, schema and row counts."""
+
+    path: Path
+    bytes: int
+    integrity: str
+    schema_version: int
+    migrations: tuple[str, ...]
+    counts: Mapping[str, int]
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{n:,} {table}" for table, n in self.counts.items())
+        return (f"{self.path} ({self.bytes:,} bytes, integrity {self.integrity}, schema version "
+                f"{self.schema_version}): {rows}")
+
+
+_BACKUP_COUNTED = ("patients", "series", "infusions", "assessments", "users", "audit_log")
+
+
+def _check_copy(conn: sqlite3.Connection, path: Path) -> BackupCheck:
+    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables or "_sqlite_migrations" not in tables:
+        raise ValidationError(f"{path} is not a backup of this app's database (no meta or migrations table)")
+    applied = tuple(r[0] for r in conn.execute(
+        "SELECT name FROM _sqlite_migrations WHERE migration_set = 'outcomes' ORDER BY id"))
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+              for t in _BACKUP_COUNTED if t in tables}
+    return BackupCheck(path, path.stat().st_size, "ok" if problems == ["ok"] else "; ".join(problems[:5]),
+                       int(version[0]) if version else 0, applied, counts)
+
+
+def backup(db: Database, out: str | Path) -> BackupCheck:
+    """Copy the database into the file ``out``, consistently, while other connections keep writing.
+
+    The copy is written next to ``out`` under a temporary name, checked (``PRAGMA integrity_check``),
+    flushed to disk and then renamed, so ``out`` is either the complete copy or untouched.
+
+    Raises
+    ------
+    StorageUnavailable
+        The copy cannot be written (disk full, read-only folder); nothing is left behind.
+    ValidationError
+        The copy fails its integrity check (it is deleted).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+    try:
+        target = sqlite3.connect(partial)
+        try:
+            db.conn.backup(target)  # pages=-1: every page in one step, from one snapshot
+            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal
+            check = _check_copy(target, partial)
+        finally:
+            target.close()
+        if check.integrity != "ok":
+            raise ValidationError(f"The backup failed its integrity check: {check.integrity}")
+        os.chmod(partial, 0o600)  # identified data: readable by its owner only
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, out)
+    except sqlite3.DatabaseError as exc:
+        _raise_unavailable(exc)
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+    return dataclasses.replace(check, path=out)
+
+
+def check_backup(path: str | Path) -> BackupCheck:
+    """Open a backup read-only and report what it holds (raises ValidationError when it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"No backup file at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _check_copy(conn, path)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise ValidationError(f"{path} is not a readable SQLite backup: {exc}") from None
+
+
+def restore(path: str | Path, backup_file: str | Path, *, keep: str | Path | None = None) -> BackupCheck:
+    """Replace the database at ``path`` by the backup ``backup_file``, in one transaction.
+
+    Connections that stay open (a running app) see the restored database at their next read. The
+    backup is checked first; an older backup is migrated to the current schema afterwards, a backup
+    made by a newer version of the app is refused. ``data_version`` ends above both databases' values,
+    so no cache keyed on it can serve results computed before the restore.
+
+    Parameters
+    ----------
+    keep
+        Where to save a backup of the database being replaced first (when it exists).
+
+    Raises
+    ------
+    ValidationError
+        The backup is damaged, not this app's, or from a newer schema; the database is untouched.
+    """
+    check = check_backup(backup_file)
+    if check.integrity != "ok":
+        raise ValidationError(f"The backup {backup_file} is damaged ({check.integrity}); nothing was "
+                              "restored")
+    known = [m.name for m in MIGRATIONS._migrations]
+    if unknown := [m for m in check.migrations if m not in known]:
+        raise ValidationError(f"The backup {backup_file} was made by a newer version of the app (schema "
+                              f"steps {', '.join(unknown)}); upgrade the app first. Nothing was restored")
+    target = open_db(path)
+    try:
+        before = data_version(target) if "meta" in target.table_names() else 0
+        if keep is not None and Path(path).exists() and target.table_names():
+            backup(target, keep)
+        source = sqlite3.connect(f"{Path(backup_file).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            source.backup(target.conn)
+        except sqlite3.DatabaseError as exc:
+            _raise_unavailable(exc)
+            raise
+        finally:
+            source.close()
+        migrate(target)
+        with _write(target, bump=False) as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'data_version'",
+                         [str(max(before, data_version(target)) + 1)])
+        restored = _check_copy(target.conn, Path(path))
+    finally:
+        target.close()
+    return restored

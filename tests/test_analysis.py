@@ -15,6 +15,7 @@ from outcomes.analysis import (
     REPORT_COLUMNS,
     age_band,
     change_cdf,
+    cohort_counts,
     filter_episodes,
     follow_up_completion,
     is_improved,
@@ -626,3 +627,23 @@ def test_two_series_starting_the_same_day_are_rejected():
     clash = make_episodes((1, "P1", 1, F0, L0), (2, "P1", 2, F0, L0))
     with pytest.raises(ValidationError, match="same day"):
         responder_report(clash, make_scores(), as_of=LATE, mcid=ANCHOR, series="all")
+
+
+def test_cohort_counts_agree_with_the_episode_and_window_tables():
+    # P1: baseline in both domains; P2: a depression baseline only; P3: starts after the data cut;
+    # P1's second series is left out of the primary analysis and counted with series="all".
+    eps = make_episodes((1, "P1", 1, F0, L0), (2, "P2", 1, F0, L0), (3, "P3", 1, day(400), day(404)),
+                        (4, "P1", 2, day(200), day(204)))
+    scores = make_scores(("P1", day(0), PI, 66.0), ("P1", day(-3), DEP, 60.0), ("P2", day(-1), DEP, 58.0),
+                         ("P2", day(-40), PI, 70.0), ("P1", day(199), PI, 62.0))
+    as_of = day(300)
+    counts = cohort_counts(eps, scores, as_of=as_of, domains=[PI, DEP]).set_index("domain")
+    assert counts.loc[PI].tolist() == [2, 2, 1] and counts.loc[DEP].tolist() == [2, 2, 2]
+    for series in ("first", "all"):
+        ws = window_scores(eps, scores, as_of=as_of, domains=[PI, DEP], windows=DEFAULT_WINDOWS[:1], series=series)
+        got = cohort_counts(eps, scores, as_of=as_of, domains=[PI, DEP], series=series).set_index("domain")
+        for d in (PI, DEP):
+            rows = ws[ws["domain"] == d]
+            assert got.loc[d].tolist() == [len(rows), rows["patient_id"].nunique(), int(rows["has_baseline"].sum())]
+    empty = cohort_counts(eps, scores, as_of=day(-100), domains=[PI])
+    assert empty.to_dict("records") == [{"domain": PI, "episodes": 0, "patients": 0, "with_baseline": 0}]

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outcomes import storage
-from outcomes.errors import DuplicateRecord, NotFound, ValidationError
+from outcomes.errors import DuplicateRecord, NotFound, StorageUnavailable, ValidationError
 from outcomes.settings import DOMAINS
 
 TODAY = date(2025, 6, 1)
@@ -45,8 +45,9 @@ def test_migrations_are_idempotent(db_path):
         assert db.conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
         assert storage.get_meta(db, "secret") == secret
         assert [m.name for m in storage.MIGRATIONS.applied(db)] == ["0001_initial_schema",
-                                                                      "0002_accounts_checkins_alerts"]
-        assert storage.database_summary(db)["schema_version"] == 2
+                                                                      "0002_accounts_checkins_alerts",
+                                                                      "0003_cohort_read_index"]
+        assert storage.database_summary(db)["schema_version"] == 3
 
 
 def test_every_database_gets_its_own_secret(tmp_path):
@@ -290,9 +291,11 @@ def test_a_failure_midway_rolls_the_whole_write_back(db, dump, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(storage, "_store_score", fail_on_third)
-    with pytest.raises(sqlite3.OperationalError):
+    # The SQLite error reaches the caller as StorageUnavailable, which pages show (issue 7).
+    with pytest.raises(StorageUnavailable) as info:
         storage.save_checkin(db, patient_id="P001", assessed_on="2025-02-01", source="patient", entered_by="x",
                              scores=[{"domain": d, "t_score": 50, "method": "imported"} for d in DOMAINS])
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError) and info.value.reason == "unreachable"
     assert dump(db) == before
     assert not db.conn.in_transaction
 
@@ -421,7 +424,7 @@ def test_database_summary(db):
         "patients": 1, "series": 1, "infusions": 0, "assessments": 2, "users": 0, "synthetic": False}
     assert (s["first_assessment"], s["last_assessment"]) == (date(2025, 1, 20), date(2025, 3, 1))
     assert s["assessments_by_domain"] == {"depression": 1, "physical_function": 1}
-    assert s["schema_version"] == 2 and s["data_version"] == storage.data_version(db)
+    assert s["schema_version"] == 3 and s["data_version"] == storage.data_version(db)
 
 
 # Bulk insert

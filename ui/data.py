@@ -1,7 +1,8 @@
 """Every ``st.cache_*`` in the app lives here.
 
-Connections are never cached: each call opens its own (a sqlite3 connection must not cross threads, and
-Streamlit reruns on a pool of threads). What is cached are *results*, keyed by the database path and its
+Connections are never shared: each call opens its own (a sqlite3 connection must not cross threads, and
+Streamlit reruns on a pool of threads); the one connection kept per database is never used after it
+migrated the schema (see ``_ensure_schema``). What is cached are *results*, keyed by the database path and its
 ``data_version`` counter, so a write is visible on the next rerun without clearing anything by hand.
 """
 
@@ -51,9 +52,16 @@ def active_db_path() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _ensure_schema(db_path: str) -> None:
-    """Create or migrate the database once per process and path (two sessions never race to migrate)."""
-    storage.connect(db_path).close()
+def _ensure_schema(db_path: str) -> Any:
+    """Create or migrate the database once per process and path (two sessions never race to migrate).
+
+    The migrating connection then stays open, idle, for the life of the process; nothing ever runs
+    on it. While any connection to a WAL database is open, closing another one does not checkpoint
+    the WAL and delete it, so the per-call connections of :func:`database` close in microseconds
+    instead of 10-30 ms (an fsync at every page and every check-in; issue 6 measurements). SQLite still
+    checkpoints on its own every 1,000 WAL pages. It holds no lock and no transaction.
+    """
+    return storage.connect(db_path)
 
 
 @contextmanager
@@ -135,7 +143,10 @@ class CohortQuery:
     impaired_only: bool = False
 
 
-@st.cache_resource(ttl=600, max_entries=4, show_spinner=False)
+# Two entries: the current version of the clinic's database and of the demo's, or a version and the one
+# that replaces it after a write (a rerun always reads the current data_version, so older ones are never
+# asked for again). At 100,000 patients one entry is about 160 MB (docs/benchmarks.md).
+@st.cache_resource(ttl=600, max_entries=2, show_spinner=False)
 def _cohort_frames(db_path: str, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     with database(db_path) as db:
         return reports.episodes(db), reports.scores(db)
@@ -193,11 +204,7 @@ def _cohort_table(db_path: str, version: int, query: CohortQuery, panel: str, ba
             parts.append(analysis.responder_report(episodes, scores, mcid={d: thresholds[d] for d in domains},
                                                    windows=windows, **common))
         elif panel == "counts":
-            ws = analysis.window_scores(episodes, scores, domains=domains, windows=windows[:1], **common)
-            counts = ws.groupby("domain", observed=False).agg(
-                episodes=("series_id", "size"), patients=("patient_id", "nunique"),
-                with_baseline=("has_baseline", "sum"))
-            parts.append(counts.reindex(list(domains), fill_value=0).rename_axis("domain").reset_index())
+            parts.append(analysis.cohort_counts(episodes, scores, domains=domains, **common))
         elif panel == "trajectories":
             parts.append(analysis.trajectories(episodes, scores, domains=domains, **common))
         elif panel == "cdf":

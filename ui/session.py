@@ -16,7 +16,7 @@ from outcomes import auth
 from outcomes.errors import OutcomesError, PermissionDenied
 from outcomes.auth import User
 
-from . import data
+from . import data, widgets
 
 USER_KEY = "auth.user"
 LAST_SEEN_KEY = "auth.last_seen"
@@ -77,7 +77,7 @@ def require_roles(*roles: str) -> User:
 def sidebar(user: User) -> None:
     with st.sidebar:
         name = user.display_name or user.username
-        st.caption(f"Signed in as **{name}** ({auth.ROLE_LABELS[user.role].lower()})")
+        st.caption(f"Signed in as **{widgets.literal(name)}** ({auth.ROLE_LABELS[user.role].lower()})")
         if st.button("Sign out", icon=":material/logout:", key="auth.sign_out"):
             with data.database() as db:
                 auth.log_out(db, user)
@@ -88,11 +88,20 @@ def sidebar(user: User) -> None:
 
 
 def oidc_configured() -> bool:
-    """Whether a hospital identity provider is set up in ``.streamlit/secrets.toml`` (``[auth]``)."""
+    """Whether a hospital identity provider is set up in ``.streamlit/secrets.toml``.
+
+    That is an ``[auth]`` table naming the provider's ``client_id`` (directly, or in an
+    ``[auth.<provider>]`` table). An ``[auth]`` table holding only the cookie secret written by
+    ``python -m outcomes secrets`` at installation does not switch hospital sign-in on.
+    """
     try:
-        return "auth" in st.secrets
+        auth_table = st.secrets.get("auth")
     except FileNotFoundError:
         return False
+    if not hasattr(auth_table, "get"):
+        return False
+    return bool(auth_table.get("client_id")) or any(
+        hasattr(v, "get") and bool(v.get("client_id")) for v in auth_table.values())
 
 
 def _identity_user() -> User | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Callable
 
 import streamlit as st
@@ -42,21 +44,86 @@ def questionnaire(form: Form, answers: dict[str, int | None], *, key: str,
             if on_change is not None:
                 on_change()
 
-        st.radio(f"{number}. {item_text(item)}", values, format_func=labels.get,
-                 index=values.index(current) if current in values else None,
-                 key=widget_key, on_change=store)
+        chosen = st.radio(f"{number}. {item_text(item)}", values, format_func=labels.get,
+                          index=values.index(current) if current in values else None,
+                          key=widget_key, on_change=store)
+        if chosen is not None:
+            # What the radio shows is the answer, even when its on_change was lost: when taps come faster
+            # than the server reruns, Streamlit merges the reruns and may skip a callback (issue 7: 5 of 12
+            # patients checking in at once lost a tapped answer without this).
+            answers[item.item_id] = chosen
+
+
+def sync_answers(forms, answers: dict[str, dict[str, int | None]], *, key: str) -> None:
+    """Copy the radios' current values into ``answers`` (call first in a callback that uses them)."""
+    for form in forms:
+        for item in form.items:
+            value = st.session_state.get(f"{key}.{form.key}.{item.item_id}")
+            if value is not None:
+                answers.setdefault(form.key, {})[item.item_id] = value
 
 
 def answered(form: Form, answers: dict[str, int | None]) -> int:
     return sum(answers.get(item.item_id) is not None for item in form.items)
 
 
-_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()<>#+-.!|~:$"})
+# CommonMark lets any ASCII punctuation be escaped; escaping all of it also covers entities (&lt;), setext
+# headings (===), Streamlit's :material/...: icons, :red[...] colours and $ LaTeX, and GFM autolinks.
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in string.punctuation})
 
 
 def md(text: object) -> str:
     """Stored text made safe to place inside Markdown: shown literally, never as formatting or HTML."""
-    return str(text).translate(_MARKDOWN_SPECIALS)
+    return _unlink(str(text)).translate(_MARKDOWN_SPECIALS)
+
+
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+def _unlink(text: str) -> str:
+    """Keep bare URLs from becoming links: Streamlit autolinks ``https://…`` and ``www.…`` even when every
+    character is escaped, so an invisible word joiner (U+2060) goes after ``:`` and before ``.``."""
+    return _WWW.sub("\\1\u2060.", text.replace("://", ":\u2060//"))
+
+
+_ALWAYS = frozenset("\\`*[]<>|~$&")
+_BLOCK_START = re.compile(r"^(\s*)([#+=-]|\d+[.)])")
+
+
+def literal(text: object) -> str:
+    """Prose made safe for Markdown with as few escapes as possible, so it reads as typed in the source too.
+
+    Escapes what can start formatting: ``\\ ` * [ ] < > | ~ $ &`` everywhere, ``_`` unless inside a word
+    (``patient_id`` stays), ``:`` before a letter, ``/`` or the end (Streamlit's ``:red[...]``,
+    ``:material/...:``, emoji), heading, list and rule markers at a line start, and bare ``https://`` and
+    ``www.`` links (an invisible word joiner, see ``_unlink``). Safe inside other Markdown too
+    (``**{literal(name)}**``). tests/browser/test_concurrent_sessions.py checks the result in Chromium.
+    """
+    out = []
+    for line in _unlink(str(text)).split("\n"):
+        chars = []
+        for i, ch in enumerate(line):
+            after = line[i + 1] if i + 1 < len(line) else ""
+            if (ch in _ALWAYS
+                    or ch == "_" and not (i and line[i - 1].isalnum() and after.isalnum())
+                    or ch == ":" and (after.isalpha() or after in "/")  # "" too: text may go on after it
+                    or ch == "." and line[max(0, i - 3):i].lower() == "www"):
+                chars.append("\\")
+            chars.append(ch)
+        out.append(_BLOCK_START.sub(_escape_block_marker, "".join(chars)))
+    return "\n".join(out)
+
+
+def _escape_block_marker(match: re.Match[str]) -> str:
+    indent, marker = match.groups()
+    return indent + marker[:-1] + "\\" + marker[-1]  # "\#", "\-", "12\."
+
+
+def message(error: object) -> str:
+    """An error's text for ``st.error``/``st.warning``: shown literally (it may quote what was typed or a
+    file's cells), with the ``- problem`` lines of a ValidationError kept as a list."""
+    return "\n".join("- " + literal(line[2:]) if line.startswith("- ") else literal(line)
+                     for line in str(error).split("\n"))
 
 
 def trajectory_charts(record, settings, registry, *, key: str) -> None:

@@ -51,7 +51,27 @@ def prepare_and_download(page, tmp_path):
 
 
 def choose(page, label):
+    """Pick a radio option and wait for the rerun it causes to finish.
+
+    Waiting for "notRunning" alone can return before the rerun starts (toolchain notes §4); the next click
+    then hit the previous run's radio (after "Summary tables", its old Format radio) and the file came
+    out as CSV instead of Excel under load. A MutationObserver armed before the click sees the run.
+    """
+    option = page.get_by_role("radiogroup").get_by_role("radio", name=label, exact=True)
+    if option.is_checked():
+        return  # no change, no rerun
+    page.evaluate("""() => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        window.__sawRun = false;
+        window.__runObserver = new MutationObserver(() => {
+            if (app.getAttribute('data-test-script-state') === 'running') window.__sawRun = true;
+        });
+        window.__runObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    }""")
     page.get_by_role("radiogroup").get_by_text(label, exact=True).click()
+    page.wait_for_function("""() => window.__sawRun && document.querySelector('[data-testid="stApp"]')
+        .getAttribute('data-test-script-state') === 'notRunning'""", timeout=60_000)
+    page.evaluate("() => window.__runObserver.disconnect()")
     wait_for_idle(page)
 
 
