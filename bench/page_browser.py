@@ -69,6 +69,18 @@ def _idle(page) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=TIMEOUT_MS)
 
 
+def _first_chart(page, tab: str, screenshot: str | None = None) -> float:
+    """Open a tab of the cohort page; the seconds from the click to its first chart drawn."""
+    started = time.perf_counter()
+    page.get_by_role("tab", name=tab).click()
+    page.wait_for_selector(CHART, state="visible", timeout=TIMEOUT_MS)
+    seconds = time.perf_counter() - started
+    _idle(page)
+    if screenshot:
+        page.screenshot(path=screenshot, full_page=True)
+    return seconds
+
+
 def main(db_path: str, screenshots: str | None = None) -> dict[str, object]:
     from playwright.sync_api import sync_playwright
 
@@ -124,13 +136,8 @@ def main(db_path: str, screenshots: str | None = None) -> dict[str, object]:
             _idle(page)
             if screenshots:
                 page.screenshot(path=f"{screenshots}-responders.png", full_page=True)
-            started = time.perf_counter()
-            page.get_by_role("tab", name="Trajectories").click()
-            page.wait_for_selector(CHART, state="visible", timeout=TIMEOUT_MS)
-            result["cold_chart_s"] = time.perf_counter() - started
-            _idle(page)
-            if screenshots:
-                page.screenshot(path=f"{screenshots}-trajectories.png", full_page=True)
+            result["cold_chart_s"] = _first_chart(page, "Trajectories",
+                                                  screenshots and f"{screenshots}-trajectories.png")
 
             warm = []
             for _ in range(WARM_REPEATS):
@@ -145,25 +152,14 @@ def main(db_path: str, screenshots: str | None = None) -> dict[str, object]:
             result["warm_table_all_s"] = warm
             result["warm_table_s"] = sorted(warm)[len(warm) // 2]
 
-            tabs = {}
-            for name in OTHER_TABS:
-                started = time.perf_counter()
-                page.get_by_role("tab", name=name).click()
-                page.wait_for_selector(CHART, state="visible", timeout=TIMEOUT_MS)
-                _idle(page)
-                tabs[name] = time.perf_counter() - started
-            result["tabs_s"] = tabs
+            result["tabs_s"] = {name: _first_chart(page, name) for name in OTHER_TABS}
+            if screenshots:
+                page.screenshot(path=f"{screenshots}-completion.png", full_page=True)
             # The first chart again, now that Plotly's JavaScript is loaded and the table is cached.
             page.get_by_role("tab", name="Responder rates").click()
             page.wait_for_selector(CHART, state="detached", timeout=TIMEOUT_MS)
             _idle(page)
-            started = time.perf_counter()
-            page.get_by_role("tab", name="Trajectories").click()
-            page.wait_for_selector(CHART, state="visible", timeout=TIMEOUT_MS)
-            result["warm_chart_s"] = time.perf_counter() - started
-            _idle(page)
-            if screenshots:
-                page.screenshot(path=f"{screenshots}-completion.png", full_page=True)
+            result["warm_chart_s"] = _first_chart(page, "Trajectories")
             browser.close()
         memory = _memory(server.pid)
         result["rss_mb"] = memory["VmRSS"]

@@ -1,7 +1,10 @@
-"""Long soak variants of the reliability tests (issue 7), run on demand; CI runs the small ones.
+"""Long soak variants of the reliability tests (issue 7), run on demand beside the CI sizes.
 
-    .venv/bin/python bench/soak.py load --mode threads --writers 16 --per-writer 500
-    .venv/bin/python bench/soak.py load --mode processes --writers 16 --per-writer 500
+CI already runs the issue's sizes (16 x 500 check-ins in threads and in processes, 50 kills); a soak runs
+the same checks longer, to find what is rare:
+
+    .venv/bin/python bench/soak.py load --mode threads --writers 16 --per-writer 2000
+    .venv/bin/python bench/soak.py load --mode processes --writers 16 --per-writer 2000
     .venv/bin/python bench/soak.py kill --kills 500
     .venv/bin/python bench/soak.py fuzz --examples 5000
     .venv/bin/python bench/soak.py all          # the three above with their full sizes
@@ -97,7 +100,7 @@ def main() -> None:
     p = sub.add_parser("load")
     p.add_argument("--mode", choices=("threads", "processes"), default="threads")
     p.add_argument("--writers", type=int, default=16)
-    p.add_argument("--per-writer", type=int, default=500)
+    p.add_argument("--per-writer", type=int, default=2000)
     p = sub.add_parser("kill")
     p.add_argument("--kills", type=int, default=500)
     p = sub.add_parser("fuzz")
@@ -110,7 +113,7 @@ def main() -> None:
             modes = ("threads", "processes") if args.what == "all" else (args.mode,)
             for mode in modes:
                 (folder / mode).mkdir()
-                load(mode, getattr(args, "writers", 16), getattr(args, "per_writer", 500), folder / mode)
+                load(mode, getattr(args, "writers", 16), getattr(args, "per_writer", 2000), folder / mode)
         if args.what in ("kill", "all"):
             (folder / "kill").mkdir()
             kill(getattr(args, "kills", 500), folder / "kill")

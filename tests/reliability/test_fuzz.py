@@ -346,22 +346,26 @@ EVENT = st.fixed_dictionaries({"kind": mostly(st.sampled_from(storage.EVENT_KIND
                                      "duration_min": mostly(st.integers(1, 1440)), "notes": FREE_TEXT}),
        events=st.lists(mostly(EVENT), max_size=3))
 def test_infusion_and_adverse_event_fields(world, tally, day, as_text, values, events):
-    first = date(1990, 1, 1) + timedelta(days=7 * int(world.fresh("")))  # a new 5-day series each time
-    series_id = clinic.log_series(world.db, world.clinician, patient_id="P001", first_infusion=first,
+    # A patient of its own for each example: a shared patient would need a new series date each time, and
+    # after enough examples (the 1,000-example soak) those dates collided with other tests' series.
+    patient_id = world.fresh("INF")
+    storage.add_patient(world.db, patient_id=patient_id, entered_by="dr.lee", today=TODAY)
+    first = date(2025, 1, 6)
+    series_id = clinic.log_series(world.db, world.clinician, patient_id=patient_id, first_infusion=first,
                                   last_infusion=first + timedelta(days=4), infusions=5, today=TODAY)
     infused_on = first + timedelta(days=day)
     values = {**values, "infused_on": infused_on.isoformat() if as_text else infused_on}
 
     def stored(infusion_id) -> None:
-        back = storage.load_adverse_events(world.db, "P001")
+        back = storage.load_adverse_events(world.db, patient_id)
         back = back[back["infusion_id"] == infusion_id]
         assert [None if pd.isna(n) else n for n in back["notes"]] == [
             e["notes"] if isinstance(e.get("notes"), str) and e["notes"].strip() else None for e in events]
-        infusion = storage.load_infusions(world.db, "P001").set_index("infusion_id").loc[infusion_id]
+        infusion = storage.load_infusions(world.db, patient_id).set_index("infusion_id").loc[infusion_id]
         assert (None if pd.isna(infusion["notes"]) else infusion["notes"]) == (
             values["notes"] if isinstance(values["notes"], str) and values["notes"].strip() else None)
 
-    attempt(world.db, tally, lambda: clinic.log_infusion(world.db, world.clinician, patient_id="P001",
+    attempt(world.db, tally, lambda: clinic.log_infusion(world.db, world.clinician, patient_id=patient_id,
                                                          series_id=series_id, adverse_events=events,
                                                          **values, today=TODAY), stored=stored)
 
