@@ -3,8 +3,9 @@
 ``score_frame`` (the vectorised engine behind ``python -m outcomes score``, the REDCap import and the
 demo generator) on one million rows of the three weekly check-in forms, 3 % of items skipped (so
 about a sixth of the rows need response-pattern scoring); the median of three runs. Then the whole
-``python -m outcomes score`` command on the same rows as a CSV file, once, for reference: process
-start, CSV parsing and writing included. Run as ``python -m bench.scoring``; prints one JSON object.
+``python -m outcomes score`` command on the same rows, process start included: Parquet in and out
+(median of three), and CSV in and out (once; most of its time is pandas parsing and writing text).
+Run as ``python -m bench.scoring``; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -56,13 +57,23 @@ def main(repeats: int = 3, cli: bool = True) -> dict[str, object]:
                                  "not_scored": int(out["t_score"].isna().sum())}
     if cli:
         with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
-            src, dst = Path(folder) / "responses.csv", Path(folder) / "scored.csv"
-            df.to_csv(src, index=False)
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "outcomes", "score", str(src), "--out", str(dst)], check=True,
-                           capture_output=True, cwd=Path(__file__).resolve().parents[1])
-            result["cli_seconds"] = time.perf_counter() - started
+            parquet = [_command(df, Path(folder), ".parquet") for _ in range(repeats)]
+            result.update(cli_parquet_seconds=parquet, cli_parquet_median=statistics.median(parquet),
+                          cli_seconds=_command(df, Path(folder), ".csv"))
     return result
+
+
+def _command(df: pd.DataFrame, folder: Path, suffix: str) -> float:
+    """Seconds for ``python -m outcomes score responses<suffix> --out scored<suffix>``, end to end."""
+    src, dst = folder / f"responses{suffix}", folder / f"scored{suffix}"
+    if not src.exists() and suffix == ".parquet":
+        df.to_parquet(src, index=False)
+    elif not src.exists():
+        df.to_csv(src, index=False)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "outcomes", "score", str(src), "--out", str(dst)], check=True,
+                   capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

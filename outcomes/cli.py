@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("init", help="create or migrate a database")
     db_option(p)
 
-    p = commands.add_parser("score", help="score a CSV of item responses (like the HealthMeasures Scoring Service)")
-    p.add_argument("input", type=Path, help="CSV with a 'form' column and one column per item ID")
-    p.add_argument("--out", type=Path, help="output CSV (default: standard output)")
+    p = commands.add_parser("score", help="score a CSV or Parquet file of item responses (like the HealthMeasures "
+                                          "Scoring Service)")
+    p.add_argument("input", type=Path, help="CSV, or Parquet if it ends in .parquet, with a 'form' column and one "
+                                            "column per item ID")
+    p.add_argument("--out", type=Path, help="output file, Parquet if it ends in .parquet, CSV otherwise (default: "
+                                            "CSV on standard output)")
 
     p = commands.add_parser("import", help="import historical patients, series and scores from CSV")
     db_option(p)
@@ -158,9 +161,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         from . import instruments, scoring
 
         registry = instruments.load_registry(settings.instruments_dir, settings.item_wording_file)
-        scored = scoring.score_csv(args.input, registry=registry)
+        scored = scoring.score_file(args.input, args.out, registry=registry)
         if args.out:
-            scored.to_csv(args.out, index=False)
             n_bad = int(scored["t_score"].isna().sum())
             print(f"Scored {len(scored)} rows into {args.out} ({n_bad} without a score; see 'note').", file=out)
         else:

@@ -66,6 +66,24 @@ def test_score_to_standard_output(tmp_path):
     assert pd.read_csv(io.StringIO(out)).loc[0, "t_score"] == 79.4
 
 
+def test_score_reads_and_writes_parquet(tmp_path):
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"visit": ["v1"], "form": ["pain_interference_sf4a_v1.0"], "PAININ9": [1], "PAININ22": [1],
+                  "PAININ31": [1], "PAININ34": [1]}).to_parquet(source)
+    code, out, _ = run("score", str(source), "--out", str(tmp_path / "out.parquet"))
+    assert code == 0 and "Scored 1 rows" in out
+    result = pd.read_parquet(tmp_path / "out.parquet")
+    assert result.loc[0, "visit"] == "v1" and result.loc[0, "t_score"] == 41.6
+    code, out, _ = run("score", str(source))  # to standard output: CSV
+    assert code == 0 and pd.read_csv(io.StringIO(out)).loc[0, "t_score"] == 41.6
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "missing.parquet"])
+def test_score_of_a_missing_file_says_so(tmp_path, name):
+    code, _, err = run("score", str(tmp_path / name))
+    assert code == 1 and "cannot be" in err and name in err and "Traceback" not in err
+
+
 def test_import_is_all_or_nothing_and_idempotent(tmp_path):
     db_path = tmp_path / "clinic.db"
     patients = tmp_path / "patients.csv"

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from outcomes import instruments, scoring
-from outcomes.errors import InvalidResponse, MissingColumns, UnknownForm
+from outcomes.errors import InvalidResponse, MissingColumns, UnknownForm, ValidationError
 from outcomes.instruments import Form, Registry, load_registry
-from outcomes.scoring import round_half_up, score_csv, score_frame, score_response, summed_score_table
+from outcomes.scoring import (round_half_up, score_csv, score_file, score_frame, score_parquet, score_response,
+                              summed_score_table)
 from outcomes.settings import DATA_DIR
 
 TEST_DATA = Path(__file__).parent / "data"
@@ -278,6 +279,52 @@ def test_score_csv_keeps_other_columns_and_cells_as_written(tmp_path: Path, regi
         "or None if the item was skipped"
     assert returned["raw_score"].tolist()[:2] == [12, 14]
     assert score_csv(source, registry=registry)["t_score"].tolist()[:2] == [61.2, 71.0]
+
+
+def test_score_parquet_gives_what_score_csv_gives(tmp_path: Path, registry: Registry) -> None:
+    csv = tmp_path / "in.csv"
+    csv.write_text("patient,form,PAININ9,PAININ22,PAININ31,PAININ34\n"
+                   "007,pain_interference_sf4a_v1.0,3,3,3,3\n"
+                   "008,pain_interference_sf4a_v1.0,5,4,5,\n"
+                   "009,pain_interference_sf4a_v1.0,5,7,5,5\n"
+                   "010,no_such_form,1,1,1,1\n", encoding="utf-8")
+    numeric = pd.read_csv(csv, dtype={"patient": str})  # item columns as numbers, the blank as NaN
+    numeric.to_parquet(tmp_path / "numbers.parquet")
+    pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(tmp_path / "text.parquet")
+    expected = score_csv(csv, registry=registry)
+    for name in ("numbers.parquet", "text.parquet"):
+        scored = score_parquet(tmp_path / name, registry=registry)
+        pd.testing.assert_frame_equal(scored[list(scoring.OUTPUT_COLUMNS)], expected[list(scoring.OUTPUT_COLUMNS)])
+        assert scored["patient"].tolist() == ["007", "008", "009", "010"]
+
+
+def test_score_parquet_takes_nullable_integers_and_rejects_text_answers(tmp_path: Path, registry: Registry) -> None:
+    frame = pd.DataFrame({"form": ["depression_sf4a_v1.0"] * 3,
+                          "EDDEP04": pd.array([5, None, 2], dtype="Int64"), "EDDEP06": ["5", "5", "often"],
+                          "EDDEP29": [1, 1, 1], "EDDEP41": [1.0, 1.0, 1.0]})
+    frame.to_parquet(tmp_path / "in.parquet")
+    scored = score_parquet(tmp_path / "in.parquet", registry=registry)
+    assert scored["method"].tolist()[:2] == ["table", "pattern"] and scored["t_score"][0] == 62.2
+    assert "EDDEP06='often'" in scored["note"][2] and pd.isna(scored["t_score"][2])
+    assert scored["EDDEP06"].tolist() == ["5", "5", "often"]  # cells come back as stored
+
+
+def test_score_file_picks_the_format_from_each_name(tmp_path: Path, registry: Registry) -> None:
+    csv = tmp_path / "in.csv"
+    csv.write_text("form,EDDEP04,EDDEP06,EDDEP29,EDDEP41\ndepression_sf4a_v1.0,5,5,1,1\n", encoding="utf-8")
+    score_file(csv, tmp_path / "out.PARQUET", registry)
+    assert pd.read_parquet(tmp_path / "out.PARQUET")["t_score"].tolist() == [62.2]
+    score_file(tmp_path / "out.PARQUET", tmp_path / "again.csv", registry)
+    assert pd.read_csv(tmp_path / "again.csv")["t_score"].tolist() == [62.2]
+
+
+@pytest.mark.parametrize("content", [b"", b"form,EDDEP04\ndepression_sf4a_v1.0,1\n", b"PAR1\x00\x01garbage"],
+                         ids=["empty", "a CSV named .parquet", "damaged"])
+def test_a_file_that_is_not_parquet_gets_a_clear_error(tmp_path: Path, registry: Registry, content: bytes) -> None:
+    path = tmp_path / "responses.parquet"
+    path.write_bytes(content)
+    with pytest.raises(ValidationError, match=r"responses.parquet cannot be read as Parquet .*'form' column"):
+        score_file(path, registry=registry)
 
 
 @pytest.mark.parametrize("module", [instruments, scoring], ids=lambda m: m.__name__)

@@ -6,7 +6,7 @@ text (diagnosis, protocol, notes, names, reasons) reads back character for chara
 and all. Nothing else may escape: a ``TypeError``, ``KeyError``, a pandas parser error or a raw ``sqlite3``
 error is a crash the user would see as a traceback.
 
-Targets: scoring (``score_response``, ``score_frame``, ``score_csv``), the CSV import (bytes, then
+Targets: scoring (``score_response``, ``score_frame``, ``score_csv``, ``score_parquet``), the CSV import (bytes, then
 well-formed files with hostile cells), the REDCap import (read, detect, preview, commit), dates and numbers
 of every field, and the form handlers behind the pages (enrolment, series, infusions with adverse events,
 check-ins and drafts, alert notes, sign-in, invitations, user accounts, audit filters, export reasons).
@@ -15,6 +15,7 @@ check-ins and drafts, alert notes, sign-in, invitations, user accounts, audit fi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -180,7 +181,7 @@ def test_scoring_any_response(tally, data):
 
 @FUZZ
 @given(data=st.data())
-def test_score_frame_and_score_csv_never_crash(tally, tmp_path_factory, data):
+def test_score_frame_csv_and_parquet_never_crash(tally, tmp_path_factory, data):
     form = data.draw(FORMS)
     columns = ["form", *form.item_ids[: data.draw(st.integers(0, form.n_items))], *data.draw(
         st.lists(TEXT.filter(lambda c: c and "\x00" not in c), max_size=2))]
@@ -199,6 +200,12 @@ def test_score_frame_and_score_csv_never_crash(tally, tmp_path_factory, data):
     path = tmp_path_factory.mktemp("score") / "in.csv"
     path.write_bytes(raw)
     attempt(None, tally, lambda: scoring.score_csv(path, registry=REGISTRY))
+    parquet = path.with_suffix(".parquet")
+    parquet.write_bytes(raw)  # arbitrary bytes, or (mostly) the frame as Parquet when its cells have a type
+    if data.draw(st.integers(0, 3)):
+        with contextlib.suppress(Exception):
+            frame.to_parquet(parquet)
+    attempt(None, tally, lambda: scoring.score_parquet(parquet, registry=REGISTRY))
 
 
 # The CSV import ----------------------------------------------------------------------------------------
