@@ -282,8 +282,8 @@ def score_parquet(in_path: str | Path, out_path: str | Path | None = None,
 
     Same layout and result as :func:`score_csv`. Numeric item columns are scored as stored; item
     columns of text are read as :func:`score_csv` reads cells ("3" is 3, blank is missing, other text
-    makes its row an error). A million responses take about a second instead of the CSV's eight,
-    most of which is CSV parsing and writing (docs/benchmarks.md).
+    makes its row an error). A million responses take about 2 s end to end instead of the CSV's 7,
+    most of which is parsing and writing text (docs/benchmarks.md).
 
     Example
     -------
