@@ -24,9 +24,9 @@ if st.button("Prepare a backup", type="primary", icon=":material/backup:", key="
 
 prepared = st.session_state.get("backup.file")
 if prepared is not None:
-    counts = ", ".join(f"{n:,} {table.replace('_', ' ')}" for table, n in prepared.check.counts.items())
-    st.success(f"**{widgets.literal(prepared.filename)}** is ready: {len(prepared.data):,} bytes, integrity "
-               f"check {widgets.literal(prepared.check.integrity)}; {counts}.", icon=":material/check_circle:")
+    st.success(f"**{widgets.literal(prepared.filename)}** is ready: {len(prepared.data) / 1e6:,.1f} MB, integrity "
+               f"check {widgets.literal(prepared.check.integrity)}; {prepared.check.contents()}.",
+               icon=":material/check_circle:")
     st.download_button(f"Download {prepared.filename}", prepared.data, prepared.filename,
                        "application/vnd.sqlite3", on_click="ignore", type="primary", icon=":material/download:",
                        key="backup.download")

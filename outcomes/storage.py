@@ -2070,13 +2070,18 @@ class BackupCheck:
     migrations: tuple[str, ...]
     counts: Mapping[str, int]
 
+    def contents(self) -> str:
+        """The row counts in words: "1,034 patients, 1,602 series, ..., 12,007 audit-log entries"."""
+        return ", ".join(f"{n:,} {_BACKUP_COUNTED.get(table, table)}" for table, n in self.counts.items())
+
     def describe(self) -> str:
-        rows = ", ".join(f"{n:,} {table}" for table, n in self.counts.items())
         return (f"{self.path} ({self.bytes:,} bytes, integrity {self.integrity}, schema version "
-                f"{self.schema_version}): {rows}")
+                f"{self.schema_version}): {self.contents()}")
 
 
-_BACKUP_COUNTED = ("patients", "series", "infusions", "assessments", "users", "audit_log")
+#: The tables a backup check counts, with the words for their rows.
+_BACKUP_COUNTED = {"patients": "patients", "series": "series", "infusions": "infusions",
+                   "assessments": "assessments", "users": "user accounts", "audit_log": "audit-log entries"}
 
 
 def _check_copy(conn: sqlite3.Connection, path: Path) -> BackupCheck:
