@@ -328,10 +328,14 @@ def score_file(in_path: str | Path, out_path: str | Path | None = None,
 
 def write_scored(scored: pd.DataFrame, out_path: str | Path) -> None:
     """Write scored responses: Parquet when the name ends in ``.parquet``, CSV otherwise."""
-    if _is_parquet(out_path):
-        scored.to_parquet(out_path, index=False)
-    else:
-        scored.to_csv(out_path, index=False)
+    try:
+        if _is_parquet(out_path):
+            scored.to_parquet(out_path, index=False)
+        else:
+            scored.to_csv(out_path, index=False)
+    except OSError as exc:  # no such folder, no permission, disk full
+        raise ValidationError(f"{out_path} cannot be written ({exc.strerror or exc}); choose a folder that "
+                              "exists and can be written to") from None
 
 
 def _is_parquet(path: str | Path) -> bool:

@@ -84,6 +84,14 @@ def test_score_of_a_missing_file_says_so(tmp_path, name):
     assert code == 1 and "cannot be" in err and name in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
+def test_score_into_a_missing_folder_says_so(tmp_path, name):
+    source = tmp_path / "in.csv"
+    source.write_text("form,EDDEP04,EDDEP41,EDDEP29,EDDEP06\ndepression_sf4a_v1.0,5,5,5,5\n")
+    code, _, err = run("score", str(source), "--out", str(tmp_path / "no" / "such" / name))
+    assert code == 1 and "cannot be written" in err and name in err
+
+
 def test_import_is_all_or_nothing_and_idempotent(tmp_path):
     db_path = tmp_path / "clinic.db"
     patients = tmp_path / "patients.csv"
