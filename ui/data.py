@@ -145,7 +145,7 @@ class CohortQuery:
 
 # Two entries: the current version of the clinic's database and of the demo's, or a version and the one
 # that replaces it after a write (a rerun always reads the current data_version, so older ones are never
-# asked for again). At 100,000 patients one entry is about 160 MB (docs/benchmarks.md).
+# asked for again). At 100,000 patients one entry is about 160 MB (docs/scaling.md).
 @st.cache_resource(ttl=600, max_entries=2, show_spinner=False)
 def _cohort_frames(db_path: str, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     with database(db_path) as db:

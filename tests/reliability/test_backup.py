@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,7 @@ def test_the_command_line_backs_up_and_restores_and_audits_both(tmp_path, monkey
     out, err = io.StringIO(), io.StringIO()
     assert main(["backup", "--db", str(path), "--out", str(tmp_path / "nightly.db")], out, err) == 0, err.getvalue()
     assert "integrity ok" in out.getvalue() and "2 patients" in out.getvalue()
+    assert "audit-log entries" in out.getvalue() and "audit_log" not in out.getvalue()
     with storage.open_db(path) as db:
         storage.add_patient(db, patient_id="P3", entered_by="test")
     assert main(["restore", str(tmp_path / "nightly.db"), "--db", str(path)], out, err) == 0, err.getvalue()
@@ -174,6 +176,7 @@ def test_the_admin_downloads_a_checked_backup_and_it_is_audited(app_as, clinic_d
     assert not at.exception and not at.error
     prepared = at.session_state["backup.file"]
     assert "integrity check ok" in at.success[0].value
+    assert re.search(r"\d+ user accounts, \d+ audit-log entries\.$", at.success[0].value)  # words, not table names
     copy = clinic_db.path.with_name("downloaded.db")
     copy.write_bytes(prepared.data)
     assert checkins_of(copy)  # a valid, complete database with the clinic's check-ins
