@@ -6,6 +6,7 @@ the tests skip on a developer machine; under ``CI=true`` a missing browser is a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -41,18 +42,24 @@ def _free_port() -> int:
 
 
 class AppServer:
-    """One ``streamlit run app.py`` on a free loopback port with its own database."""
+    """One ``streamlit run app.py`` on a free loopback port with its own database.
+
+    Started through ``streamlit_probe``, which counts the script runs each browser session has in progress
+    at once (``script_runs``); the ``start_server`` fixture fails a test in which any session had two.
+    """
 
     def __init__(self, db_path: Path, log_path: Path, extra_env: dict[str, str] | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = db_path
+        self.probe_report = log_path.with_suffix(".runs.json")
         env = {**os.environ, "OUTCOMES_DB_PATH": str(db_path),
-               "OUTCOMES_DEMO_DB_PATH": str(db_path.with_name("demo.db")), **(extra_env or {})}
+               "OUTCOMES_DEMO_DB_PATH": str(db_path.with_name("demo.db")),
+               "OUTCOMES_PROBE_REPORT": str(self.probe_report), **(extra_env or {})}
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1",
+            [sys.executable, "-m", "tests.browser.streamlit_probe", "run", "app.py",
+             "--server.headless", "true", "--server.port", str(self.port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -67,6 +74,12 @@ class AppServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"streamlit did not become healthy in 60 s; see {log_path}")
+
+    def script_runs(self) -> dict[str, int]:
+        """``runs``: script runs started; ``most_at_once``: the most one session had in progress at once."""
+        if not self.probe_report.exists():
+            return {"runs": 0, "most_at_once": 0, "sessions_with_overlap": 0}
+        return json.loads(self.probe_report.read_text())
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -102,6 +115,12 @@ def start_server(tmp_path) -> Iterator:
     yield start
     for server in servers:
         server.stop()
+    for server in servers:
+        runs = server.script_runs()
+        if runs["most_at_once"] > 1:
+            pytest.fail(f"{runs['sessions_with_overlap']} browser session(s) had {runs['most_at_once']} "
+                        "script runs in progress at once: Streamlit's fast reruns are on "
+                        "(.streamlit/config.toml, docs/reliability.md bug 8)")
 
 
 def wait_for_idle(page, timeout: float = 30_000) -> None:

@@ -5,9 +5,15 @@ answers the depression questionnaire with answers of their own, and sends) while
 users open Cohort outcomes. Each patient's answers give a different depression T-score, so a session that
 showed another session's state would show a wrong number. Every session must see its own name and its own
 score, nobody else's; the database must hold each check-in under its own patient, entered by its own login,
-with every answer tapped. (The first runs lost a tapped answer for 4 to 5 of the 12 patients: when taps come
-faster than the server reruns, Streamlit merges reruns and may skip a radio's on_change, which was the only
-path into the answers; ``ui.widgets.questionnaire`` now also takes each radio's value.)
+with every answer tapped; and no session may ever have had two script runs in progress at once.
+
+The failures this test found are bugs 1 and 8 of docs/reliability.md. With Streamlit's default "fast
+reruns" every tap started a new script thread while the previous run was still stopping, and an older run
+could apply older widget values after a newer one: a radio's on_change was skipped or saw a stale empty
+value, a "Next" click was dropped. At first 4 to 5 of 12 patients lost an answer; once
+``ui.widgets.questionnaire`` took each radio's value on every run, one answer in eight runs; under CPU
+pressure a lost "Next" in 4 of 5 runs. `.streamlit/config.toml` now turns fast reruns off, and
+``streamlit_probe`` counts the runs each session has in progress.
 
 One Chromium, one browser context per session (separate cookies and storage, as separate people), driven
 concurrently with Playwright's async API.
@@ -170,7 +176,10 @@ def test_twenty_simultaneous_sessions_each_see_only_their_own_state(start_server
     elapsed = time.monotonic() - started
     assert len(results) == len(users) == PATIENTS + CLINICIANS + QI == 20
     failures = [r for r in results if isinstance(r, BaseException)]
+    runs = server.script_runs()
+    assert runs["most_at_once"] == 1, runs  # one script run at a time in every session (bug 8)
     assert not failures, [repr(f)[:300] for f in failures]
+    assert runs["runs"] >= len(users)  # the probe counted: every session ran the app at least once
 
     names = {u.username: u.display_name for _, u in users}
     for r in results:
