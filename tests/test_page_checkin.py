@@ -59,6 +59,9 @@ def test_the_first_questionnaire_is_shown_with_progress_and_the_crisis_text(app_
     assert at.get("progress")[0].proto.text == "Questionnaire 1 of 3: Pain Interference"
     assert [r.key for r in at.radio] == [key(PI, i) for i in range(6)]
     assert all(r.value is None for r in at.radio)                      # nothing pre-selected
+    # Numbered, and marked as our paraphrase in plain text: the label is also what a screen reader reads out.
+    assert [r.label for r in at.radio] == [f"{i}. {item.description} \u2014 (paraphrase)"
+                                           for i, item in enumerate(PI.items, start=1)]
     assert [b.label for b in at.button if b.label in ("Back", "Next", "Send my answers")] == ["Next"]
     assert seen(at, "call or text 988", "caption")
     assert seen(at, "0 of 6 answered · saved as you go", "caption")

@@ -21,8 +21,9 @@ RECALL = {
 
 def item_text(item: Item) -> str:
     if item.description_is_paraphrase:
-        # Licensed PROMIS wording is not shipped; say plainly that this is our paraphrase.
-        return f"{item.description} \u2014 *(paraphrase)*"
+        # Licensed PROMIS wording is not shipped; say plainly that this is our paraphrase. Plain text, no
+        # Markdown: the label is also the radio group's accessible name, read out by screen readers.
+        return f"{item.description} \u2014 (paraphrase)"
     return item.description
 
 

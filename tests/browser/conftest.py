@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -126,6 +127,17 @@ def start_server(tmp_path) -> Iterator:
 def wait_for_idle(page, timeout: float = 30_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def question(scope, number: int, text: str = ""):
+    """The answer choices of question ``number`` as a person finds them: by the question's printed number
+    (and, when given, its ``text``), never by its position on the screen.
+
+    While a page is still rendering, Streamlit can draw a later question before an earlier one (under load,
+    question 3 was once the first on screen when questionnaire 2 appeared), so the n-th radio group on the
+    screen is not always question n (docs/reliability.md, bug 9). The group's accessible name is its label.
+    """
+    return scope.get_by_role("radiogroup", name=re.compile(rf"^{number}\. {re.escape(text)}"))
 
 
 def screenshot(page, name: str) -> Path:

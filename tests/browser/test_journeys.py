@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 
-from .conftest import screenshot, wait_for_idle
+from .conftest import question, screenshot, wait_for_idle
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
@@ -28,9 +28,9 @@ def fill_date(scope, label: str, day) -> None:
         spin.press_sequentially(text)
 
 
-def answer(page, item: int, label: str) -> None:
-    """Tap ``label`` in the ``item``-th question on the screen (0-based)."""
-    page.get_by_test_id("stRadio").nth(item).get_by_text(label, exact=True).click()
+def answer(page, number: int, label: str) -> None:
+    """Tap ``label`` under question ``number`` of the questionnaire on the screen."""
+    question(page, number).get_by_text(label, exact=True).click()
     wait_for_idle(page)
 
 
@@ -77,8 +77,8 @@ def test_patient_checks_in_on_a_phone_and_sees_progress(browser, start_server, c
     sign_in(page, "pat.patient", PASSWORD)
     expect(page.get_by_role("heading", name="Weekly check-in")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Questionnaire 1 of 3")).to_be_visible()
-    answer(page, 0, "Quite a bit")
-    answer(page, 1, "A little bit")
+    answer(page, 1, "Quite a bit")
+    answer(page, 2, "A little bit")
     screenshot(page, "journey-checkin-phone")
 
     # A reload starts a new session: a friendly sign-in, then the answers are back.
@@ -87,19 +87,19 @@ def test_patient_checks_in_on_a_phone_and_sees_progress(browser, start_server, c
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     sign_in(page, "pat.patient", PASSWORD)
     expect(page.get_by_text("Welcome back")).to_be_visible(timeout=30_000)
-    expect(page.get_by_test_id("stRadio").nth(0).get_by_role("radio", name="Quite a bit")).to_be_checked()
+    expect(question(page, 1).get_by_role("radio", name="Quite a bit")).to_be_checked()
+    expect(question(page, 2).get_by_role("radio", name="A little bit")).to_be_checked()
 
-    for item in range(2, 6):  # the rest of the pain questions
-        answer(page, item, "Somewhat")
+    for number in range(3, 7):  # the rest of the pain questions
+        answer(page, number, "Somewhat")
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Questionnaire 2 of 3")).to_be_visible()
-    for item in range(6):
-        answer(page, item, "Always")
+    for number in range(1, 7):
+        answer(page, number, "Always")
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Questionnaire 3 of 3")).to_be_visible()
-    answer(page, 0, "With some difficulty")
-    answer(page, 1, "With some difficulty")
-    answer(page, 2, "With some difficulty")
+    for number in range(1, 4):
+        answer(page, number, "With some difficulty")
     page.get_by_role("button", name="Send my answers").click()
     expect(page.get_by_text("Thank you. Your answers are saved.")).to_be_visible(timeout=30_000)
     expect(page.get_by_text(re.compile(r"Your depression score is \d+\.\d \(severe\)"))).to_be_visible()
@@ -144,9 +144,9 @@ def test_clinician_enrols_logs_a_series_enters_paper_scores_and_acknowledges_the
 
     page.get_by_role("tab", name="Paper questionnaire").click()
     paper = page.get_by_role("tabpanel", name="Paper questionnaire")
-    radios = paper.get_by_test_id("stRadio")
-    for item in range(6, 12):  # the depression questionnaire: all "Always" (severe)
-        radios.nth(item).get_by_text("Always", exact=True).click()
+    depression = paper.get_by_test_id("stExpander").filter(has_text="Depression")
+    for number in range(1, 7):  # the depression questionnaire: all "Always" (severe)
+        question(depression, number).get_by_text("Always", exact=True).click()
         wait_for_idle(page)
     paper.get_by_role("button", name="Save paper questionnaire").click()
     expect(page.get_by_text(re.compile(r"The depression score is \d+\.\d \(severe\)"))).to_be_visible(timeout=30_000)
