@@ -5,8 +5,8 @@ Run as ``python -m tests.browser.streamlit_probe run app.py …`` from the repos
 Streamlit's "fast reruns" (its default) answer a rerun request by starting a new script thread while the
 previous run is still stopping; both threads then change the same session state. Under load that lost a
 tapped answer and a "Next" (issue 7, docs/reliability.md bug 8), so `.streamlit/config.toml` turns fast
-reruns off. The browser tests start the app through this file, and ``conftest.AppServer.script_threads``
-fails a test if any session ever had two script runs in progress at once.
+reruns off. The browser tests start the app through this file, and the ``start_server`` fixture
+(``conftest.AppServer.script_runs``) fails a test if any session ever had two script runs in progress at once.
 
 The probe wraps ``ScriptRunner._run_script``, which a script thread is inside for the whole of a run
 (including reruns it handles itself), and writes its counts to ``$OUTCOMES_PROBE_REPORT`` as JSON after

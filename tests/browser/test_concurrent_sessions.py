@@ -107,7 +107,8 @@ async def _new_page(browser, **context_options):
 async def _explained(username: str, page, exc: Exception) -> AssertionError:
     """The failure with what this session's screen showed, so that a CI log alone can tell what went wrong."""
     try:
-        state = await page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state", timeout=5_000)
+        app = page.locator('[data-testid="stApp"]')
+        state = await app.get_attribute("data-test-script-state", timeout=5_000)
         screen = await page.get_by_role("main").inner_text(timeout=5_000)
     except Exception as unreadable:  # the page itself may be what broke
         state, screen = "?", f"(unreadable: {unreadable!r})"
@@ -118,7 +119,8 @@ async def _patient(browser, url: str, username: str, expected, dep) -> dict:
     from playwright.async_api import expect
 
     pid, answers, message = expected
-    context, page = await _new_page(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context, page = await _new_page(browser, viewport={"width": 390, "height": 844}, is_mobile=True,
+                                    has_touch=True)
     try:
         await _sign_in(page, url, username)
         await expect(page.get_by_text("Welcome back")).to_be_visible(timeout=TIMEOUT)  # the draft is back
@@ -202,7 +204,8 @@ def test_twenty_simultaneous_sessions_each_see_only_their_own_state(start_server
     assert not failures, "\n\n".join(str(f)[:2500] for f in failures)
     assert runs["runs"] >= len(users)  # the probe counted: every session ran the app at least once
 
-    names = {u.username: u.display_name for _, u in users}
+    accounts = {u.username: u for _, u in users}
+    names = {username: u.display_name for username, u in accounts.items()}
     for r in results:
         own = names[r["user"]]
         assert own in r["sidebar"], r["user"]  # "Signed in as <own name>"
@@ -224,8 +227,8 @@ def test_twenty_simultaneous_sessions_each_see_only_their_own_state(start_server
             items = storage.load_item_responses(db, pid)
             stored = dict(items.loc[items["domain"] == "depression", ["item_id", "value"]].values.tolist())
             assert stored == answers, (username, stored)  # every tapped answer, none lost (issue 7 bug)
-            user_id = next(u.id for _, u in users if u.username == username)
-            assert storage.load_draft(db, patient_id=pid, user_id=user_id) is None, username  # sent: no draft left
+            draft = storage.load_draft(db, patient_id=pid, user_id=accounts[username].id)
+            assert draft is None, username  # sent: no draft left to restore
         log = storage.load_audit_log(db, action="submit_checkin")
         assert sorted(zip(log["actor"], log["patient_id"])) == sorted((u, e[0]) for u, e in expected.items())
     finally:
