@@ -198,8 +198,10 @@ def open_db(path: str | Path) -> Database:
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")
         # journal_mode is persistent; switching needs a lock, so only ask when the file is not WAL yet.
+        # While another connection writes, the switch fails at once without SQLite's busy handler (racing
+        # first connections to a new file hit this; docs/reliability.md bug 10), so retry as writers do.
         if not memory and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+            _retry_while_locked(conn, "PRAGMA journal_mode = WAL", time.monotonic() + WRITE_WAIT_SECONDS)
         conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: a power cut may lose the last commits only
     except sqlite3.DatabaseError as exc:
         db.close()
@@ -245,7 +247,7 @@ def _write(db: Database, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
     if queue is not None and not queue.acquire(timeout=WRITE_WAIT_SECONDS):
         _raise_unavailable(sqlite3.OperationalError("database is locked"))
     try:
-        _begin_immediate(conn, deadline)
+        _retry_while_locked(conn, "BEGIN IMMEDIATE", deadline)
         yield conn
         if bump:
             _bump(conn)
@@ -264,8 +266,9 @@ def _write(db: Database, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
             queue.release()
 
 
-def _begin_immediate(conn: sqlite3.Connection, deadline: float) -> None:
-    """Take the write lock, trying every 0.5-3 ms until ``deadline`` (then "database is locked").
+def _retry_while_locked(conn: sqlite3.Connection, statement: str, deadline: float) -> None:
+    """Run ``statement`` (``BEGIN IMMEDIATE``, a journal-mode switch), trying again every 0.5-3 ms while
+    the database is locked, until ``deadline`` or the busy timeout (then "database is locked").
 
     Not SQLite's busy handler: it backs off to 100 ms sleeps, so a writer that has waited long sleeps
     longest and keeps losing to newcomers. 16 processes x 500 check-ins left one waiting past 30 s
@@ -278,7 +281,7 @@ def _begin_immediate(conn: sqlite3.Connection, deadline: float) -> None:
     try:
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() >= deadline:

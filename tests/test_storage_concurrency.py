@@ -8,6 +8,8 @@ shared patient, domain and day, so supersede chains are built under contention.
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
 
@@ -76,6 +78,21 @@ def test_first_connections_race_to_create_the_schema_safely(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         results = set(pool.map(first_connect, range(8)))
     assert len(results) == 1 and results.pop()[0] == storage.database_summary(storage.connect(":memory:"))["schema_version"]
+
+
+
+def test_opening_a_file_not_yet_in_wal_waits_for_its_writer(tmp_path):
+    """Switching to WAL while another connection writes fails at once with "database is locked", without
+    SQLite's busy handler; racing first connections to a new file hit this. ``open_db`` retries instead."""
+    path = tmp_path / "rollback-journal.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(0.3, writer.execute, ["COMMIT"]).start()
+    db = storage.open_db(path)
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1  # the writer's row, committed
 
 
 def test_four_processes_write_into_one_file(db_path):
