@@ -157,8 +157,13 @@ class PatientRecord:
     """Everything about one patient, as tidy frames (the storage read contracts, plus extras).
 
     ``assessments`` adds ``baseline_on, baseline_t, change, improved`` (meaningful change) and
-    ``rci, reliable`` (reliable change against the baseline, shown separately). ``alerts`` is empty
-    for a patient viewing their own record: patients' screens never hint at triage.
+    ``rci, reliable`` (reliable change against the baseline, shown separately). ``alerts`` holds every
+    alert, open and acknowledged (who, when, note). ``series``, ``infusions`` and ``adverse_events`` are
+    what was given and not voided (what analyses count); ``all_series`` adds planned, cancelled and voided
+    series (``state``, ``voided``), ``all_infusions`` and ``all_adverse_events`` the voided ones,
+    ``replaced_assessments`` the scores replaced by a later entry or correction or voided, and
+    ``changes`` the trail of corrections (:func:`record_history`). For a patient viewing their own
+    record, ``alerts``, ``changes`` and the voided rows are empty: patients' screens never hint at triage.
     """
 
     patient: pd.DataFrame
@@ -168,6 +173,11 @@ class PatientRecord:
     assessments: pd.DataFrame
     item_responses: pd.DataFrame
     alerts: pd.DataFrame = field(repr=False)
+    all_series: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    all_infusions: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    all_adverse_events: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    replaced_assessments: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    changes: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
 # Small rules ---------------------------------------------------------------------------------------
@@ -256,6 +266,38 @@ def alert_rule(domain: str, t_score: float, previous_t: float | None, mcid: floa
             reasons.append(f"{label} worsened by {abs(change):.1f} T points since the previous score "
                            f"({previous_t:.1f}{since}), at least the meaningful change of {mcid:g}")
     return None if priority is None else (priority, "; ".join(reasons))
+
+
+def raise_score_alerts(db: storage.Database, assessment_ids: Iterable[int] | None, *, now: datetime,
+                       settings: Settings, latest_only: bool = False) -> int:
+    """Run :func:`alert_rule` on newly stored scores and store the alerts they raise; returns how many.
+
+    Every path that stores a score calls this inside its own transaction: the check-in and the paper
+    form, a corrected assessment, the CSV and REDCap imports and the demo generator. Each score is
+    compared with the patient's previous active score in its domain.
+
+    Parameters
+    ----------
+    assessment_ids
+        The new scores; None: every patient's latest score per domain (the demo generator).
+    latest_only
+        Only scores that are now the patient's latest in their domain: an import of old data raises at
+        most one alert per patient and domain, so a history import does not flood the list.
+    """
+    candidates = storage.load_alert_candidates(db, None if assessment_ids is None else list(assessment_ids))
+    if latest_only:
+        candidates = candidates[candidates["latest"]]
+    alerts = []
+    for row in candidates.itertuples(index=False):
+        previous = None if pd.isna(row.previous_t) else float(row.previous_t)
+        rule = alert_rule(row.domain, float(row.t_score), previous, float(settings.mcid[row.domain]),
+                          previous_on=_date(row.previous_on))
+        if rule:
+            alerts.append({"patient_id": row.patient_id, "assessment_id": int(row.assessment_id),
+                           "domain": row.domain, "t_score": float(row.t_score), "priority": rule[0],
+                           "reason": rule[1]})
+    storage.add_alerts(db, alerts, now=now)
+    return len(alerts)
 
 
 def _baselines(targets: pd.DataFrame, candidates: pd.DataFrame, series: pd.DataFrame,
@@ -391,17 +433,38 @@ def log_series(db: storage.Database, actor: User, *, patient_id: str, first_infu
     return series_id
 
 
+def plan_series(db: storage.Database, actor: User, *, patient_id: str, first_infusion: date | str,
+                planned_infusions: int, planned_last: date | str | None = None, protocol: str | None = None,
+                dose_mg_per_kg: float | None = None, notes: str | None = None, today: date) -> int:
+    """Plan a series (clinician) whose infusions are then logged day by day; returns its ``series_id``.
+
+    The first infusion may be in the future; ``planned_last`` defaults to consecutive days. See
+    :func:`outcomes.storage.plan_series`.
+    """
+    user = require_patient_access(db, actor, patient_id, action="plan_series", patient_self=False)
+    with storage.transaction(db):
+        series_id = storage.plan_series(db, patient_id=patient_id, first_infusion=first_infusion,
+                                        planned_infusions=planned_infusions, planned_last=planned_last,
+                                        protocol=protocol, dose_mg_per_kg=dose_mg_per_kg, notes=notes,
+                                        entered_by=user.username, today=today)
+        storage.append_audit(db, actor=user.username, action="plan_series", patient_id=patient_id,
+                             details={"series_id": series_id})
+    return series_id
+
+
 def log_infusion(db: storage.Database, actor: User, *, patient_id: str, series_id: int,
                  infused_on: date | str, dose_mg_per_kg: float, duration_min: int,
                  adverse_events: Iterable[Mapping[str, Any]] = (),
-                 notes: str | None = None, today: date) -> int:
-    """Record one infusion of a patient's series with its adverse events (clinician).
+                 notes: str | None = None, today: date, **vitals: Any) -> int:
+    """Record one infusion of a patient's series with its vital signs and adverse events (clinician).
 
-    ``adverse_events``: mappings ``{"kind", "severity", "notes"}``, kind one of
-    ``storage.EVENT_KINDS`` (dissociation, nausea, blood_pressure_rise, hallucination, other) and
-    severity one of mild, moderate, severe. Returns the infusion id.
+    ``adverse_events``: mappings ``{"kind", "severity", "action", "description", "notes"}``, kind one of
+    ``storage.EVENT_KINDS`` (``other`` needs a description), severity one of ``storage.SEVERITIES``,
+    action one of ``storage.EVENT_ACTIONS``. ``vitals``: any of ``storage.VITALS`` (blood pressure before
+    and after, heart rate, RASS). Returns the infusion id.
     """
     user = require_patient_access(db, actor, patient_id, action="log_infusion", patient_self=False)
+    adverse_events = list(adverse_events)
     owner = storage.series_patient(db, series_id)
     if owner != patient_id:
         raise NotFound(f"Patient {patient_id!r} has no infusion series with id {series_id}; pick the series "
@@ -409,11 +472,123 @@ def log_infusion(db: storage.Database, actor: User, *, patient_id: str, series_i
     with storage.transaction(db):
         infusion_id = storage.add_infusion(db, series_id=series_id, infused_on=infused_on,
                                            dose_mg_per_kg=dose_mg_per_kg, duration_min=duration_min,
-                                           adverse_events=list(adverse_events), notes=notes,
-                                           entered_by=user.username, today=today)
+                                           adverse_events=adverse_events, notes=notes,
+                                           entered_by=user.username, today=today, **vitals)
         storage.append_audit(db, actor=user.username, action="log_infusion", patient_id=patient_id,
-                             details={"series_id": series_id, "infusion_id": infusion_id})
+                             details={"series_id": series_id, "infusion_id": infusion_id,
+                                      "adverse_events": len(adverse_events)})
     return infusion_id
+
+
+# Corrections, voids, cancellations, dispositions ------------------------------------------------------
+
+
+def cancel_series(db: storage.Database, actor: User, *, patient_id: str, series_id: int, reason: str) -> None:
+    """Cancel a planned series before any infusion (clinician); the reason is kept in the record's trail."""
+    user = require_patient_access(db, actor, patient_id, action="cancel_series", patient_self=False)
+    _require_own_record(db, patient_id, "series", series_id)
+    with storage.transaction(db):
+        storage.cancel_series(db, series_id, reason=reason, by=user.username)
+        storage.append_audit(db, actor=user.username, action="cancel_series", patient_id=patient_id,
+                             details={"series_id": series_id, "reason": reason})
+
+
+def _require_own_record(db: storage.Database, patient_id: str, record: str, record_id: int | str) -> None:
+    """NotFound unless the record belongs to the patient (a page never edits another patient's row)."""
+    if record == "patient":
+        _require_patient(db, patient_id)
+        return
+    if storage.record_owner(db, record, record_id) != patient_id:
+        raise NotFound(f"Patient {patient_id!r} has no {record.replace('_', ' ')} with id {record_id}; reload "
+                       "the patient's record")
+
+
+def correct_record(db: storage.Database, actor: User, *, patient_id: str, record: str,
+                   record_id: int | str | None = None, changes: Mapping[str, Any], reason: str, today: date,
+                   now: datetime, settings: Settings) -> int:
+    """Correct a patient's demographics, a series, an infusion, an adverse event or an assessment (clinician).
+
+    The old values are kept in the record's trail (:func:`record_history`) with who, when and ``reason``,
+    and the correction is audited. A corrected assessment is a new row superseding the old one; it goes
+    through the alert rules like any new score. Returns the record's id after the correction.
+
+    Raises
+    ------
+    PermissionDenied, ValidationError (reason missing, nothing changed, an invalid value), NotFound
+    """
+    user = require_patient_access(db, actor, patient_id, action="correct_record", patient_self=False)
+    record_id = patient_id if record == "patient" else record_id
+    _require_own_record(db, patient_id, record, record_id)
+    with storage.transaction(db):
+        _, new_id = storage.correct_record(db, record, record_id, changes=changes, reason=reason,
+                                           by=user.username, today=today)
+        alerts = 0
+        if record == "assessment":
+            alerts = raise_score_alerts(db, [new_id], now=now, settings=settings)
+        storage.append_audit(db, actor=user.username, action="correct_record", patient_id=patient_id,
+                             details={"record": record, "record_id": str(record_id), "new_id": str(new_id),
+                                      "fields": sorted(changes), "reason": reason, "alerts": alerts})
+    return new_id
+
+
+def void_record(db: storage.Database, actor: User, *, patient_id: str, record: str, record_id: int,
+                reason: str) -> None:
+    """Void a series, infusion, adverse event or assessment entered in error (clinician).
+
+    It stays in the record, marked voided with who, when and why, and leaves every analysis and export.
+    """
+    user = require_patient_access(db, actor, patient_id, action="void_record", patient_self=False)
+    _require_own_record(db, patient_id, record, record_id)
+    with storage.transaction(db):
+        storage.void_record(db, record, record_id, reason=reason, by=user.username)
+        storage.append_audit(db, actor=user.username, action="void_record", patient_id=patient_id,
+                             details={"record": record, "record_id": str(record_id), "reason": reason})
+
+
+def set_disposition(db: storage.Database, actor: User, *, patient_id: str, disposition: str, on: date | str,
+                    reason: str | None = None, today: date) -> None:
+    """Record a patient's disposition (clinician): active, discharged (follow-up complete), withdrawn (reason
+    required), lost to follow-up or deceased; dated, with who recorded it. Only active patients are expected
+    to check in."""
+    user = require_patient_access(db, actor, patient_id, action="set_disposition", patient_self=False)
+    with storage.transaction(db):
+        storage.set_disposition(db, patient_id, disposition=disposition, on=on, reason=reason, by=user.username,
+                                today=today)
+        storage.append_audit(db, actor=user.username, action="set_disposition", patient_id=patient_id,
+                             details={"disposition": disposition, "on": str(on), "reason": reason})
+
+
+#: Plain words for the trail's record kinds and actions.
+DISPOSITION_LABELS = {"active": "Active", "discharged": "Discharged (follow-up complete)", "withdrawn": "Withdrawn",
+                      "lost_to_follow_up": "Lost to follow-up", "deceased": "Deceased"}
+
+
+def record_history(db: storage.Database, actor: User, patient_id: str, *, record: str | None = None,
+                   record_id: int | None = None) -> pd.DataFrame:
+    """The trail of a patient's record (clinician): every correction, void, cancellation and disposition.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``storage.CHANGE_COLUMNS`` plus ``summary``, the change in words ("dose_mg_per_kg: 0.5 → 0.35"),
+        oldest first. Audited as ``view_record_history``.
+    """
+    user = require_patient_access(db, actor, patient_id, action="view_record_history", patient_self=False)
+    _require_patient(db, patient_id)
+    changes = storage.load_record_changes(db, patient_id, record=record, record_id=record_id)
+    summary = [", ".join(f"{k}: {_shown(b.get(k))} → {_shown(v)}" for k, v in a.items())
+               for b, a in zip(changes["before"], changes["after"])]
+    storage.append_audit(db, actor=user.username, action="view_record_history", patient_id=patient_id,
+                         details={"record": record, "record_id": record_id})
+    return changes.assign(summary=summary)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("_", " ")
 
 
 # Check-ins -----------------------------------------------------------------------------------------
@@ -575,24 +750,12 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
                                         "t_score": r.t_score, "se": r.se, "raw_score": r.raw_score,
                                         "n_answered": r.n_answered, "method": r.method}
                                        for f, resp, r in scored])
-        earlier = history[history["assessed_on"] < pd.Timestamp(day)]
-        alerts = []
-        for (form, _, result), assessment_id in zip(scored, ids):
-            previous = earlier[earlier["domain"] == form.domain].tail(1)  # sorted by date within domain
-            last = previous.iloc[0] if len(previous) else None
-            rule = alert_rule(form.domain, result.t_score, None if last is None else last["t_score"],
-                              settings.mcid[form.domain],
-                              previous_on=None if last is None else _date(last["assessed_on"]))
-            if rule:
-                alerts.append({"patient_id": patient_id, "assessment_id": assessment_id,
-                               "domain": form.domain, "t_score": result.t_score, "priority": rule[0],
-                               "reason": rule[1]})
-        storage.add_alerts(db, alerts, now=now)
+        alerts = raise_score_alerts(db, ids, now=now, settings=settings)
         storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
         storage.append_audit(db, actor=user.username, action="submit_checkin", patient_id=patient_id,
                              details={"assessed_on": day.isoformat(), "source": source,
                                       "replaced": bool(same_day.any()),
-                                      "domains": [f.domain for f, _, _ in scored], "alerts": len(alerts)})
+                                      "domains": [f.domain for f, _, _ in scored], "alerts": alerts})
         after = storage.load_assessments(db, patient_id=patient_id)
         series = storage.load_series(db, patient_id)
 
@@ -621,7 +784,7 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
             message=_change_message(label, r.t_score, r.severity, change, _date(b["baseline_on"]), day,
                                     b["baseline_series"], improved, worsened, mcid, you)))
     return CheckinResult(patient_id=patient_id, assessed_on=day, source=source, replaced=bool(same_day.any()),
-                         domains=tuple(domains), alerts_created=len(alerts))
+                         domains=tuple(domains), alerts_created=alerts)
 
 
 def save_draft(db: storage.Database, actor: User, patient_id: str,
@@ -702,12 +865,23 @@ def patient_record(db: storage.Database, actor: User, patient_id: str, *,
         baseline_on=base["baseline_on"], baseline_t=base["baseline_t"], change=change,
         improved=(sign * change >= mcid).where(change.notna()).astype("boolean"), rci=rci, reliable=reliable)
     alerts = storage.load_alerts(db, patient_id=patient_id)
+    every = storage.load_series(db, patient_id, every=True)
+    infusions = storage.load_infusions(db, patient_id, every=True)
+    events = storage.load_adverse_events(db, patient_id, every=True)
+    replaced = storage.load_assessments(db, patient_id=patient_id, include_superseded=True)
+    replaced = replaced[replaced["superseded_by"].notna()].reset_index(drop=True)
+    changes = storage.load_record_changes(db, patient_id)
     if user.role == "patient":
-        alerts = alerts.iloc[0:0]
+        alerts, changes, replaced = alerts.iloc[0:0], changes.iloc[0:0], replaced.iloc[0:0]
+        every = every[~every["voided"] & (every["state"] != "cancelled")]
+        infusions, events = infusions[~infusions["voided"]], events[~events["voided"]]
     storage.append_audit(db, actor=user.username, action="view_record", patient_id=patient_id)
-    return PatientRecord(patient=patient, series=series, infusions=storage.load_infusions(db, patient_id),
-                         adverse_events=storage.load_adverse_events(db, patient_id), assessments=assessments,
-                         item_responses=storage.load_item_responses(db, patient_id), alerts=alerts)
+    return PatientRecord(patient=patient, series=series,
+                         infusions=infusions[~infusions["voided"]].reset_index(drop=True),
+                         adverse_events=events[~events["voided"]].reset_index(drop=True), assessments=assessments,
+                         item_responses=storage.load_item_responses(db, patient_id), alerts=alerts,
+                         all_series=every, all_infusions=infusions, all_adverse_events=events,
+                         replaced_assessments=replaced, changes=changes)
 
 
 def patient_ids(db: storage.Database, actor: User) -> list[str]:

@@ -450,7 +450,8 @@ class _Fields:
             return self.fail(f"{name} must be {kind} {span}{unit}, got {value!r}")
         return int(number) if integer else number
 
-    def day(self, name: str, value: Any, *, required: bool = False) -> date | None:
+    def day(self, name: str, value: Any, *, required: bool = False, future_days: int = 0) -> date | None:
+        """A calendar day, at most ``future_days`` after today (0: not in the future)."""
         if not self.required(name, value, required):
             return None
         if isinstance(value, datetime):  # includes pandas.Timestamp; normalised to the day
@@ -465,7 +466,10 @@ class _Fields:
         else:
             return self.fail(f"{name} must be a date written YYYY-MM-DD (for example 2024-03-15), "
                              f"got {value!r}")
-        if result > self.today:
+        if result > self.today + timedelta(days=future_days):
+            if future_days:
+                return self.fail(f"{name} {result} is more than {future_days} days ahead (today is "
+                                 f"{self.today}); check the year")
             return self.fail(f"{name} {result} is in the future (today is {self.today})")
         if result < EARLIEST:
             return self.fail(f"{name} {result} is before {EARLIEST.year}; check the year")
@@ -531,19 +535,24 @@ def clean_series(*, first_infusion: Any, last_infusion: Any, infusions: Any, pro
 
 def clean_infusion(*, infused_on: Any, dose_mg_per_kg: Any, duration_min: Any,
                    adverse_events: Iterable[Mapping[str, Any]] = (), notes: Any = None,
-                   today: date | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Parse and check one infusion and its adverse events (each ``{kind, severity, notes=None}``)."""
+                   today: date | None = None, **vitals: Any) -> tuple[dict[str, Any], list[str]]:
+    """Parse and check one infusion, its vital signs and its adverse events.
+
+    ``vitals`` are the optional :data:`VITALS` (blood pressure before and after, heart rate, RASS);
+    each adverse event is ``{kind, severity, action=None, description=None, notes=None}`` (see
+    :func:`clean_adverse_event`).
+    """
+    unknown = sorted(set(vitals) - set(VITALS))
     f = _Fields(today)
+    if unknown:
+        f.fail(f"unknown infusion field(s) {', '.join(unknown)}; vital signs are {', '.join(VITALS)}")
     events = []
     for i, event in enumerate(adverse_events, 1):
         if not isinstance(event, Mapping):
             f.fail(f"adverse event {i} must be a mapping with kind and severity, got {event!r}")
             continue
-        n = len(f.problems)
-        cleaned = {"kind": f.choice("kind", event.get("kind"), EVENT_KINDS, required=True),
-                   "severity": f.choice("severity", event.get("severity"), SEVERITIES, required=True),
-                   "notes": f.text("notes", event.get("notes"))}
-        f.problems[n:] = [f"adverse event {i}: {p}" for p in f.problems[n:]]
+        cleaned, problems = clean_adverse_event(**{k: event.get(k) for k in _EVENT_FIELDS})
+        f.problems += [f"adverse event {i}: {p}" for p in problems]
         events.append(cleaned)
     values = {
         "infused_on": f.day("infused_on", infused_on, required=True),
@@ -552,8 +561,55 @@ def clean_infusion(*, infused_on: Any, dose_mg_per_kg: Any, duration_min: Any,
         "duration_min": f.number("duration_min", duration_min, 1, 1440, integer=True, required=True,
                                  unit=" minutes"),
         "notes": f.text("notes", notes),
+        **_clean_vitals(f, {k: vitals.get(k) for k in VITALS}),
         "adverse_events": events,
     }
+    return values, f.problems
+
+
+#: Vital signs of an infusion, each optional: name -> (label, low, high, unit). Ranges reject typos, not
+#: clinical extremes: ketamine raises blood pressure, and a hypertensive reading must still be recordable.
+VITALS = {
+    "bp_systolic_before": ("systolic blood pressure before", 50, 300, " mmHg"),
+    "bp_diastolic_before": ("diastolic blood pressure before", 20, 200, " mmHg"),
+    "bp_systolic_after": ("systolic blood pressure after", 50, 300, " mmHg"),
+    "bp_diastolic_after": ("diastolic blood pressure after", 20, 200, " mmHg"),
+    "heart_rate": ("heart rate", 20, 250, " beats per minute"),
+    # Richmond Agitation-Sedation Scale (Sessler et al. 2002): -5 unarousable ... 0 alert and calm ... +4.
+    "sedation_rass": ("sedation (RASS)", -5, 4, ""),
+}
+
+
+def _clean_vitals(f: _Fields, vitals: Mapping[str, Any]) -> dict[str, Any]:
+    out = {name: f.number(name, vitals.get(name), low, high, integer=True, unit=unit)
+           for name, (_, low, high, unit) in VITALS.items()}
+    for when in ("before", "after"):
+        systolic, diastolic = out[f"bp_systolic_{when}"], out[f"bp_diastolic_{when}"]
+        given = [name for name in (f"bp_systolic_{when}", f"bp_diastolic_{when}") if not _missing(vitals.get(name))]
+        if len(given) == 1:
+            f.fail(f"blood pressure {when}: give both systolic and diastolic, or neither")
+        elif systolic is not None and diastolic is not None and diastolic >= systolic:
+            f.fail(f"blood pressure {when} {systolic}/{diastolic}: the diastolic value must be lower than the "
+                   "systolic; check the order")
+    return out
+
+
+EVENT_ACTIONS = ("none", "slowed", "stopped", "medication")  # action taken for an adverse event
+_EVENT_FIELDS = ("kind", "severity", "action", "description", "notes")
+
+
+def clean_adverse_event(*, kind: Any, severity: Any, action: Any = None, description: Any = None,
+                        notes: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """Parse and check one adverse event: kind, severity, action taken, and a description for "other"."""
+    f = _Fields(None)
+    values = {"kind": f.choice("kind", kind, EVENT_KINDS, required=True),
+              "severity": f.choice("severity", severity, SEVERITIES, required=True),
+              "action": f.choice("action", action, EVENT_ACTIONS),
+              "description": f.text("description", description.strip() if isinstance(description, str)
+                                    else description, max_len=200),
+              "notes": f.text("notes", notes)}
+    if values["kind"] == "other" and _missing(description):
+        f.fail('an adverse event of kind "other" needs a short description of what happened')
     return values, f.problems
 
 
@@ -717,38 +773,115 @@ def add_series(db: Database, *, patient_id: str, first_infusion: date | str, las
         return _insert(conn, "series", row)
 
 
+def plan_series(db: Database, *, patient_id: str, first_infusion: date | str, planned_infusions: int,
+                planned_last: date | str | None = None, protocol: str | None = None,
+                dose_mg_per_kg: float | None = None, notes: str | None = None, entered_by: str,
+                today: date | None = None) -> int:
+    """Plan a series whose infusions are then logged day by day as they are given; returns its id.
+
+    The first infusion may be up to :data:`PLAN_AHEAD_DAYS` ahead. ``planned_last`` defaults to
+    consecutive days (first + planned_infusions - 1). Until an infusion is logged the series is
+    ``planned`` and no analysis counts it; afterwards its first and last infusion and count are those
+    given (:func:`add_infusion` keeps them), and the plan stays in ``planned_first``, ``planned_last`` and
+    ``planned_infusions``.
+
+    Raises
+    ------
+    ValidationError, NotFound, DuplicateRecord
+    """
+    f = _Fields(today)
+    first = f.day("first_infusion", first_infusion, required=True, future_days=PLAN_AHEAD_DAYS)
+    count = f.number("planned_infusions", planned_infusions, 1, 60, integer=True, required=True)
+    last = f.day("planned_last", planned_last, future_days=PLAN_AHEAD_DAYS + 366)
+    if last is None and first is not None and count is not None and _missing(planned_last):
+        last = first + timedelta(days=count - 1)
+    if first and last and last < first:
+        f.fail(f"planned_last {last} is before first_infusion {first}; correct the dates")
+    values = {"first_infusion": first, "last_infusion": last, "infusions": count,
+              "protocol": f.text("protocol", protocol, max_len=200),
+              "dose_mg_per_kg": f.number("dose_mg_per_kg", dose_mg_per_kg, *DOSE_RANGE, unit=" mg/kg"),
+              "notes": f.text("notes", notes)}
+    who = _who(f.problems, entered_by)
+    _raise_if(f.problems, f"Cannot plan the infusion series of patient {patient_id!r}")
+    with _write(db) as conn:
+        ref = _patient_ref(conn, str(patient_id).strip())
+        _check_series_start_free(conn, ref, first, patient_id)
+        row = {"patient_ref": ref, **values, "planned_first": first, "planned_last": last,
+               "planned_infusions": count, "by_day": 1, "state": "planned", "entered_by": who,
+               "entered_at": _now()}
+        return _insert(conn, "series", row)
+
+
+#: How far ahead a series can be planned.
+PLAN_AHEAD_DAYS = 366
+
+
+def _check_series_start_free(conn: sqlite3.Connection, ref: int, first: date, patient_id: str,
+                             series_id: int | None = None) -> None:
+    clash = conn.execute("SELECT id FROM series WHERE patient_ref = ? AND first_infusion = ? AND id IS NOT ?",
+                         [ref, first.isoformat(), series_id]).fetchone()
+    if clash:
+        raise DuplicateRecord(f"Patient {patient_id!r} already has a series starting {first}; "
+                              "correct that series instead")
+
+
 def add_infusion(db: Database, *, series_id: int, infused_on: date | str, dose_mg_per_kg: float,
                  duration_min: int, adverse_events: Iterable[Mapping[str, Any]] = (),
-                 notes: str | None = None, entered_by: str, today: date | None = None) -> int:
-    """Record one infusion of a series, with its adverse events; returns the infusion id.
+                 notes: str | None = None, entered_by: str, today: date | None = None, **vitals: Any) -> int:
+    """Record one infusion of a series, with its vital signs and adverse events; returns the infusion id.
 
-    ``adverse_events`` holds mappings ``{"kind": ..., "severity": ..., "notes": ...}`` with kind one
-    of :data:`EVENT_KINDS` and severity one of :data:`SEVERITIES`. The date must fall inside the
-    series (first to last infusion).
+    ``adverse_events`` holds mappings ``{"kind", "severity", "action", "description", "notes"}`` (see
+    :func:`clean_adverse_event`); ``vitals`` any of :data:`VITALS`. For a series recorded after the fact
+    the date must fall inside it (first to last infusion); for a planned series (:func:`plan_series`) it
+    must be on or after its first infusion and not in the future, and the series' given dates and count
+    follow the infusions logged. A cancelled or voided series takes no infusion.
     """
     values, problems = clean_infusion(infused_on=infused_on, dose_mg_per_kg=dose_mg_per_kg,
                                       duration_min=duration_min, adverse_events=adverse_events, notes=notes,
-                                      today=today)
+                                      today=today, **vitals)
     who = _who(problems, entered_by)
-    _raise_if(problems, f"Cannot add the infusion to series {series_id}")
+    what = f"Cannot add the infusion to series {series_id}"
+    _raise_if(problems, what)
     events = values.pop("adverse_events")
     with _write(db) as conn:
-        series = conn.execute("SELECT first_infusion, last_infusion FROM series WHERE id = ?",
-                              [series_id]).fetchone()
+        series = conn.execute("SELECT first_infusion, last_infusion, by_day, state, voided_at, planned_first "
+                              "FROM series WHERE id = ?", [series_id]).fetchone()
         if series is None:
             raise NotFound(f"No infusion series with id {series_id}; pick the series from the patient's list")
-        if not series[0] <= values["infused_on"].isoformat() <= series[1]:
-            problem = (f"infused_on {values['infused_on']} is outside the series ({series[0]} to "
-                       f"{series[1]}); correct the date or the series")
-            _raise_if([problem], f"Cannot add the infusion to series {series_id}")
-        if conn.execute("SELECT 1 FROM infusions WHERE series_ref = ? AND infused_on = ?",
-                        [series_id, values["infused_on"].isoformat()]).fetchone():
-            raise DuplicateRecord(f"Series {series_id} already has an infusion on {values['infused_on']}")
+        first, last, by_day, state, voided, planned_first = series
+        day = values["infused_on"].isoformat()
+        if voided or state == "cancelled":
+            _raise_if([f"the series was {'voided' if voided else 'cancelled'}; plan a new series instead"], what)
+        if by_day and day < min(first, planned_first):
+            _raise_if([f"infused_on {day} is before the series' first infusion ({min(first, planned_first)}); "
+                       "correct the series' first infusion date first"], what)
+        if not by_day and not first <= day <= last:
+            _raise_if([f"infused_on {day} is outside the series ({first} to {last}); correct the date or "
+                       "the series"], what)
+        if conn.execute("SELECT 1 FROM infusions WHERE series_ref = ? AND infused_on = ? AND voided_at IS NULL",
+                        [series_id, day]).fetchone():
+            raise DuplicateRecord(f"Series {series_id} already has an infusion on {day}; correct that one "
+                                  "instead")
         infusion = _insert(conn, "infusions",
                            {"series_ref": series_id, **values, "entered_by": who, "entered_at": _now()})
         for event in events:
             _insert(conn, "adverse_events", {"infusion_ref": infusion, **event})
+        if by_day:
+            _sync_given(conn, series_id)
         return infusion
+
+
+def _sync_given(conn: sqlite3.Connection, series_id: int) -> None:
+    """A day-by-day series' first and last infusion and count are those given (its plan when none is)."""
+    first, last, given = conn.execute("SELECT min(infused_on), max(infused_on), count(*) FROM infusions "
+                                      "WHERE series_ref = ? AND voided_at IS NULL", [series_id]).fetchone()
+    if given:
+        conn.execute("UPDATE series SET first_infusion = ?, last_infusion = ?, infusions = ?, state = 'given' "
+                     "WHERE id = ?", [first, last, given, series_id])
+    else:
+        conn.execute("UPDATE series SET first_infusion = planned_first, last_infusion = planned_last, "
+                     "infusions = planned_infusions, state = CASE state WHEN 'given' THEN 'planned' ELSE state "
+                     "END WHERE id = ?", [series_id])
 
 
 def _store_score(conn: sqlite3.Connection, ref: int, values: Mapping[str, Any], who: str,
@@ -1271,50 +1404,93 @@ def _patient_filter(patient_id: str | None, alias: str = "p") -> tuple[str, list
     return ("", []) if patient_id is None else (f" AND {alias}.patient_id = ?", [patient_id])
 
 
+_PATIENT_READ = ("SELECT patient_id, diagnosis, sex, birth_year, enrolled_on, disposition, disposition_on, "
+                 "disposition_reason, disposition_by, entered_by, entered_at FROM patients")
+
+
 def load_patients(db: Database) -> pd.DataFrame:
-    """One row per patient: ``patient_id, diagnosis, sex, birth_year, enrolled_on, entered_by/_at``."""
-    return _frame(db, "SELECT patient_id, diagnosis, sex, birth_year, enrolled_on, entered_by, entered_at "
-                      "FROM patients ORDER BY patient_id",
-                  dates=["enrolled_on"], ints=["birth_year"], stamps=["entered_at"])
+    """One row per patient: ``patient_id, diagnosis, sex, birth_year, enrolled_on, disposition,
+    disposition_on, disposition_reason, disposition_by, entered_by, entered_at``."""
+    return _frame(db, _PATIENT_READ + " ORDER BY patient_id",
+                  dates=["enrolled_on", "disposition_on"], ints=["birth_year"], stamps=["entered_at"])
 
 
-def load_series(db: Database, patient_id: str | None = None) -> pd.DataFrame:
-    """One row per series, with ``series_number`` (1, 2... per patient by first infusion)."""
+#: A series that analyses count: infusions were given (not only planned), not cancelled, not voided.
+_GIVEN = "s.state = 'given' AND s.voided_at IS NULL"
+
+
+def load_series(db: Database, patient_id: str | None = None, *, every: bool = False) -> pd.DataFrame:
+    """One row per series given, with ``series_number`` (1, 2... per patient by first infusion).
+
+    Parameters
+    ----------
+    every
+        Also planned, cancelled and voided series (``state`` planned/given/cancelled, ``voided``), for
+        the patient's record and the roster; ``series_number`` then counts every series shown.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``series_id, patient_id, series_number, first_infusion, last_infusion, infusions`` (for a series
+        logged day by day: the first and last infusion given and how many; its plan until one is),
+        ``protocol, dose_mg_per_kg, notes, planned_first, planned_last, planned_infusions, by_day, state,
+        cancel_reason, voided, voided_at, voided_by, void_reason, entered_by, entered_at``.
+    """
     where, params = _patient_filter(patient_id)
+    if not every:
+        where += " AND " + _GIVEN
     return _frame(db, "SELECT s.id AS series_id, p.patient_id, ROW_NUMBER() OVER (PARTITION BY s.patient_ref "
                       "ORDER BY s.first_infusion) AS series_number, s.first_infusion, s.last_infusion, "
-                      "s.infusions, s.protocol, s.dose_mg_per_kg, s.notes, s.entered_by, s.entered_at "
+                      "s.infusions, s.protocol, s.dose_mg_per_kg, s.notes, s.planned_first, s.planned_last, "
+                      "s.planned_infusions, s.by_day, s.state, s.cancel_reason, s.voided_at IS NOT NULL AS voided, "
+                      "s.voided_at, s.voided_by, s.void_reason, s.entered_by, s.entered_at "
                       "FROM series s JOIN patients p ON p.id = s.patient_ref WHERE 1" + where +
                       " ORDER BY p.patient_id, s.first_infusion", params,
-                  dates=["first_infusion", "last_infusion"], ints=["series_id", "series_number", "infusions"],
-                  floats=["dose_mg_per_kg"], stamps=["entered_at"])
+                  dates=["first_infusion", "last_infusion", "planned_first", "planned_last"],
+                  ints=["series_id", "series_number", "infusions", "planned_infusions"],
+                  floats=["dose_mg_per_kg"], stamps=["entered_at", "voided_at"]).astype(
+                      {"by_day": bool, "voided": bool})
 
 
-def load_infusions(db: Database, patient_id: str | None = None) -> pd.DataFrame:
-    """One row per infusion, with ``n_adverse_events`` (details in :func:`load_adverse_events`)."""
+def load_infusions(db: Database, patient_id: str | None = None, *, every: bool = False) -> pd.DataFrame:
+    """One row per infusion, with its vital signs (:data:`VITALS`) and ``n_adverse_events`` (details in
+    :func:`load_adverse_events`). Infusions that were voided, or whose series was, only with ``every``
+    (then ``voided`` says which)."""
     where, params = _patient_filter(patient_id)
+    if not every:
+        where += " AND i.voided_at IS NULL AND s.voided_at IS NULL"
+    vitals = ", ".join("i." + v for v in VITALS)
     return _frame(db, "SELECT i.id AS infusion_id, s.id AS series_id, p.patient_id, i.infused_on, "
-                      "i.dose_mg_per_kg, i.duration_min, i.notes, (SELECT count(*) FROM adverse_events e "
-                      "WHERE e.infusion_ref = i.id) AS n_adverse_events FROM infusions i "
+                      f"i.dose_mg_per_kg, i.duration_min, {vitals}, i.notes, (SELECT count(*) FROM adverse_events e "
+                      "WHERE e.infusion_ref = i.id AND e.voided_at IS NULL) AS n_adverse_events, "
+                      "(i.voided_at IS NOT NULL OR s.voided_at IS NOT NULL) AS voided, i.voided_at, i.voided_by, "
+                      "i.void_reason, i.entered_by FROM infusions i "
                       "JOIN series s ON s.id = i.series_ref JOIN patients p ON p.id = s.patient_ref WHERE 1"
-                      + where + " ORDER BY p.patient_id, i.infused_on", params,
-                  dates=["infused_on"], ints=["infusion_id", "series_id", "duration_min", "n_adverse_events"],
-                  floats=["dose_mg_per_kg"])
+                      + where + " ORDER BY p.patient_id, i.infused_on, i.id", params,
+                  dates=["infused_on"], ints=["infusion_id", "series_id", "duration_min", "n_adverse_events",
+                                              *VITALS],
+                  floats=["dose_mg_per_kg"], stamps=["voided_at"]).astype({"voided": bool})
 
 
-def load_adverse_events(db: Database, patient_id: str | None = None) -> pd.DataFrame:
-    """One row per adverse event: ``infusion_id, patient_id, infused_on, kind, severity, notes``."""
+def load_adverse_events(db: Database, patient_id: str | None = None, *, every: bool = False) -> pd.DataFrame:
+    """One row per adverse event: ``event_id, infusion_id, patient_id, infused_on, kind, severity, action,
+    description, notes``; voided ones (or of a voided infusion or series) only with ``every``."""
     where, params = _patient_filter(patient_id)
-    return _frame(db, "SELECT i.id AS infusion_id, p.patient_id, i.infused_on, e.kind, e.severity, e.notes "
-                      "FROM adverse_events e JOIN infusions i ON i.id = e.infusion_ref "
+    if not every:
+        where += " AND e.voided_at IS NULL AND i.voided_at IS NULL AND s.voided_at IS NULL"
+    return _frame(db, "SELECT e.id AS event_id, i.id AS infusion_id, p.patient_id, i.infused_on, e.kind, "
+                      "e.severity, e.action, e.description, e.notes, (e.voided_at IS NOT NULL OR "
+                      "i.voided_at IS NOT NULL OR s.voided_at IS NOT NULL) AS voided, e.voided_at, e.voided_by, "
+                      "e.void_reason FROM adverse_events e JOIN infusions i ON i.id = e.infusion_ref "
                       "JOIN series s ON s.id = i.series_ref JOIN patients p ON p.id = s.patient_ref WHERE 1"
                       + where + " ORDER BY p.patient_id, i.infused_on, e.id", params,
-                  dates=["infused_on"], ints=["infusion_id"])
+                  dates=["infused_on"], ints=["event_id", "infusion_id"], stamps=["voided_at"]).astype(
+                      {"voided": bool})
 
 
 ASSESSMENT_COLUMNS = ("assessment_id", "patient_id", "assessed_on", "domain", "form", "t_score", "se",
                       "raw_score", "n_answered", "method", "source", "entered_by", "entered_at",
-                      "superseded_by")
+                      "superseded_by", "voided_at", "voided_by", "void_reason")
 
 
 def load_assessments(db: Database, *, patient_id: str | None = None, domains: Iterable[str] | None = None,
@@ -1328,7 +1504,8 @@ def load_assessments(db: Database, *, patient_id: str | None = None, domains: It
     domains
         Only these domains.
     include_superseded
-        Also rows replaced by a later entry for the same day (``superseded_by`` names the replacement).
+        Also rows replaced by a later entry for the same day or by a correction (``superseded_by`` names
+        the replacement) and voided rows (``superseded_by`` is their own id, ``voided_at`` is set).
 
     Returns
     -------
@@ -1350,7 +1527,7 @@ def load_assessments(db: Database, *, patient_id: str | None = None, domains: It
                       "JOIN patients p ON p.id = a.patient_ref WHERE 1" + where +
                       " ORDER BY p.patient_id, a.domain, a.assessed_on, a.id", params,
                   dates=["assessed_on"], ints=["assessment_id", "n_answered", "superseded_by"],
-                  floats=["t_score", "se", "raw_score"], stamps=["entered_at"])
+                  floats=["t_score", "se", "raw_score"], stamps=["entered_at", "voided_at"])
 
 
 # Cohort reads: every patient at once, only the columns the cohort analyses use, compact dtypes. A
@@ -1451,7 +1628,7 @@ def load_cohort_episodes(db: Database) -> pd.DataFrame:
         "SELECT s.id, p.patient_id, ROW_NUMBER() OVER (PARTITION BY s.patient_ref ORDER BY s.first_infusion), "
         "unixepoch(s.first_infusion) / 86400, unixepoch(s.last_infusion) / 86400, s.infusions, s.protocol, "
         "p.diagnosis, p.sex, p.birth_year FROM series s JOIN patients p ON p.id = s.patient_ref "
-        "ORDER BY p.patient_id, s.first_infusion").fetchall()
+        f"WHERE {_GIVEN} ORDER BY p.patient_id, s.first_infusion").fetchall()
     columns = list(zip(*rows)) if rows else [()] * len(COHORT_EPISODE_COLUMNS)
     out = pd.DataFrame({name: np.array(values, dtype=object) for name, values in
                         zip(COHORT_EPISODE_COLUMNS, columns)}, columns=list(COHORT_EPISODE_COLUMNS))
@@ -1583,6 +1760,417 @@ COHORT_INDEX = ("CREATE INDEX assessments_cohort ON assessments "
 @MIGRATIONS(name="0003_cohort_read_index")
 def _cohort_read_index(db: Database) -> None:
     db.execute(COHORT_INDEX)
+
+
+DISPOSITIONS = ("active", "discharged", "withdrawn", "lost_to_follow_up", "deceased")
+SERIES_STATES = ("planned", "given", "cancelled")
+#: What a correction can change, per kind of record (the record's id and owner never change).
+CORRECTABLE = {
+    "patient": ("diagnosis", "sex", "birth_year", "enrolled_on"),
+    "series": ("first_infusion", "last_infusion", "infusions", "protocol", "dose_mg_per_kg", "notes"),
+    "infusion": ("infused_on", "dose_mg_per_kg", "duration_min", "notes", *VITALS),
+    "adverse_event": ("kind", "severity", "action", "description", "notes"),
+    "assessment": ("assessed_on", "t_score", "se"),
+}
+RECORD_KINDS = tuple(CORRECTABLE)
+CHANGE_ACTIONS = ("correct", "void", "cancel", "disposition")
+
+_CLINIC_RECORD_SCHEMA = [
+    # Disposition: only active patients are expected to check in.
+    f"ALTER TABLE patients ADD COLUMN disposition TEXT NOT NULL DEFAULT 'active' "
+    f"CHECK (disposition IN {_in(DISPOSITIONS)})",
+    f"ALTER TABLE patients ADD COLUMN disposition_on TEXT CHECK (disposition_on {_ISO})",
+    "ALTER TABLE patients ADD COLUMN disposition_reason TEXT",
+    "ALTER TABLE patients ADD COLUMN disposition_by TEXT",
+    # A series planned ahead and logged day by day keeps its plan; first/last/infusions are what was given.
+    f"ALTER TABLE series ADD COLUMN planned_first TEXT CHECK (planned_first {_ISO})",
+    f"ALTER TABLE series ADD COLUMN planned_last TEXT CHECK (planned_last {_ISO})",
+    "ALTER TABLE series ADD COLUMN planned_infusions INTEGER CHECK (planned_infusions >= 1)",
+    "ALTER TABLE series ADD COLUMN by_day INTEGER NOT NULL DEFAULT 0 CHECK (by_day IN (0, 1))",
+    f"ALTER TABLE series ADD COLUMN state TEXT NOT NULL DEFAULT 'given' CHECK (state IN {_in(SERIES_STATES)})",
+    "ALTER TABLE series ADD COLUMN cancel_reason TEXT",
+    # Vital signs per infusion (VITALS; ranges checked by clean_infusion).
+    *(f"ALTER TABLE infusions ADD COLUMN {name} INTEGER" for name in VITALS),
+    f"ALTER TABLE adverse_events ADD COLUMN action TEXT CHECK (action IN {_in(EVENT_ACTIONS)})",
+    "ALTER TABLE adverse_events ADD COLUMN description TEXT",
+    # Voided records stay, marked; an assessment is voided by superseding it with itself (superseded_by =
+    # id), so every read of active scores leaves it out and its day is free for a new entry.
+    *(f"ALTER TABLE {table} ADD COLUMN {column} TEXT" for table in ("series", "infusions", "adverse_events",
+                                                                    "assessments")
+      for column in ("voided_at", "voided_by", "void_reason")),
+    # The trail of every correction, void, cancellation and disposition: who, when, why, before and after.
+    f"""CREATE TABLE record_changes (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        patient_ref INTEGER NOT NULL REFERENCES patients(id),
+        record TEXT NOT NULL CHECK (record IN {_in(RECORD_KINDS)}),
+        record_id INTEGER NOT NULL,
+        action TEXT NOT NULL CHECK (action IN {_in(CHANGE_ACTIONS)}),
+        before TEXT NOT NULL CHECK (json_type(before) = 'object'),
+        after TEXT NOT NULL CHECK (json_type(after) = 'object'),
+        reason TEXT NOT NULL CHECK (length(trim(reason)) > 0)) STRICT""",
+    "CREATE INDEX record_changes_by_patient ON record_changes (patient_ref, at)",
+    """CREATE TRIGGER record_changes_no_update BEFORE UPDATE ON record_changes
+        BEGIN SELECT RAISE(ABORT, 'record_changes is append-only: entries cannot be changed'); END""",
+    """CREATE TRIGGER record_changes_no_delete BEFORE DELETE ON record_changes
+        BEGIN SELECT RAISE(ABORT, 'record_changes is append-only: entries cannot be deleted'); END""",
+    # Nothing clinical is ever deleted: a wrong record is corrected or voided, with a reason.
+    *(f"""CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{table} are kept: correct or void a record instead of deleting it'); END"""
+      for table in ("patients", "series", "infusions", "adverse_events", "assessments")),
+]
+
+
+@MIGRATIONS(name="0004_clinic_record")
+def _clinic_record(db: Database) -> None:
+    for statement in _CLINIC_RECORD_SCHEMA:
+        db.execute(statement)
+
+
+# Corrections, voids, cancellations and dispositions: the record's trail ----------------------------
+
+_RECORD_TABLES = {"patient": "patients", "series": "series", "infusion": "infusions",
+                  "adverse_event": "adverse_events", "assessment": "assessments"}
+_RECORD_NAMES = {"patient": "patient", "series": "series", "infusion": "infusion",
+                 "adverse_event": "adverse event", "assessment": "assessment"}
+#: The patient a record belongs to (an SQL expression over the record's table, aliased r).
+_OWNER = {"patient": "r.id", "series": "r.patient_ref", "assessment": "r.patient_ref",
+          "infusion": "(SELECT patient_ref FROM series WHERE id = r.series_ref)",
+          "adverse_event": "(SELECT s.patient_ref FROM infusions i JOIN series s ON s.id = i.series_ref "
+                           "WHERE i.id = r.infusion_ref)"}
+
+
+def _reason(problems: list[str], reason: Any) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason is required: say why the record is changed (for example 'typed the wrong "
+                        "date')")
+        return ""
+    if len(reason) > 500:
+        problems.append(f"reason is {len(reason)} characters long; shorten it to at most 500")
+    return reason.strip()
+
+
+def _record_row(conn: sqlite3.Connection, record: str, record_id: Any) -> dict[str, Any]:
+    """The record as a dict (every column, plus ``_patient_ref`` and ``_patient_id``); NotFound otherwise."""
+    if record not in _RECORD_TABLES:
+        raise ValidationError(f"record must be one of {', '.join(RECORD_KINDS)}, got {record!r}")
+    key = "r.patient_id = ?" if record == "patient" else "r.id = ?"
+    cursor = conn.execute(f"SELECT r.*, {_OWNER[record]} AS _patient_ref, (SELECT patient_id FROM patients "
+                          f"WHERE id = {_OWNER[record]}) AS _patient_id FROM {_RECORD_TABLES[record]} r "
+                          f"WHERE {key}", [record_id])
+    row = cursor.fetchone()
+    if row is None:
+        raise NotFound(f"No {_RECORD_NAMES[record]} with id {record_id!r}; reload the patient's record")
+    return dict(zip([d[0] for d in cursor.description], row))
+
+
+def _log_change(conn: sqlite3.Connection, row: Mapping[str, Any], record: str, action: str,
+                before: Mapping[str, Any], after: Mapping[str, Any], reason: str, who: str) -> None:
+    _insert(conn, "record_changes", {
+        "at": _now(), "actor": who, "patient_ref": row["_patient_ref"], "record": record, "record_id": row["id"],
+        "action": action, "before": {k: _sql(v) for k, v in before.items()},
+        "after": {k: _sql(v) for k, v in after.items()}, "reason": reason})
+
+
+def correct_record(db: Database, record: str, record_id: int | str, *, changes: Mapping[str, Any], reason: str,
+                   by: str, today: date | None = None) -> tuple[str, int]:
+    """Correct fields of a record, keeping the old values in the trail with who, when and why.
+
+    Parameters
+    ----------
+    record
+        One of :data:`RECORD_KINDS`; ``record_id`` is the patient ID for ``patient``, else the row's id
+        (``series_id``, ``infusion_id``, ``event_id``, ``assessment_id``).
+    changes
+        ``{field: new value}`` for fields of :data:`CORRECTABLE`; an empty value clears an optional field.
+        An assessment's ``t_score`` and ``se`` can be corrected only when it was imported as a T-score (a
+        scored questionnaire's T comes from its answers: void it and enter it again). For a series planned
+        day by day, ``first_infusion``, ``last_infusion`` and ``infusions`` correct its plan.
+
+    Returns
+    -------
+    (patient_id, record_id)
+        The record's patient and its id after the correction: a corrected assessment is a new row that
+        supersedes the old one, which is kept.
+
+    Raises
+    ------
+    ValidationError
+        No reason, an unknown field, nothing changed, an invalid value (every problem listed).
+    NotFound, DuplicateRecord
+    """
+    problems: list[str] = []
+    who, why = _who(problems, by, "by"), _reason(problems, reason)
+    allowed = CORRECTABLE.get(record, ())
+    unknown = sorted(set(changes) - set(allowed))
+    if unknown:
+        problems.append(f"{', '.join(unknown)} cannot be corrected on a {_RECORD_NAMES.get(record, record)}; "
+                        f"correctable: {', '.join(allowed)}")
+    what = f"Cannot correct the {_RECORD_NAMES.get(record, record)}"
+    _raise_if(problems, what)
+    with _write(db) as conn:
+        row = _record_row(conn, record, record_id)
+        if row.get("voided_at") or (record == "assessment" and row["superseded_by"] is not None):
+            _raise_if([f"this {_RECORD_NAMES[record]} was voided or replaced; correct the current record"], what)
+        current = {k: row[k] for k in allowed}
+        if record == "series" and row["by_day"]:
+            current.update(first_infusion=row["planned_first"], last_infusion=row["planned_last"],
+                           infusions=row["planned_infusions"])
+        values, problems = _clean_record(conn, record, row, {**current, **changes}, today)
+        changed = {k: values[k] for k in allowed if _sql(values[k]) != _sql(current[k])}
+        if not problems and not changed:
+            problems.append("nothing was changed: every value is the same as stored")
+        if record == "assessment" and row["method"] != "imported" and {"t_score", "se"} & set(changed):
+            problems.append("the T-score of a scored questionnaire comes from its answers: void this assessment "
+                            "and enter the questionnaire again")
+        _raise_if(problems, what)
+        before = {k: current[k] for k in changed}
+        new_id = _apply_correction(conn, record, row, changed, who)
+        _log_change(conn, row, record, "correct", before, changed, why, who)
+        return str(row["_patient_id"]), new_id
+
+
+def _clean_record(conn: sqlite3.Connection, record: str, row: Mapping[str, Any], merged: dict[str, Any],
+                  today: date | None) -> tuple[dict[str, Any], list[str]]:
+    """The merged record checked by the same rules as a new one."""
+    if record == "patient":
+        return clean_patient(patient_id=row["patient_id"], today=today, **merged)
+    if record == "series":
+        if not row["by_day"]:
+            values, problems = clean_series(today=today, **merged)
+        else:
+            f = _Fields(today)
+            values = {"first_infusion": f.day("first_infusion", merged["first_infusion"], required=True,
+                                              future_days=PLAN_AHEAD_DAYS),
+                      "last_infusion": f.day("last_infusion", merged["last_infusion"], required=True,
+                                             future_days=PLAN_AHEAD_DAYS + 366),
+                      "infusions": f.number("infusions", merged["infusions"], 1, 60, integer=True, required=True),
+                      "protocol": f.text("protocol", merged["protocol"], max_len=200),
+                      "dose_mg_per_kg": f.number("dose_mg_per_kg", merged["dose_mg_per_kg"], *DOSE_RANGE,
+                                                 unit=" mg/kg"),
+                      "notes": f.text("notes", merged["notes"])}
+            problems = f.problems
+            if values["first_infusion"] and values["last_infusion"] and values["last_infusion"] < values["first_infusion"]:
+                problems.append("last_infusion is before first_infusion; correct the dates")
+        if values["first_infusion"] and not problems:
+            try:
+                _check_series_start_free(conn, row["patient_ref"], values["first_infusion"], row["_patient_id"],
+                                         row["id"])
+            except DuplicateRecord as exc:
+                problems.append(str(exc))
+        return values, problems
+    if record == "infusion":
+        values, problems = clean_infusion(today=today, **merged)
+        series = conn.execute("SELECT first_infusion, last_infusion, by_day, planned_first FROM series "
+                              "WHERE id = ?", [row["series_ref"]]).fetchone()
+        day = values["infused_on"]
+        if day and not series[2] and not series[0] <= day.isoformat() <= series[1]:
+            problems.append(f"infused_on {day} is outside the series ({series[0]} to {series[1]}); correct "
+                            "the series first")
+        if day and conn.execute("SELECT 1 FROM infusions WHERE series_ref = ? AND infused_on = ? AND id <> ? "
+                                "AND voided_at IS NULL", [row["series_ref"], day.isoformat(), row["id"]]).fetchone():
+            problems.append(f"the series already has an infusion on {day}")
+        return values, problems
+    if record == "adverse_event":
+        return clean_adverse_event(**merged)
+    f = _Fields(today)  # assessment
+    values = {"assessed_on": f.day("assessed_on", merged["assessed_on"], required=True),
+              "t_score": f.number("t_score", merged["t_score"], 0, 100, required=True),
+              "se": f.number("se", merged["se"], 0, 50, above=True)}
+    if values["assessed_on"] and values["assessed_on"].isoformat() != row["assessed_on"] and conn.execute(
+            "SELECT 1 FROM assessments WHERE patient_ref = ? AND domain = ? AND assessed_on = ? AND "
+            "superseded_by IS NULL", [row["patient_ref"], row["domain"], values["assessed_on"].isoformat()]
+            ).fetchone():
+        f.fail(f"the patient already has a {row['domain']} score on {values['assessed_on']}; void one of them "
+               "first")
+    return values, f.problems
+
+
+def _apply_correction(conn: sqlite3.Connection, record: str, row: Mapping[str, Any], changed: Mapping[str, Any],
+                      who: str) -> int:
+    if record == "assessment":
+        copy = {k: v for k, v in row.items() if not k.startswith("_") and k not in
+                ("id", "superseded_by", "entered_by", "entered_at", "voided_at", "voided_by", "void_reason")}
+        conn.execute("UPDATE assessments SET superseded_by = id WHERE id = ?", [row["id"]])
+        new = _insert(conn, "assessments", {**copy, **changed, "entered_by": who, "entered_at": _now()})
+        conn.execute("UPDATE assessments SET superseded_by = ? WHERE id = ?", [new, row["id"]])
+        return new
+    columns = dict(changed)
+    if record == "series" and row["by_day"]:
+        columns = {{"first_infusion": "planned_first", "last_infusion": "planned_last",
+                    "infusions": "planned_infusions"}.get(k, k): v for k, v in changed.items()}
+    if columns:
+        key = "id"
+        conn.execute(f"UPDATE {_RECORD_TABLES[record]} SET {', '.join(c + ' = ?' for c in columns)} "
+                     f"WHERE {key} = ?", [*(_sql(v) for v in columns.values()), row["id"]])
+    if record == "series" and row["by_day"]:
+        _sync_given(conn, row["id"])
+    elif record == "infusion":
+        series = conn.execute("SELECT by_day FROM series WHERE id = ?", [row["series_ref"]]).fetchone()
+        if series[0]:
+            _sync_given(conn, row["series_ref"])
+    return int(row["id"])
+
+
+def void_record(db: Database, record: str, record_id: int, *, reason: str, by: str) -> str:
+    """Void a series, infusion, adverse event or assessment entered in error; returns its patient ID.
+
+    The record stays, marked voided with who, when and why, and leaves every analysis and export; a
+    voided series takes its infusions with it, and a voided assessment frees its day for a new entry.
+    A patient cannot be voided (record a disposition instead).
+
+    Raises
+    ------
+    ValidationError (no reason, already voided or replaced), NotFound
+    """
+    problems: list[str] = []
+    who, why = _who(problems, by, "by"), _reason(problems, reason)
+    if record == "patient":
+        problems.append("a patient cannot be voided: correct the demographics, or record a disposition "
+                        "(withdrawn, discharged...)")
+    what = f"Cannot void the {_RECORD_NAMES.get(record, record)}"
+    _raise_if(problems, what)
+    with _write(db) as conn:
+        row = _record_row(conn, record, record_id)
+        if row["voided_at"]:
+            _raise_if([f"it was already voided by {row['voided_by']} at {row['voided_at'][:16].replace('T', ' ')} "
+                       "UTC"], what)
+        if record == "assessment" and row["superseded_by"] is not None:
+            _raise_if(["it was replaced by a later entry; void the current one"], what)
+        at = _now()
+        extra = ", superseded_by = id" if record == "assessment" else ""
+        conn.execute(f"UPDATE {_RECORD_TABLES[record]} SET voided_at = ?, voided_by = ?, void_reason = ?{extra} "
+                     "WHERE id = ?", [at, who, why, row["id"]])
+        if record == "infusion" and conn.execute("SELECT by_day FROM series WHERE id = ?",
+                                                 [row["series_ref"]]).fetchone()[0]:
+            _sync_given(conn, row["series_ref"])
+        _log_change(conn, row, record, "void", {"voided": False}, {"voided": True}, why, who)
+        return str(row["_patient_id"])
+
+
+def cancel_series(db: Database, series_id: int, *, reason: str, by: str) -> str:
+    """Cancel a planned series before any infusion is given; returns its patient ID.
+
+    Raises
+    ------
+    ValidationError (no reason; infusions already given: correct the planned number or void them), NotFound
+    """
+    problems: list[str] = []
+    who, why = _who(problems, by, "by"), _reason(problems, reason)
+    _raise_if(problems, f"Cannot cancel series {series_id}")
+    with _write(db) as conn:
+        row = _record_row(conn, "series", series_id)
+        if row["state"] != "planned" or row["voided_at"]:
+            state = "voided" if row["voided_at"] else {"given": "has infusions given", "cancelled":
+                                                       "is already cancelled"}[row["state"]]
+            _raise_if([f"only a planned series with no infusion given can be cancelled; this one {state}"
+                       + ("; correct its planned number of infusions instead" if row["state"] == "given" else "")],
+                      f"Cannot cancel series {series_id}")
+        conn.execute("UPDATE series SET state = 'cancelled', cancel_reason = ? WHERE id = ?", [why, series_id])
+        _log_change(conn, row, "series", "cancel", {"state": "planned"}, {"state": "cancelled"}, why, who)
+        return str(row["_patient_id"])
+
+
+def set_disposition(db: Database, patient_id: str, *, disposition: str, on: date | str,
+                    reason: str | None = None, by: str, today: date | None = None) -> None:
+    """Record a patient's disposition (active, discharged, withdrawn, lost to follow-up, deceased).
+
+    Dated (not in the future) and kept in the trail with who recorded it; ``reason`` is required for
+    ``withdrawn`` and for a return to ``active``.
+    """
+    f = _Fields(today)
+    values = {"disposition": f.choice("disposition", disposition, DISPOSITIONS, required=True),
+              "disposition_on": f.day("disposition_on", on, required=True),
+              "disposition_reason": f.text("reason", reason.strip() if isinstance(reason, str) else reason,
+                                           max_len=500)}
+    if values["disposition"] == "withdrawn" and not values["disposition_reason"] and not _missing(disposition):
+        f.fail("reason is required for a withdrawal (for example 'moved away', 'no benefit', 'side effects')")
+    who = _who(f.problems, by, "by")
+    what = f"Cannot record the disposition of patient {patient_id!r}"
+    _raise_if(f.problems, what)
+    with _write(db) as conn:
+        row = _record_row(conn, "patient", str(patient_id).strip())
+        if values["disposition"] == "active" and row["disposition"] != "active" and not values["disposition_reason"]:
+            _raise_if(["reason is required to make the patient active again"], what)
+        if row["disposition"] == values["disposition"] == "active":
+            _raise_if(["the patient is already active"], what)
+        before = {k: row[k] for k in values}
+        conn.execute("UPDATE patients SET disposition = ?, disposition_on = ?, disposition_reason = ?, "
+                     "disposition_by = ? WHERE id = ?", [*(_sql(v) for v in values.values()), who, row["id"]])
+        _log_change(conn, row, "patient", "disposition", before, values,
+                    values["disposition_reason"] or values["disposition"].replace("_", " "), who)
+
+
+def record_owner(db: Database, record: str, record_id: Any) -> str | None:
+    """The patient ID a record belongs to, or None when there is no such record."""
+    try:
+        return str(_record_row(db.conn, record, record_id)["_patient_id"])
+    except NotFound:
+        return None
+
+
+ALERT_CANDIDATE_COLUMNS = ("assessment_id", "patient_id", "domain", "assessed_on", "t_score", "previous_t",
+                           "previous_on", "latest")
+
+
+def load_alert_candidates(db: Database, assessment_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Active scores with the patient's previous active score in the domain, for the alert rules.
+
+    Parameters
+    ----------
+    assessment_ids
+        These scores; None: every patient's latest score per domain.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`ALERT_CANDIDATE_COLUMNS`; ``latest`` is True for the patient's latest score in the
+        domain. Scores that are not active (replaced, voided) are left out.
+    """
+    if assessment_ids is None:
+        scope, pick, params = "", "recency = 1", []
+    else:
+        ids = _JSON_COMPACT([int(i) for i in assessment_ids])
+        scope = ("AND patient_ref IN (SELECT patient_ref FROM assessments WHERE id IN "
+                 "(SELECT value FROM json_each(?)))")
+        pick, params = "c.id IN (SELECT value FROM json_each(?))", [ids, ids]
+    return _frame(db, "SELECT c.id AS assessment_id, p.patient_id, c.domain, c.assessed_on, c.t_score, "
+                      "c.previous_t, c.previous_on, c.recency = 1 AS latest FROM ("
+                      "SELECT id, patient_ref, domain, assessed_on, t_score, "
+                      "lag(t_score) OVER w AS previous_t, lag(assessed_on) OVER w AS previous_on, "
+                      "row_number() OVER (PARTITION BY patient_ref, domain ORDER BY assessed_on DESC) AS recency "
+                      f"FROM assessments WHERE superseded_by IS NULL {scope} "
+                      "WINDOW w AS (PARTITION BY patient_ref, domain ORDER BY assessed_on)) c "
+                      f"JOIN patients p ON p.id = c.patient_ref WHERE {pick} ORDER BY p.patient_id, c.domain, "
+                      "c.assessed_on", params, dates=["assessed_on", "previous_on"], ints=["assessment_id"],
+                  floats=["t_score", "previous_t"]).astype({"latest": bool})
+
+
+CHANGE_COLUMNS = ("change_id", "at", "actor", "patient_id", "record", "record_id", "action", "before", "after",
+                  "reason")
+
+
+def load_record_changes(db: Database, patient_id: str | None = None, *, record: str | None = None,
+                        record_id: int | None = None) -> pd.DataFrame:
+    """The trail of corrections, voids, cancellations and dispositions, oldest first.
+
+    Columns :data:`CHANGE_COLUMNS`; ``before`` and ``after`` are dicts of the changed fields.
+    """
+    where, params = _patient_filter(patient_id)
+    if record is not None:
+        where += " AND c.record = ?"
+        params.append(record)
+    if record_id is not None:
+        where += " AND c.record_id = ?"
+        params.append(int(record_id))
+    df = _frame(db, "SELECT c.id AS change_id, c.at, c.actor, p.patient_id, c.record, c.record_id, c.action, "
+                    "c.before, c.after, c.reason FROM record_changes c JOIN patients p ON p.id = c.patient_ref "
+                    "WHERE 1" + where + " ORDER BY c.at, c.id", params, ints=["change_id", "record_id"],
+                stamps=["at"])
+    for c in ("before", "after"):
+        df[c] = [json.loads(v) for v in df[c]]
+    return df
 
 
 @contextmanager
@@ -1959,9 +2547,8 @@ def load_alert_summary(db: Database) -> pd.DataFrame:
 
 def load_patient(db: Database, patient_id: str) -> pd.DataFrame:
     """The one-row frame of :func:`load_patients` for this patient (empty when unknown)."""
-    return _frame(db, "SELECT patient_id, diagnosis, sex, birth_year, enrolled_on, entered_by, entered_at "
-                      "FROM patients WHERE patient_id = ?", [patient_id],
-                  dates=["enrolled_on"], ints=["birth_year"], stamps=["entered_at"])
+    return _frame(db, _PATIENT_READ + " WHERE patient_id = ?", [patient_id],
+                  dates=["enrolled_on", "disposition_on"], ints=["birth_year"], stamps=["entered_at"])
 
 
 def series_patient(db: Database, series_id: int) -> str | None:
@@ -2005,7 +2592,7 @@ def load_baseline_candidates(db: Database, baseline_days: int) -> pd.DataFrame:
     # list lets it use the index past the domain column): 5x faster than its own plan on 10,000 patients.
     return _frame(db, "SELECT p.patient_id, c.domain, c.assessed_on, c.t_score, c.se FROM ("
                       "SELECT a.patient_ref, a.domain, a.assessed_on, a.t_score, a.se FROM series s "
-                      "CROSS JOIN assessments a ON a.patient_ref = s.patient_ref "
+                      "CROSS JOIN assessments a ON a.patient_ref = s.patient_ref AND " + _GIVEN + " "
                       f"AND a.domain IN {_in(DOMAINS)} "
                       "AND a.assessed_on BETWEEN date(s.first_infusion, ?) AND s.first_infusion "
                       "WHERE a.superseded_by IS NULL "

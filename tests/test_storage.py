@@ -46,8 +46,9 @@ def test_migrations_are_idempotent(db_path):
         assert storage.get_meta(db, "secret") == secret
         assert [m.name for m in storage.MIGRATIONS.applied(db)] == ["0001_initial_schema",
                                                                       "0002_accounts_checkins_alerts",
-                                                                      "0003_cohort_read_index"]
-        assert storage.database_summary(db)["schema_version"] == 3
+                                                                      "0003_cohort_read_index",
+                                                                      "0004_clinic_record"]
+        assert storage.database_summary(db)["schema_version"] == 4
 
 
 def test_every_database_gets_its_own_secret(tmp_path):
@@ -382,7 +383,8 @@ def test_reads_have_tidy_dtypes_even_when_empty(db):
         "assessment_id": "Int64", "patient_id": "object", "assessed_on": "datetime64[ns]", "domain": "object",
         "form": "object", "t_score": "float64", "se": "float64", "raw_score": "float64", "n_answered": "Int64",
         "method": "object", "source": "object", "entered_by": "object", "entered_at": "datetime64[ns, UTC]",
-        "superseded_by": "Int64"}
+        "superseded_by": "Int64", "voided_at": "datetime64[ns, UTC]", "voided_by": "object",
+        "void_reason": "object"}
     assert a.loc[0, "assessed_on"] == pd.Timestamp("2025-02-01")
     p = storage.load_patients(db)
     assert p.loc[0, "enrolled_on"] == pd.Timestamp("2024-12-01") and p["birth_year"].dtype == "Int64"
@@ -424,7 +426,7 @@ def test_database_summary(db):
         "patients": 1, "series": 1, "infusions": 0, "assessments": 2, "users": 0, "synthetic": False}
     assert (s["first_assessment"], s["last_assessment"]) == (date(2025, 1, 20), date(2025, 3, 1))
     assert s["assessments_by_domain"] == {"depression": 1, "physical_function": 1}
-    assert s["schema_version"] == 3 and s["data_version"] == storage.data_version(db)
+    assert s["schema_version"] == 4 and s["data_version"] == storage.data_version(db)
 
 
 # Bulk insert
