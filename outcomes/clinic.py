@@ -77,8 +77,9 @@ DOMAIN_LABELS = {"pain_interference": "Pain interference", "depression": "Depres
 _PRIORITY_RANK = {"high": 0, "routine": 1}
 
 ROSTER_COLUMNS = (
-    "patient_id", "diagnosis", "series_status", "series_number", "last_infusion", "last_checkin",
-    "checkin_status", "next_due", "overdue",
+    "patient_id", "diagnosis", "disposition", "today", "today_rank", "series_status", "in_series_today",
+    "in_series_this_week", "series_number", "last_infusion", "next_infusion", "followup", "baseline_due",
+    "last_checkin", "checkin_status", "next_due", "overdue",
     *(f"{d}_{c}" for d in DOMAINS for c in ("t", "change", "improved")),
     "open_alerts", "top_priority",
 )
@@ -898,39 +899,86 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`ROSTER_COLUMNS`: ``series_status`` ("No series", "In series (day 3 of 5)",
-        "Week 6 after series 1"), ``checkin_status`` (never/done/due/overdue), ``next_due``,
-        ``overdue``; per domain the latest ``<domain>_t``, its ``<domain>_change`` from baseline and
-        ``<domain>_improved`` (meets the meaningful change); ``open_alerts`` and ``top_priority``.
+        Columns :data:`ROSTER_COLUMNS`:
+
+        * ``disposition`` (active, discharged...); ``series_status`` in words ("No series", "Series
+          planned from 9 Jun 2025", "In series (day 3 of 5)", "Week 6 after series 1");
+          ``in_series_today`` and ``in_series_this_week`` (Monday to Sunday; planned series count);
+          ``next_infusion`` (first infusion of the next planned series).
+        * ``followup``: ``inactive`` (disposition not active), ``not started`` (no series),
+          ``baseline`` (only a planned series), ``in series``, ``in follow-up`` (up to
+          ``settings.followup_days`` after the last infusion), ``complete`` (after that).
+        * ``baseline_due``: an active patient whose planned series starts within
+          ``settings.baseline_days`` has no score since that window opened; due by the first infusion.
+        * ``checkin_status`` never/done/due/overdue for patients expected to check in (active, in series
+          or in follow-up), else ``not expected``; ``next_due`` (the next check-in, or the baseline's
+          deadline); ``overdue`` only for patients expected to check in.
+        * per domain the latest ``<domain>_t``, its ``<domain>_change`` from baseline and
+          ``<domain>_improved``; ``open_alerts`` and ``top_priority``.
+        * ``today`` (why the patient is on today's list, in words) and ``today_rank`` (1 in a series
+          today or this week, 2 baseline due, 3 open alert, 4 check-in due or overdue; <NA> when not on
+          the list): see :func:`today_list`.
+
         Sorted by alert priority, then overdue first, then patient ID.
     """
     user = require_role(db, actor, "clinician", action="view_roster")
-    patients = storage.load_patients(db)[["patient_id", "diagnosis"]]
-    series = storage.load_series(db)
+    patients = storage.load_patients(db)[["patient_id", "diagnosis", "disposition"]]
+    series = storage.load_series(db, every=True)
     latest = storage.load_latest_scores(db)
     candidates = storage.load_baseline_candidates(db, settings.baseline_days)
     alerts = storage.load_alert_summary(db)
 
     now = pd.Timestamp(today)
+    week_start = now - pd.Timedelta(days=today.weekday())
+    week_end = week_start + pd.Timedelta(days=6)
+    series = series[(series["state"] != "cancelled") & ~series["voided"]].copy()
+    # A series runs from its first infusion to the later of its last given and its planned last infusion.
+    series["end"] = series[["last_infusion", "planned_last"]].max(axis=1)
     current = series[series["first_infusion"] <= now].drop_duplicates("patient_id", keep="last")
-    out = patients.merge(current[["patient_id", "series_number", "first_infusion", "last_infusion"]],
-                         on="patient_id", how="left")
+    upcoming = series[series["first_infusion"] > now].drop_duplicates("patient_id", keep="first")
+    given = series[(series["state"] == "given") & (series["first_infusion"] <= now)].drop_duplicates(
+        "patient_id", keep="last")
+    week = series[(series["first_infusion"] <= week_end) & (series["end"] >= week_start)]
+
+    out = patients.merge(current[["patient_id", "series_number", "first_infusion", "end"]], on="patient_id",
+                         how="left")
+    out["last_infusion"] = out["patient_id"].map(given.set_index("patient_id")["last_infusion"])
+    out["next_infusion"] = out["patient_id"].map(upcoming.set_index("patient_id")["first_infusion"])
+    active = out["disposition"] == "active"
+    in_today = out["first_infusion"].notna() & (now <= out["end"])
+    out["in_series_today"] = in_today
+    out["in_series_this_week"] = out["patient_id"].isin(week["patient_id"])
     day = (now - out["first_infusion"]).dt.days + 1
-    length = (out["last_infusion"] - out["first_infusion"]).dt.days + 1
-    weeks = np.ceil((now - out["last_infusion"]).dt.days / 7)
-    number = out["series_number"].astype("string")
+    length = (out["end"] - out["first_infusion"]).dt.days + 1
+    weeks = np.ceil((now - out["last_infusion"]).dt.days / 7).clip(lower=1)
     out["series_status"] = np.select(
-        [out["first_infusion"].isna(), now <= out["last_infusion"]],
-        ["No series", "In series (day " + day.astype("Int64").astype("string") + " of "
-         + length.astype("Int64").astype("string") + ")"],
-        "Week " + weeks.astype("Int64").astype("string") + " after series " + number)
+        [in_today, out["next_infusion"].notna(), out["last_infusion"].notna()],
+        ["In series (day " + day.astype("Int64").astype("string") + " of "
+         + length.astype("Int64").astype("string") + ")",
+         "Series planned from " + out["next_infusion"].dt.strftime("%d %b %Y"),
+         "Week " + weeks.astype("Int64").astype("string") + " after series "
+         + out["series_number"].astype("Int64").astype("string")],
+        "No series")
+
+    horizon = out["last_infusion"] + pd.Timedelta(days=settings.followup_days)
+    out["followup"] = np.select(
+        [~active, in_today, out["last_infusion"].notna() & (now <= horizon), out["last_infusion"].notna(),
+         out["next_infusion"].notna()],
+        ["inactive", "in series", "in follow-up", "complete", "baseline"], "not started")
+    expected = out["followup"].isin(["in series", "in follow-up"])
 
     last = latest.groupby("patient_id")["assessed_on"].max().rename("last_checkin")
     out = out.merge(last, left_on="patient_id", right_index=True, how="left")
     due = _due_frame(out["last_checkin"], today, settings)
-    out = out.assign(checkin_status=due["checkin_status"], next_due=due["next_due"], overdue=due["overdue"])
+    window_opens = out["next_infusion"] - pd.Timedelta(days=settings.baseline_days)
+    out["baseline_due"] = (active & out["next_infusion"].notna() & (now >= window_opens)
+                           & ~(out["last_checkin"] >= window_opens))
+    out["checkin_status"] = due["checkin_status"].where(expected, "not expected")
+    out["overdue"] = expected & due["overdue"]
+    next_due = due["next_due"].where(due["checkin_status"] != "never", now)
+    out["next_due"] = next_due.where(expected, out["next_infusion"].where(out["baseline_due"]))
 
-    base = _baselines(latest, candidates, series, settings.baseline_days)
+    base = _baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
     change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)
     sign = latest["domain"].map(IMPROVEMENT_SIGN).astype(float)
     improved = (sign * change >= latest["domain"].map(settings.mcid).astype(float)).where(change.notna())
@@ -943,11 +991,43 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
         out[f"{d}_improved"] = out[f"{d}_improved"].astype("boolean")
     out = out.merge(alerts, on="patient_id", how="left")
     out["open_alerts"] = out["open_alerts"].fillna(0).astype("Int64")
+    out = out.assign(**_today_reasons(out))
     rank = out["top_priority"].map(_PRIORITY_RANK).fillna(len(_PRIORITY_RANK))
     out = out.assign(_rank=rank).sort_values(["_rank", "overdue", "patient_id"],
                                              ascending=[True, False, True])
     storage.append_audit(db, actor=user.username, action="view_roster", details={"patients": len(out)})
     return out[list(ROSTER_COLUMNS)].reset_index(drop=True)
+
+
+def _today_reasons(out: pd.DataFrame) -> dict[str, pd.Series]:
+    """Why each patient is on today's list, in words, and the first reason's rank (<NA>: not on it)."""
+    checkin = out["checkin_status"].isin(["due", "overdue"])
+    reasons = [
+        (out["in_series_today"], pd.Series("In series today", index=out.index)),
+        (out["in_series_this_week"] & ~out["in_series_today"], pd.Series("In series this week", index=out.index)),
+        (out["baseline_due"], "Baseline due by " + out["next_infusion"].dt.strftime("%d %b").fillna("")),
+        (out["open_alerts"] > 0, "Open alert (" + out["top_priority"].fillna("") + ")"),
+        (checkin, "Check-in " + out["checkin_status"]),
+    ]
+    ranks = (1, 1, 2, 3, 4)
+    text = pd.Series("", index=out.index, dtype=object)
+    rank = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    for (mask, words), r in zip(reasons, ranks):
+        mask = mask.fillna(False).astype(bool)
+        text = text.where(~mask, text.where(text == "", text + " · ") + words)
+        rank = rank.where(~(mask & rank.isna()), r)
+    return {"today": text, "today_rank": rank}
+
+
+def today_list(roster: pd.DataFrame) -> pd.DataFrame:
+    """The clinician's morning list from :func:`roster`: patients in a series today or this week, then
+    baselines due before a planned series, then open alerts (high first), then check-ins due or overdue
+    among active patients in follow-up."""
+    on = roster[roster["today_rank"].notna()]
+    priority = on["top_priority"].map(_PRIORITY_RANK).fillna(len(_PRIORITY_RANK))
+    return (on.assign(_p=priority).sort_values(["today_rank", "_p", "overdue", "patient_id"],
+                                               ascending=[True, True, False, True])
+            .drop(columns="_p").reset_index(drop=True))
 
 
 def open_alerts(db: storage.Database, actor: User) -> pd.DataFrame:

@@ -189,6 +189,9 @@ REGISTRY: tuple[SettingSpec, ...] = (
                 "Meaningful-change preset: anchor (3.0/3.5/3.0), lenient (2/3/2) or half_sd (5/5/5)."),
     SettingSpec("mcid", MappingProxyType({}), parse_mcid_overrides,
                 "Per-domain overrides of the preset, e.g. 'depression=4.0,physical_function=2.5'."),
+    SettingSpec("followup_days", 182, _parse_int(1, 3650),
+                "Days after the last infusion of a series during which an active patient is expected to check "
+                "in (six months); afterwards no check-in is overdue."),
     SettingSpec("baseline_days", 30, _parse_int(0, 365),
                 "Baseline is the latest score from this many days before the first infusion up to that day."),
     SettingSpec("small_cell_max", 10, _parse_int(0, 100),
@@ -216,6 +219,7 @@ class Settings:
     timezone: str
     checkin_cadence_days: int
     checkin_overdue_days: int
+    followup_days: int
     mcid_preset: str
     mcid: Mapping[str, float]
     baseline_days: int

@@ -93,6 +93,22 @@ CALLS = {
     "log_infusion": ({"clinician"}, lambda w, a: clinic.log_infusion(
         w.db, a, patient_id="P001", series_id=w.series_id, infused_on="2025-05-05", dose_mg_per_kg=0.5,
         duration_min=40, adverse_events=[{"kind": "nausea", "severity": "mild"}], today=TODAY)),
+    "plan_series": ({"clinician"}, lambda w, a: clinic.plan_series(
+        w.db, a, patient_id="P001", first_infusion="2025-06-20", planned_infusions=5, today=TODAY)),
+    "cancel_series": ({"clinician"}, lambda w, a: clinic.cancel_series(
+        w.db, a, patient_id="P001", series_id=storage.plan_series(
+            w.db, patient_id="P001", first_infusion="2025-06-20", planned_infusions=5, entered_by="dr.lee",
+            today=TODAY), reason="insurance declined")),
+    "correct_record": ({"clinician"}, lambda w, a: clinic.correct_record(
+        w.db, a, patient_id="P001", record="patient", changes={"diagnosis": "Fibromyalgia"}, reason="typo",
+        today=TODAY, now=NOW, settings=SETTINGS)),
+    "void_record": ({"clinician"}, lambda w, a: clinic.void_record(
+        w.db, a, patient_id="P001", record="assessment",
+        record_id=int(storage.load_assessments(w.db, patient_id="P001")["assessment_id"].iloc[0]),
+        reason="entered for the wrong patient")),
+    "set_disposition": ({"clinician"}, lambda w, a: clinic.set_disposition(
+        w.db, a, patient_id="P001", disposition="discharged", on=TODAY, today=TODAY)),
+    "record_history": ({"clinician"}, lambda w, a: clinic.record_history(w.db, a, "P001")),
     "submit_checkin": ({"clinician", "patient"}, lambda w, a: w.submit(a, replace=True, pi=18, dep=12, pf=20)),
     "save_draft": ({"clinician", "patient"}, lambda w, a: clinic.save_draft(
         w.db, a, "P001", {PI: {"PAININ9": 3}}, now=NOW)),
@@ -448,8 +464,11 @@ def test_roster(w):
     assert rows.loc["P001", "series_status"] == "Week 4 after series 1"
     assert rows.loc["P003", "series_status"] == "In series (day 4 of 5)"
     assert rows.loc["P002", "series_status"] == "No series"
-    assert rows["checkin_status"].to_dict() == {"P001": "done", "P002": "overdue", "P003": "never"}
-    assert rows["overdue"].to_dict() == {"P001": False, "P002": True, "P003": False}
+    # P002 has no series: not in follow-up, so no check-in is expected and none can be overdue.
+    assert rows["followup"].to_dict() == {"P001": "in follow-up", "P002": "not started", "P003": "in series"}
+    assert rows["checkin_status"].to_dict() == {"P001": "done", "P002": "not expected", "P003": "never"}
+    assert rows["overdue"].to_dict() == {"P001": False, "P002": False, "P003": False}
+    assert rows["today"].to_dict() == {"P001": "Open alert (high)", "P002": "", "P003": "In series today"}
     assert rows.loc["P001", "last_checkin"] == pd.Timestamp("2025-05-28")
     assert rows.loc["P001", "next_due"] == pd.Timestamp("2025-06-04")
     assert (rows.loc["P001", "pain_interference_t"], rows.loc["P001", "pain_interference_change"]) == (61.2, -5.5)
