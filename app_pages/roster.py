@@ -1,4 +1,5 @@
-"""The clinic's daily list: every patient, their series, check-ins, latest scores and alerts."""
+"""The clinic's daily list: today's patients first (in a series, baseline due, alerts, check-ins due), or
+every patient, with series, check-ins, latest scores and alerts."""
 
 import streamlit as st
 
@@ -16,46 +17,75 @@ if roster.empty:
     st.page_link("app_pages/record.py", label="Record → Enrol a patient", icon=":material/add_notes:")
     st.stop()
 
-search, status, alerts_only, diagnosis = st.columns([2, 2, 1, 2])
-query = search.text_input("Search patient ID or diagnosis", placeholder="e.g. P0012 or CRPS")
-statuses = status.multiselect("Check-in", ["overdue", "due", "never", "done"], placeholder="Any status")
-with_alerts = alerts_only.toggle("Open alerts only")
-diagnoses = diagnosis.multiselect("Diagnosis", sorted(roster["diagnosis"].dropna().unique()), placeholder="Any")
+VIEWS = {"today": "Today", "all": "All patients"}
+view = st.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="roster.view",
+                help="Today: patients in a series today or this week, baselines due before a planned series, "
+                     "open alerts, then check-ins due or overdue among active patients in follow-up.")
+base = clinic.today_list(roster) if view == "today" else roster
 
-shown = roster
+search, status, diagnosis, toggles = st.columns([2, 2, 2, 1])
+query = search.text_input("Search patient ID or diagnosis", placeholder="e.g. P0012 or CRPS")
+statuses = status.multiselect("Check-in", ["overdue", "due", "never", "done", "not expected"],
+                              placeholder="Any status")
+diagnoses = diagnosis.multiselect("Diagnosis", sorted(roster["diagnosis"].dropna().unique()), placeholder="Any")
+in_series = toggles.toggle("In series", help="In an infusion series this week (Monday to Sunday), planned ones too")
+with_alerts = toggles.toggle("Open alerts only")
+
+shown = base
 if query:
     text = shown["patient_id"] + " " + shown["diagnosis"].fillna("")
     shown = shown[text.str.contains(query, case=False, regex=False)]
 if statuses:
     shown = shown[shown["checkin_status"].isin(statuses)]
-if with_alerts:
-    shown = shown[shown["open_alerts"] > 0]
 if diagnoses:
     shown = shown[shown["diagnosis"].isin(diagnoses)]
+if in_series:
+    shown = shown[shown["in_series_this_week"]]
+if with_alerts:
+    shown = shown[shown["open_alerts"] > 0]
 
-overdue = int(roster["overdue"].sum())
-high = int((roster["top_priority"] == "high").sum())
-m1, m2, m3 = st.columns(3)
-m1.metric("Patients", f"{len(roster):,}")
-m2.metric("Check-in overdue", f"{overdue:,}")
-m3.metric("Patients with a high-priority alert", f"{high:,}")
+# Headline counts follow the view and the filters: they count the rows below.
+counts = st.columns(5)
+counts[0].metric("Patients shown", f"{len(shown):,}")
+counts[1].metric("In a series this week", f"{int(shown['in_series_this_week'].sum()):,}")
+counts[2].metric("Baseline due", f"{int(shown['baseline_due'].sum()):,}")
+counts[3].metric("High-priority alert", f"{int((shown['top_priority'] == 'high').sum()):,}")
+counts[4].metric("Check-in overdue", f"{int(shown['overdue'].sum()):,}")
 
 labels = {"pain_interference": "PI", "depression": "Dep", "physical_function": "PF"}
-config = {
-    "patient_id": "Patient", "diagnosis": "Diagnosis", "series_status": "Series",
-    "last_checkin": st.column_config.DateColumn("Last check-in"),
-    "checkin_status": "Check-in", "overdue": st.column_config.CheckboxColumn("Overdue"),
-    "open_alerts": "Open alerts", "top_priority": "Priority",
-}
+config = {"patient_id": st.column_config.TextColumn("Patient", width="small")}
+if view == "today":
+    config["today"] = st.column_config.TextColumn("Today", width="medium")
+config.update({
+    "series_status": st.column_config.TextColumn("Series", width="medium"),
+    "next_due": st.column_config.DateColumn("Next due", format="D MMM YYYY", width="small",
+                                            help="Next weekly check-in, or the baseline's deadline before a "
+                                                 "planned series"),
+    "checkin_status": st.column_config.TextColumn("Check-in", width="small"),
+    "open_alerts": st.column_config.NumberColumn("Alerts", width="small", help="Open alerts"),
+    "top_priority": st.column_config.TextColumn("Priority", width="small"),
+})
 for domain, short in labels.items():
-    config[f"{domain}_t"] = st.column_config.NumberColumn(f"{short} T", format="%.1f")
-    config[f"{domain}_change"] = st.column_config.NumberColumn(f"{short} Δ", format="%+.1f",
+    config[f"{domain}_t"] = st.column_config.NumberColumn(f"{short} T", format="%.1f", width="small")
+    config[f"{domain}_change"] = st.column_config.NumberColumn(f"{short} Δ", format="%+.1f", width="small",
                                                                help="Change from the series baseline")
+config["diagnosis"] = st.column_config.TextColumn("Diagnosis", width="medium")
+if view == "all":
+    config["last_checkin"] = st.column_config.DateColumn("Last check-in", format="D MMM YYYY")
+    config["followup"] = "Follow-up"
+    config["disposition"] = "Disposition"
 columns = list(config)
-st.caption(f"{len(shown):,} of {len(roster):,} patients. Δ is the change from baseline in T points "
-           f"(lower is better for PI and depression, higher for PF). Select a row to open the patient.")
+head = (f"{len(shown):,} of {len(base):,} on today's list ({len(roster):,} patients in the clinic)."
+        if view == "today" else f"{len(shown):,} of {len(base):,} patients.")
+st.caption(f"{head} Δ is the change "
+           f"from baseline in T points (lower is better for PI and depression, higher for PF). Only active "
+           f"patients in follow-up (up to {settings.followup_days} days after their last infusion) can be overdue. "
+           "Select a row to open the patient.")
+if view == "today" and base.empty:
+    st.success("Nobody needs attention today: no series this week, no baseline due, no open alert and no "
+               "check-in due. Choose All patients to see everyone.")
 event = st.dataframe(shown[columns], hide_index=True, column_config=config, on_select="rerun",
-                     selection_mode="single-row", key="roster.table")
+                     selection_mode="single-row", key=f"roster.table.{view}")
 st.caption(clinic.SAFETY_NOTICE)  # the roster shows depression scores
 if event.selection.rows:
     st.session_state["patient.selected"] = shown.iloc[event.selection.rows[0]]["patient_id"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
 
 import pytest
 
@@ -38,19 +40,24 @@ def multiselect(at, label):
     return next(m for m in at.multiselect if m.label == label)
 
 
+def all_patients(at):
+    at.radio(key="roster.view").set_value("all").run()
+    return at
+
+
 def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     assert not at.exception
     assert at.title[0].value == "Roster"
     table = roster(at)
     assert table.columns.tolist() == [
-        "patient_id", "diagnosis", "series_status", "last_checkin", "checkin_status", "overdue", "open_alerts",
-        "top_priority", "pain_interference_t", "pain_interference_change", "depression_t", "depression_change",
-        "physical_function_t", "physical_function_change"]
+        "patient_id", "series_status", "next_due", "checkin_status", "open_alerts", "top_priority",
+        "pain_interference_t", "pain_interference_change", "depression_t", "depression_change",
+        "physical_function_t", "physical_function_change", "diagnosis", "last_checkin", "followup", "disposition"]
     assert table["patient_id"].tolist() == ["P001", "P002"]
     p001 = table.iloc[0]
     assert p001["series_status"] == "Week 6 after series 1"
-    assert (p001["checkin_status"], bool(p001["overdue"])) == ("overdue", True)
+    assert (p001["checkin_status"], p001["followup"], p001["disposition"]) == ("overdue", "in follow-up", "active")
     assert int(p001["open_alerts"]) == 1 and p001["top_priority"] == "routine"
     # Latest T and change from baseline agree with the patient's own record.
     record = clinic.patient_record(clinic_db.open(), clinic_db.users["clinician"], "P001",
@@ -59,54 +66,94 @@ def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db
         latest = record[record["domain"] == domain].iloc[-1]
         assert p001[f"{domain}_t"] == pytest.approx(latest["t_score"])
         assert p001[f"{domain}_change"] == pytest.approx(latest["change"])
-    assert [m.value for m in at.metric] == ["2", "2", "0"]
+    assert [m.value for m in at.metric] == ["2", "0", "0", "0", "2"]
     assert messages(at, "caption")[0].startswith("2 of 2 patients.")
     assert clinic.SAFETY_NOTICE in messages(at, "caption")
     assert set(storage.load_audit_log(clinic_db.open(), action="view_roster")["actor"]) == {"cleo.clinician"}
 
 
 def test_high_priority_alerts_come_first(app_as, p100_checked_in_today_and_severe):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     table = roster(at)
     assert table["patient_id"].tolist() == ["P100", "P001", "P002"]
     p100 = table.iloc[0]
-    assert (p100["top_priority"], p100["series_status"], p100["checkin_status"]) == ("high", "No series", "done")
-    assert not p100["overdue"]
-    assert [m.value for m in at.metric] == ["3", "2", "1"]
+    # No series: not in follow-up, so no check-in is expected of P100 (and none can be overdue).
+    assert (p100["top_priority"], p100["series_status"], p100["checkin_status"]) == (
+        "high", "No series", "not expected")
+    assert [m.value for m in at.metric] == ["3", "0", "0", "1", "2"]
+
+
+def test_today_is_the_default_view_in_the_clinicians_order(app_as, clinic_db, p100_checked_in_today_and_severe):
+    db, clinician, today = clinic_db.open(), clinic_db.users["clinician"], clinic_db.today
+    clinic.enrol_patient(db, clinician, patient_id="P200", today=today, now=datetime.now(UTC),
+                         settings=load_settings())
+    clinic.plan_series(db, clinician, patient_id="P200", first_infusion=today, planned_infusions=5, today=today)
+    clinic.enrol_patient(db, clinician, patient_id="P300", today=today, now=datetime.now(UTC),
+                         settings=load_settings())
+    clinic.plan_series(db, clinician, patient_id="P300", first_infusion=today + timedelta(days=14),
+                       planned_infusions=5, today=today)
+    clinic.set_disposition(db, clinician, patient_id="P002", disposition="withdrawn", on=today,
+                           reason="moved away", today=today)
+    at = app_as("clinician", PAGE)
+    assert at.radio(key="roster.view").value == "today"
+    table = roster(at)
+    assert table["patient_id"].tolist() == ["P200", "P300", "P100", "P001", "P002"]
+    assert table["today"].tolist() == [
+        "In series today", f"Baseline due by {today + timedelta(days=14):%d %b}", "Open alert (high)",
+        "Open alert (routine) · Check-in overdue",
+        "Open alert (routine)"]  # P002 was withdrawn: no check-in is expected, but its alert still needs review
+    assert table.iloc[1]["next_due"] == pd.Timestamp(today + timedelta(days=14))
+    assert [m.value for m in at.metric] == ["5", "1", "1", "1", "1"]
+    # The headline counts follow the filters.
+    next(t for t in at.toggle if t.label == "In series").set_value(True).run()
+    assert roster(at)["patient_id"].tolist() == ["P200"]
+    assert [m.value for m in at.metric] == ["1", "1", "0", "0", "0"]
+
+
+def test_a_quiet_day_says_so(app_as, clinic_db):
+    db, clinician = clinic_db.open(), clinic_db.users["clinician"]
+    for pid in ("P001", "P002"):
+        clinic.set_disposition(db, clinician, patient_id=pid, disposition="discharged", on=clinic_db.today,
+                               today=clinic_db.today)
+        for alert in storage.load_alerts(db, patient_id=pid, open_only=True)["alert_id"]:
+            clinic.acknowledge_alert(db, clinician, int(alert), now=datetime.now(UTC))
+    at = app_as("clinician", PAGE)
+    assert roster(at).empty
+    assert messages(at, "success")[0].startswith("Nobody needs attention today")
 
 
 @pytest.mark.parametrize("query, expected", [("P002", ["P002"]), ("crps", ["P001"]), ("p00", ["P001", "P002"]),
                                              ("nobody", [])])
 def test_search_by_patient_id_or_diagnosis(app_as, query, expected):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     text_input(at, "Search patient ID or diagnosis").input(query).run()
     assert roster(at)["patient_id"].tolist() == expected
     assert messages(at, "caption")[0].startswith(f"{len(expected)} of 2 patients.")
 
 
 def test_filter_by_check_in_status(app_as, p100_checked_in_today_and_severe):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     multiselect(at, "Check-in").select("overdue").run()
     assert roster(at)["patient_id"].tolist() == ["P001", "P002"]
-    assert roster(at)["overdue"].all()
-    multiselect(at, "Check-in").unselect("overdue").select("done").run()
+    assert (roster(at)["checkin_status"] == "overdue").all()
+    multiselect(at, "Check-in").unselect("overdue").select("not expected").run()
     assert roster(at)["patient_id"].tolist() == ["P100"]
 
 
 def test_filter_by_diagnosis_and_open_alerts(app_as, clinic_db, p100_checked_in_today_and_severe):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     multiselect(at, "Diagnosis").select("Fibromyalgia").run()
     assert roster(at)["patient_id"].tolist() == ["P002"]
     multiselect(at, "Diagnosis").unselect("Fibromyalgia").run()
     alerts = storage.load_alerts(clinic_db.open(), patient_id="P002")
     clinic.acknowledge_alert(clinic_db.open(), clinic_db.users["clinician"], int(alerts["alert_id"].iloc[0]),
                              now=datetime.now(UTC))
-    at.toggle[0].set_value(True).run()
+    next(t for t in at.toggle if t.label == "Open alerts only").set_value(True).run()
     assert roster(at)["patient_id"].tolist() == ["P100", "P001"]
 
 
 def test_selecting_a_row_opens_that_patient(app_as):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     select_row(at, 1)
     assert not at.exception
     assert at.title[0].value == "Patient P002"
@@ -116,7 +163,7 @@ def test_selecting_a_row_opens_that_patient(app_as):
 
 
 def test_selecting_a_row_of_a_filtered_list_opens_the_patient_shown(app_as):
-    at = app_as("clinician", PAGE)
+    at = all_patients(app_as("clinician", PAGE))
     text_input(at, "Search patient ID or diagnosis").input("P002").run()
     select_row(at, 0)
     assert at.title[0].value == "Patient P002"
