@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from outcomes import clinic, instruments
+from outcomes import clinic, figures, instruments
 from ui import data, session, widgets
 
 user = session.require_roles("patient")
@@ -30,9 +30,9 @@ for col, domain in zip(cols, settings.mcid):
         continue
     row = latest.loc[domain]
     label = registry.domain(domain).label
-    change = None if row["change"] != row["change"] else f"{row['change']:+.1f} since baseline"
-    col.metric(label, f"{row['t_score']:.1f}", change,
-               delta_color="inverse" if registry.domain(domain).bands.higher_is_worse else "normal",
+    delta = figures.change_delta(row["change"], higher_is_worse=registry.domain(domain).higher_is_worse,
+                                 is_baseline=row["baseline_on"] == row["assessed_on"])
+    col.metric(label, f"{row['t_score']:.1f}", delta.text, delta_color=delta.color, delta_arrow=delta.arrow,
                help=f"{instruments.severity_band(domain, row['t_score'], registry)} · measured "
                     f"{row['assessed_on']:%d %b %Y}")
 st.caption("Scores are PROMIS T-scores: 50 is the average of the US population and 10 points is one standard "
@@ -41,8 +41,9 @@ st.caption("Scores are PROMIS T-scores: 50 is the average of the US population a
            "the smallest that people usually notice.")
 
 st.subheader("Over time")
-st.caption("The dashed line is your score before your infusions; the blue band around it is a change too "
-           "small to count as meaningful. Shaded columns are infusion series.")
+st.caption("The dashed line is your score before each infusion series; the blue band around it is a "
+           "change too small to count as meaningful. Shaded columns are infusion series; the triangles "
+           "under the chart are your infusions, one per day.")
 widgets.trajectory_charts(record, settings, registry, key="progress")
 
 st.subheader("My answers, week by week")

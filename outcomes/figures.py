@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .analysis import IMPROVEMENT_SIGN
+from .analysis import IMPROVEMENT_SIGN, round_half_away
 from .settings import DEFAULT_WINDOWS
 from .survival import AT_RISK_WEEKS
 
@@ -47,6 +47,7 @@ MEDIAN_LINE = {"color": "#555555", "dash": "dot", "width": 1}
 SEVERITY_FILLS = ("rgba(0, 0, 0, 0)", "rgba(255, 213, 79, 0.20)", "rgba(255, 152, 0, 0.20)",
                   "rgba(229, 57, 53, 0.20)")
 MCID_BAND_FILL = "rgba(0, 114, 178, 0.12)"
+MCID_LEGEND_FILL = "rgba(0, 114, 178, 0.3)"  # the band's legend square, on white
 BASELINE_LINE = {"color": "#0072B2", "dash": "dash", "width": 1.5}
 INFUSION_MARKER = {"symbol": "triangle-up", "size": 10, "color": "#6A1B9A"}
 TRAJECTORY_WEEKS = (-4, 26)
@@ -505,53 +506,267 @@ def completion_figure(
 # One patient.
 
 
+#: Name of the shapes drawing baseline ± the threshold around each series' baseline.
+BASELINE_BAND_NAME = "no meaningful change"
+#: The x-axis of a patient chart covers at least this span, so that one score is not drawn on an axis
+#: of hours; up to :data:`SHORT_SPAN` it has a labelled tick every week from the first score, a small
+#: tick every day.
+MIN_DATE_RANGE = pd.Timedelta(days=14)
+SHORT_SPAN = pd.Timedelta(days=35)
+DAY_MS = 86_400_000
+DATE_FORMAT = "%d %b %Y"
+#: Tick labels by tick spacing (ms): whole days at most, never a time of day.
+DATE_TICK_FORMATS = ((None, 28 * DAY_MS, DATE_FORMAT), (28 * DAY_MS, 365 * DAY_MS, "%b %Y"),
+                     (365 * DAY_MS, None, "%Y"))
+#: Share of the plot height given to the infusion rug under the scores.
+RUG_DOMAIN = (0.0, 0.16)
+PLOT_DOMAIN = (0.22, 1.0)
+
+
+class ChangeDelta(NamedTuple):
+    """What ``st.metric`` shows for a change from baseline (:func:`change_delta`)."""
+
+    text: str | None  #: None: no delta at all
+    color: Literal["normal", "inverse", "off"]  #: st.metric's ``delta_color``
+    arrow: Literal["auto", "off"]  #: st.metric's ``delta_arrow``
+
+
+def change_delta(change: Any, *, higher_is_worse: bool, is_baseline: bool = False,
+                 suffix: str = "since baseline") -> ChangeDelta:
+    """The delta of a latest score: its text, colour mode and arrow for ``st.metric``.
+
+    The change is rounded half away from zero to 0.1 first. A change of 0.0 (and the baseline score
+    itself) has no arrow and a neutral colour; otherwise the arrow follows the sign of the change and
+    the colour says better (green) or worse (red): for a measure where higher is worse a fall is
+    green (``"inverse"``), else a rise is (``"normal"``). No baseline (None/NaN/NA): no delta at all.
+
+    Examples
+    --------
+    >>> change_delta(-5.0, higher_is_worse=True)
+    ChangeDelta(text='-5.0 since baseline', color='inverse', arrow='auto')
+    >>> change_delta(0.04, higher_is_worse=False)
+    ChangeDelta(text='0.0 since baseline', color='off', arrow='off')
+    >>> change_delta(float("nan"), higher_is_worse=True).text is None
+    True
+    """
+    if change is None or pd.isna(change):
+        return ChangeDelta(None, "off", "off")
+    if is_baseline:
+        return ChangeDelta("baseline score", "off", "off")
+    value = float(round_half_away(float(change)))
+    if value == 0:
+        return ChangeDelta(f"0.0 {suffix}", "off", "off")
+    return ChangeDelta(f"{value:+.1f} {suffix}", "inverse" if higher_is_worse else "normal", "auto")
+
+
+def _series_table(series: pd.DataFrame | Sequence[tuple[Any, Any]]) -> pd.DataFrame:
+    """``series_number, first_infusion, last_infusion`` (and ``series_id`` if given), by first infusion."""
+    if isinstance(series, pd.DataFrame):
+        table = series.copy()
+        if "series_number" not in table:
+            table["series_number"] = np.arange(1, len(table) + 1)
+    else:
+        pairs = list(series)
+        table = pd.DataFrame({"series_number": np.arange(1, len(pairs) + 1),
+                              "first_infusion": [p[0] for p in pairs],
+                              "last_infusion": [p[1] for p in pairs]})
+    if table.empty:
+        return pd.DataFrame({"series_number": pd.Series(dtype="int64"),
+                             "first_infusion": pd.Series(dtype="datetime64[ns]"),
+                             "last_infusion": pd.Series(dtype="datetime64[ns]")})
+    table["first_infusion"] = pd.to_datetime(table["first_infusion"])
+    table["last_infusion"] = pd.to_datetime(table["last_infusion"])
+    return table.sort_values("first_infusion").reset_index(drop=True)
+
+
+def _window(days: pd.Series, series: pd.DataFrame) -> np.ndarray:
+    """Index into ``series`` of the latest series started on or before each day (-1: none)."""
+    firsts = series["first_infusion"].to_numpy(dtype="datetime64[ns]")
+    return np.searchsorted(firsts, pd.to_datetime(days).to_numpy(dtype="datetime64[ns]"), side="right") - 1
+
+
+def baseline_segments(assessments: pd.DataFrame,
+                      series: pd.DataFrame | Sequence[tuple[Any, Any]] = ()) -> pd.DataFrame:
+    """One baseline segment per series: where each series' baseline applies on a patient chart.
+
+    Scores (``assessed_on, baseline_on, baseline_t``, one domain, as ``clinic.patient_record`` gives
+    them) are grouped by their baseline, in date order. A segment starts at its baseline's date and ends
+    where the next series starts (or the next baseline was scored, if earlier), else at the last score.
+    Scores without a baseline draw none.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``label`` ("Series 2 baseline", or "Baseline (first score)" before any series), ``baseline_on``,
+        ``baseline_t``, ``x0``, ``x1``; one row per segment, in date order.
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-01-06", "2025-01-20", "2025-03-03"]),
+    ...                   "baseline_on": pd.to_datetime(["2025-01-06", "2025-01-06", "2025-03-03"]),
+    ...                   "baseline_t": [64.0, 64.0, 60.0]})
+    >>> seg = baseline_segments(a, [("2025-01-06", "2025-01-10"), ("2025-03-03", "2025-03-07")])
+    >>> seg[["label", "baseline_t", "x0", "x1"]].astype(str).values.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    [['Series 1 baseline', '64.0', '2025-01-06', '2025-03-03'],
+     ['Series 2 baseline', '60.0', '2025-03-03', '2025-03-03']]
+    """
+    columns = ["label", "baseline_on", "baseline_t", "x0", "x1"]
+    if assessments.empty or not {"baseline_on", "baseline_t"} <= set(assessments.columns):
+        return pd.DataFrame(columns=columns)
+    data = assessments.sort_values("assessed_on", kind="stable")
+    days = pd.to_datetime(data["assessed_on"]).reset_index(drop=True)
+    base_on = pd.to_datetime(data["baseline_on"]).reset_index(drop=True)
+    base_t = pd.to_numeric(data["baseline_t"], errors="coerce").astype(float).reset_index(drop=True)
+    table = _series_table(series)
+    window = _window(days, table)
+    firsts = table["first_infusion"].tolist()
+    numbers = table["series_number"].tolist()
+    known = base_on.notna() & base_t.notna()
+    runs: list[list[int]] = []
+    for i in range(len(days)):
+        same = (runs and known[i] and known[runs[-1][-1]] and base_on[i] == base_on[runs[-1][-1]]
+                and base_t[i] == base_t[runs[-1][-1]])
+        if same:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    rows = []
+    keyed = [run for run in runs if known[run[0]]]
+    for j, run in enumerate(keyed):
+        last_day = days[run[-1]]
+        x0 = base_on[run[0]]
+        later = [f for f in firsts if f > last_day]
+        x1 = min(later) if later else last_day
+        if j + 1 < len(keyed):
+            x1 = min(x1, base_on[keyed[j + 1][0]])
+        in_series = sorted({int(numbers[w]) for w in window[run] if w >= 0})
+        if not in_series:
+            text = "Baseline (first score)"
+        elif len(in_series) == 1:
+            text = f"Series {in_series[0]} baseline"
+        else:
+            text = f"Series {in_series[0]}–{in_series[-1]} baseline"
+        rows.append({"label": text, "baseline_on": x0, "baseline_t": float(base_t[run[0]]), "x0": x0,
+                     "x1": max(x1, x0)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _infusion_table(infusions: pd.DataFrame | Sequence[Any], series: pd.DataFrame) -> pd.DataFrame:
+    """``infused_on, series_number, k`` (k-th infusion of its series), by date.
+
+    Infusions go to their series by ``series_id`` when both frames have it, else by date (the latest
+    series started on or before the day). Without any series, a gap of more than 14 days starts a new
+    run, numbered like a series.
+    """
+    if isinstance(infusions, pd.DataFrame):
+        table = infusions.copy()
+    else:
+        table = pd.DataFrame({"infused_on": list(infusions)})
+    if table.empty:
+        return pd.DataFrame({"infused_on": pd.Series(dtype="datetime64[ns]"), "series_number": [],
+                             "group": [], "k": []})
+    table["infused_on"] = pd.to_datetime(table["infused_on"])
+    table = table.sort_values("infused_on", kind="stable").reset_index(drop=True)
+    if len(series) and "series_id" in table and "series_id" in series:
+        number = table["series_id"].map(dict(zip(series["series_id"], series["series_number"])))
+    elif len(series):
+        window = _window(table["infused_on"], series)
+        number = pd.Series([series["series_number"].iloc[w] if w >= 0 else pd.NA for w in window])
+    else:
+        number = pd.Series(pd.NA, index=table.index)
+    # Infusions outside any known series: runs split by gaps of more than two weeks.
+    loose = number.isna().to_numpy()
+    gaps = table["infused_on"].diff().dt.days.fillna(np.inf).to_numpy() > 14
+    run = np.cumsum(gaps | ~np.roll(loose, 1) | (np.arange(len(table)) == 0))
+    group = np.where(loose, -run, pd.to_numeric(number, errors="coerce").fillna(0).to_numpy())
+    table["series_number"] = number.astype("Int64").to_numpy()
+    table["group"] = group
+    table["k"] = table.groupby("group").cumcount() + 1
+    return table
+
+
+def _date_axis(days: pd.Series, first_score: pd.Timestamp) -> dict[str, Any]:
+    """Date x-axis settings: a padded range of at least two weeks; whole-day ticks only.
+
+    Up to :data:`SHORT_SPAN` the ticks are explicit (a label every 7 days from the first score, a small
+    tick every day); beyond, plotly chooses them (never less than a day apart at that span) and
+    :data:`DATE_TICK_FORMATS` labels them.
+    """
+    lo, hi = days.min().normalize(), days.max().normalize()
+    pad = max(pd.Timedelta(days=2), pd.Timedelta(days=round((hi - lo).days * 0.03)))
+    x0, x1 = lo - pad, hi + pad
+    if x1 - x0 < MIN_DATE_RANGE:
+        mid = lo + (hi - lo) / 2
+        x0 = (mid - MIN_DATE_RANGE / 2).normalize()
+        x1 = x0 + MIN_DATE_RANGE
+    short = x1 - x0 <= SHORT_SPAN
+    if short:  # half a day more each side, so that a tick on the first or last day is drawn
+        x0, x1 = x0 - pd.Timedelta(hours=12), x1 + pd.Timedelta(hours=12)
+    axis: dict[str, Any] = {"type": "date", "range": [f"{x0:%Y-%m-%d %H:%M}", f"{x1:%Y-%m-%d %H:%M}"],
+                            "title_text": "Date", "tickformat": DATE_FORMAT}
+    if short:
+        axis.update(tickmode="linear", tick0=f"{first_score.normalize():%Y-%m-%d}", dtick=7 * DAY_MS,
+                    minor={"dtick": DAY_MS, "ticks": "outside", "ticklen": 4, "showgrid": False})
+    else:
+        axis.update(tickformat=None, tickformatstops=[{"dtickrange": [low, high], "value": fmt}
+                                                      for low, high, fmt in DATE_TICK_FORMATS])
+    return axis
+
+
 def patient_trajectory_figure(
     assessments: pd.DataFrame,
     domain: str,
     *,
-    baseline_t: float | None = None,
     mcid: float | None = None,
     higher_is_worse: bool = True,
     cut_points: Sequence[float] = (),
     band_labels: Sequence[str] = (),
-    infusion_dates: Sequence[date | pd.Timestamp | str] = (),
-    series: Sequence[tuple[date | pd.Timestamp | str, date | pd.Timestamp | str]] = (),
+    infusions: pd.DataFrame | Sequence[date | pd.Timestamp | str] = (),
+    series: pd.DataFrame | Sequence[tuple[date | pd.Timestamp | str, date | pd.Timestamp | str]] = (),
     title: str | None = None,
 ) -> go.Figure:
-    """One patient's T-scores over time, with baseline, meaningful-change band, severity bands, infusions.
+    """One patient's T-scores over time: each series' baseline and change band, severity bands, infusions.
 
     Parameters
     ----------
     assessments
-        ``assessed_on, t_score`` (and ``domain``: other domains are ignored), one patient.
+        ``assessed_on, t_score`` (and ``domain``: other domains are ignored), one patient; with
+        ``baseline_on, baseline_t`` (``clinic.patient_record``) each series' baseline is drawn where it
+        applies (:func:`baseline_segments`).
     domain
         The domain to draw.
-    baseline_t, mcid
-        Baseline T (dashed line) and the threshold: the band baseline ± mcid is "no meaningful change".
+    mcid
+        The threshold: the band baseline ± mcid around each baseline is "no meaningful change".
     higher_is_worse
         True for symptoms (pain interference, depression), False for physical function.
     cut_points, band_labels
         Severity cut points in worsening order and their labels, one more label than cut points
         (``instruments.Domain.bands``); a band starts at its cut point.
-    infusion_dates
-        Dates of infusions, drawn as markers along the bottom.
+    infusions
+        The infusions (``infused_on``, and ``series_id`` to match ``series``; or a list of dates): one
+        marker each on a strip under the scores, the k-th infusion of a series k rows down, so that
+        daily infusions stay apart at any span; hover: "infusion k of series n".
     series
-        (first, last infusion) of each series, shaded and labelled "Series 1", "Series 2", ...
+        ``series_number, first_infusion, last_infusion`` (``storage.load_series``), or (first, last)
+        pairs numbered from 1: shaded and labelled "Series 1", "Series 2", ...
 
     Returns
     -------
     go.Figure
-        The T-score trace and, with infusion dates, an "Infusion" marker trace; bands and lines are
-        layout shapes.
+        Traces: "T-score", one "Baseline" line per segment, and "Infusion" (with infusions, on
+        ``yaxis2``); severity bands, change bands (named "no meaningful change") and series spans are
+        layout shapes. The x-axis never has ticks at a time of day (:func:`_date_axis`).
 
     Examples
     --------
     >>> a = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-01-06", "2025-01-13"]),
-    ...                   "t_score": [62.0, 57.5]})
-    >>> fig = patient_trajectory_figure(a, "depression", baseline_t=62.0, mcid=3.5, cut_points=[55, 60, 70],
-    ...     band_labels=["within normal limits", "mild", "moderate", "severe"], infusion_dates=["2025-01-06"])
+    ...                   "t_score": [62.0, 57.5], "baseline_on": pd.to_datetime("2025-01-06"),
+    ...                   "baseline_t": 62.0})
+    >>> fig = patient_trajectory_figure(a, "depression", mcid=3.5, cut_points=[55, 60, 70],
+    ...     band_labels=["within normal limits", "mild", "moderate", "severe"], infusions=["2025-01-06"],
+    ...     series=[("2025-01-06", "2025-01-06")])
     >>> [t.name for t in fig.data]
-    ['T-score', 'Infusion']
+    ['T-score', 'Baseline', 'Baseline ± 3.5: no meaningful change', 'Infusion']
     """
     name = label(domain)
     data = assessments
@@ -561,8 +776,13 @@ def patient_trajectory_figure(
     if data.empty:
         return empty_figure(title or f"{name}: no scores recorded yet")
     t = data["t_score"].to_numpy(float)
-    y_low = min(20.0, float(np.nanmin(t)) - 5)
-    y_high = max(80.0, float(np.nanmax(t)) + 5)
+    days = pd.to_datetime(data["assessed_on"])
+    table = _series_table(series)
+    segments = baseline_segments(data, table)
+    shots = _infusion_table(infusions, table)
+    levels = [*t, *segments["baseline_t"]]
+    y_low = min(20.0, float(np.nanmin(levels)) - 5)
+    y_high = max(80.0, float(np.nanmax(levels)) + 5)
     fig = go.Figure()
     # Band edges in worsening order: up the axis for symptoms, down it for function.
     edges = ([y_low, *sorted(cut_points), y_high] if higher_is_worse
@@ -574,31 +794,62 @@ def patient_trajectory_figure(
                       line_width=0, layer="below", annotation_text=band_labels[k],
                       annotation_position="top right" if higher_is_worse else "bottom right",
                       annotation_font={"size": 10, "color": "#666666"})
-    if baseline_t is not None and mcid is not None:
-        fig.add_hrect(y0=baseline_t - mcid, y1=baseline_t + mcid, fillcolor=MCID_BAND_FILL, line_width=0,
-                      layer="below", annotation_text=f"baseline ± {mcid:g}: no meaningful change",
-                      annotation_position="top left", annotation_font={"size": 10, "color": "#0072B2"})
-    if baseline_t is not None:
-        fig.add_hline(y=baseline_t, line=BASELINE_LINE)
-    for j, (first, last) in enumerate(series, start=1):
-        fig.add_vrect(x0=pd.Timestamp(first), x1=pd.Timestamp(last) + pd.Timedelta(hours=12),
-                      fillcolor=INFUSION_FILL, line_width=0, layer="below", annotation_text=f"Series {j}",
-                      annotation_position="top left")
+    # A segment scored and ended on one day still shows: half a day either side.
+    half = pd.Timedelta(hours=12)
+    starts = [x0 - half if x1 <= x0 else x0 for x0, x1 in zip(segments["x0"], segments["x1"])]
+    ends = [x1 + half if x1 <= x0 else x1 for x0, x1 in zip(segments["x0"], segments["x1"])]
+    if mcid is not None:
+        for x0, x1, b in zip(starts, ends, segments["baseline_t"]):
+            fig.add_shape(type="rect", xref="x", yref="y", x0=x0, x1=x1, y0=b - mcid, y1=b + mcid,
+                          fillcolor=MCID_BAND_FILL, line_width=0, layer="below", name=BASELINE_BAND_NAME)
+    for s in table.itertuples():  # over the scores and the infusion strip
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=s.first_infusion - half,
+                      x1=s.last_infusion + half, y0=0, y1=1, fillcolor=INFUSION_FILL, line_width=0,
+                      layer="below", name="series")
+        fig.add_annotation(x=s.first_infusion - half, y=1, xref="x", yref="paper",
+                           text=f"Series {s.series_number}", showarrow=False, xanchor="left", yanchor="top",
+                           font={"size": 11})
     bands = [_band_of(v, cut_points, band_labels, higher_is_worse) for v in t]
-    hover = [f"{d:%Y-%m-%d}: T {v:.1f}" + (f" ({b})" if b else "")
-             for d, v, b in zip(pd.to_datetime(data["assessed_on"]), t, bands)]
-    fig.add_trace(go.Scatter(x=data["assessed_on"], y=t, mode="lines+markers", name="T-score",
+    changes = data["change"] if "change" in data else pd.Series(np.nan, index=data.index)
+    base_on = (pd.to_datetime(data["baseline_on"]) if "baseline_on" in data
+               else pd.Series(pd.NaT, index=data.index))
+    deltas = [change_delta(c, higher_is_worse=higher_is_worse, is_baseline=d == on).text
+              for c, d, on in zip(changes, days, base_on)]
+    hover = [f"{d:%d %b %Y}: T {v:.1f}" + (f" ({b})" if b else "") + (f"<br>{c}" if c else "")
+             for d, v, b, c in zip(days, t, bands, deltas)]
+    fig.add_trace(go.Scatter(x=days, y=t, mode="lines+markers", name="T-score",
                              line={"color": PALETTE[0], "width": 2}, hovertext=hover, hoverinfo="text"))
-    if len(infusion_dates):
-        days = pd.to_datetime(pd.Series(list(infusion_dates)))
-        fig.add_trace(go.Scatter(x=days, y=[y_low + 1.5] * len(days), mode="markers", name="Infusion",
-                                 marker=INFUSION_MARKER, hovertext=[f"infusion {d:%Y-%m-%d}" for d in days],
-                                 hoverinfo="text"))
+    for i, seg in enumerate(segments.itertuples()):
+        text = f"{seg.label}: T {seg.baseline_t:.1f}, scored {seg.baseline_on:%d %b %Y}"
+        fig.add_trace(go.Scatter(x=[starts[i], ends[i]], y=[seg.baseline_t] * 2, mode="lines",
+                                 name="Baseline", line=BASELINE_LINE, legendgroup="baseline",
+                                 showlegend=i == 0, hovertext=[text, text], hoverinfo="text"))
+    if mcid is not None and len(segments):  # the bands are shapes: named in the legend by an empty trace
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", hoverinfo="skip",
+                                 name=f"Baseline ± {mcid:g}: no meaningful change",
+                                 marker={"symbol": "square", "size": 14, "color": MCID_LEGEND_FILL}))
+    layout: dict[str, Any] = {}
+    if len(shots):
+        n_of = shots.groupby("group")["k"].transform("max")
+        hover = [f"{d:%d %b %Y}: infusion {k} of series {int(n)} ({m} in the series)" if pd.notna(n)
+                 else f"{d:%d %b %Y}: infusion {k} of {m} (no series recorded)"
+                 for d, k, m, n in zip(shots["infused_on"], shots["k"], n_of, shots["series_number"])]
+        fig.add_trace(go.Scatter(x=shots["infused_on"], y=shots["k"], yaxis="y2", mode="markers",
+                                 name="Infusion", marker=INFUSION_MARKER, hovertext=hover, hoverinfo="text"))
+        depth = int(shots["k"].max())
+        layout = {"yaxis": {"domain": PLOT_DOMAIN},
+                  "yaxis2": {"domain": RUG_DOMAIN, "range": [depth + 0.8, 0.2], "showticklabels": False,
+                             "showgrid": False, "zeroline": False, "fixedrange": True,
+                             "title": {"text": "Infusions", "font": {"size": 11}}},
+                  "xaxis": {"anchor": "y2"}}
     direction = "higher is worse" if higher_is_worse else "higher is better"
-    fig.update_layout(title=title or name, height=400, hovermode="closest",
-                      legend={"orientation": "h", "y": -0.2}, margin={"t": 60, "r": 20, "l": 60, "b": 60})
-    fig.update_yaxes(title_text=f"T-score ({direction})", range=[y_low, y_high])
-    fig.update_xaxes(title_text="Date")
+    parts = [days, segments["x0"], shots["infused_on"], table["first_infusion"], table["last_infusion"]]
+    all_days = pd.to_datetime(pd.concat([p for p in parts if len(p)], ignore_index=True)).dropna()
+    fig.update_layout(title=title or name, height=440, hovermode="closest",
+                      legend={"orientation": "h", "y": -0.2}, margin={"t": 60, "r": 20, "l": 60, "b": 60},
+                      **layout)
+    fig.layout.yaxis.update(title_text=f"T-score ({direction})", range=[y_low, y_high])
+    fig.layout.xaxis.update(_date_axis(all_days, days.iloc[0]))
     return fig
 
 

@@ -154,20 +154,161 @@ def test_completion_figure_has_a_bar_trace_per_domain():
     assert len(figures.completion_figure(completion.iloc[0:0]).data) == 0
 
 
+BANDS = {"cut_points": (55, 60, 70), "band_labels": ("within normal limits", "mild", "moderate", "severe")}
+DAY_MS = 86_400_000
+
+
+def two_series_record():
+    """Depression scores over two series, each with its own baseline (as clinic.patient_record gives them)."""
+    series = pd.DataFrame({"series_id": [11, 12], "series_number": [1, 2],
+                           "first_infusion": pd.to_datetime(["2025-01-06", "2025-04-07"]),
+                           "last_infusion": pd.to_datetime(["2025-01-10", "2025-04-11"])})
+    days = pd.to_datetime(["2025-01-03", "2025-01-20", "2025-03-03", "2025-04-04", "2025-04-21",
+                           "2025-05-19"])
+    scores = pd.DataFrame({"assessed_on": days, "domain": "depression",
+                           "t_score": [66.0, 60.0, 63.0, 65.0, 58.0, 57.5],
+                           "baseline_on": pd.to_datetime(["2025-01-03"] * 4 + ["2025-04-04"] * 2),
+                           "baseline_t": [66.0] * 4 + [65.0] * 2})
+    infusions = pd.DataFrame({"series_id": [11] * 5 + [12] * 5,
+                              "infused_on": [*pd.date_range("2025-01-06", periods=5),
+                                             *pd.date_range("2025-04-07", periods=5)]})
+    return scores.assign(change=scores["t_score"] - scores["baseline_t"]), series, infusions
+
+
 def test_patient_trajectory_figure_draws_bands_baseline_and_infusions():
-    scores = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-01-06", "2025-01-13", "2025-02-10"]),
-                           "domain": "depression", "t_score": [64.0, 58.5, 61.0]})
-    fig = figures.patient_trajectory_figure(
-        scores, "depression", baseline_t=64.0, mcid=3.5, cut_points=(55, 60, 70),
-        band_labels=("within normal limits", "mild", "moderate", "severe"),
-        infusion_dates=["2025-01-06", "2025-01-07"], series=[("2025-01-06", "2025-01-10")])
-    assert [t.name for t in fig.data] == ["T-score", "Infusion"]
+    scores, series, infusions = two_series_record()
+    fig = figures.patient_trajectory_figure(scores, "depression", mcid=3.5, infusions=infusions,
+                                            series=series, **BANDS)
+    assert [t.name for t in fig.data] == ["T-score", "Baseline", "Baseline",
+                                         "Baseline ± 3.5: no meaningful change", "Infusion"]
     labels = [a.text for a in fig.layout.annotations]
     assert labels[:4] == ["within normal limits", "mild", "moderate", "severe"]
-    assert "baseline ± 3.5: no meaningful change" in labels and "Series 1" in labels
-    assert len(fig.layout.shapes) == 4 + 1 + 1 + 1  # severity bands, change band, baseline line, series
+    assert {"Series 1", "Series 2"} <= set(labels)
     assert fig.layout.yaxis.title.text == "T-score (higher is worse)"
-    assert "(mild)" in fig.data[0].hovertext[1]
+    assert fig.data[0].hovertext[0] == "03 Jan 2025: T 66.0 (moderate)<br>baseline score"
+    assert fig.data[0].hovertext[1] == "20 Jan 2025: T 60.0 (moderate)<br>-6.0 since baseline"
+
+
+def test_each_series_has_its_own_baseline_line_and_band():
+    scores, series, infusions = two_series_record()
+    fig = figures.patient_trajectory_figure(scores, "depression", mcid=3.5, infusions=infusions,
+                                            series=series, **BANDS)
+    lines = [t for t in fig.data if t.name == "Baseline"]
+    # Series 1: its baseline from the day it was scored until series 2's baseline was scored (3 days
+    # before series 2); series 2: from its baseline to the last score. Not the latest over the whole span.
+    assert [list(t.y) for t in lines] == [[66.0, 66.0], [65.0, 65.0]]
+    assert [[pd.Timestamp(x) for x in t.x] for t in lines] == [
+        [pd.Timestamp("2025-01-03"), pd.Timestamp("2025-04-04")],
+        [pd.Timestamp("2025-04-04"), pd.Timestamp("2025-05-19")]]
+    assert [t.showlegend for t in lines] == [True, False]
+    assert "Series 1 baseline: T 66.0, scored 03 Jan 2025" in lines[0].hovertext[0]
+    assert "Series 2 baseline: T 65.0" in lines[1].hovertext[0]
+    bands = [s for s in fig.layout.shapes if s.name == figures.BASELINE_BAND_NAME]
+    assert [(s.y0, s.y1) for s in bands] == [(62.5, 69.5), (61.5, 68.5)]
+    assert [(pd.Timestamp(s.x0), pd.Timestamp(s.x1)) for s in bands] == [
+        (pd.Timestamp("2025-01-03"), pd.Timestamp("2025-04-04")),
+        (pd.Timestamp("2025-04-04"), pd.Timestamp("2025-05-19"))]
+    assert len([s for s in fig.layout.shapes if s.name == "series"]) == 2
+
+
+def test_baseline_segments_end_where_the_next_series_starts():
+    scores = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-01-06", "2025-02-03", "2025-03-10"]),
+                           "t_score": [64.0, 58.0, 61.0],
+                           # series 2 (from 2025-03-03) has no score in the 28 days before it: no baseline
+                           "baseline_on": pd.to_datetime(["2025-01-06", "2025-01-06", None]),
+                           "baseline_t": [64.0, 64.0, np.nan]})
+    seg = figures.baseline_segments(scores, [("2025-01-06", "2025-01-10"), ("2025-03-03", "2025-03-07")])
+    assert seg[["label", "baseline_t"]].values.tolist() == [["Series 1 baseline", 64.0]]
+    assert (seg["x0"].iloc[0], seg["x1"].iloc[0]) == (pd.Timestamp("2025-01-06"), pd.Timestamp("2025-03-03"))
+    # Before any series the first score is the baseline; series 1's own baseline takes over from its date.
+    before = pd.DataFrame({"assessed_on": pd.to_datetime(["2024-11-01", "2024-12-20", "2025-01-20"]),
+                           "t_score": [70.0, 66.0, 60.0],
+                           "baseline_on": pd.to_datetime(["2024-11-01", "2024-11-01", "2024-12-20"]),
+                           "baseline_t": [70.0, 70.0, 66.0]})
+    seg = figures.baseline_segments(before, [("2025-01-06", "2025-01-10")])
+    assert seg["label"].tolist() == ["Baseline (first score)", "Series 1 baseline"]
+    assert seg["x1"].tolist() == [pd.Timestamp("2024-12-20"), pd.Timestamp("2025-01-20")]
+    assert figures.baseline_segments(before.drop(columns=["baseline_on", "baseline_t"])).empty
+
+
+def test_five_infusions_in_one_week_are_five_distinct_markers():
+    scores, series, infusions = two_series_record()
+    for span in (pd.Timedelta(days=180), pd.Timedelta(days=730)):  # a 6-month and a 2-year chart
+        late = scores.assign(assessed_on=scores["assessed_on"].where(scores.index < 5,
+                                                                     pd.Timestamp("2025-01-03") + span))
+        fig = figures.patient_trajectory_figure(late, "depression", mcid=3.5, infusions=infusions,
+                                                series=series, **BANDS)
+        marks = next(t for t in fig.data if t.name == "Infusion")
+        points = list(zip(pd.to_datetime(list(marks.x)), marks.y))
+        assert len(points) == 10 and len(set(points)) == 10
+        first = points[:5]
+        assert len({x for x, _ in first}) == 5  # a day apart on the date axis ...
+        assert [y for _, y in first] == [1, 2, 3, 4, 5]  # ... and a row apart on the strip: never one blob
+        assert marks.yaxis == "y2" and fig.layout.yaxis2.domain[1] < fig.layout.yaxis.domain[0]
+        assert list(marks.hovertext[:2]) == ["06 Jan 2025: infusion 1 of series 1 (5 in the series)",
+                                             "07 Jan 2025: infusion 2 of series 1 (5 in the series)"]
+        assert marks.hovertext[7] == "09 Apr 2025: infusion 3 of series 2 (5 in the series)"
+    # Dates only, without series: numbered within runs of infusions no more than two weeks apart.
+    fig = figures.patient_trajectory_figure(scores, "depression", infusions=list(infusions["infused_on"]))
+    marks = next(t for t in fig.data if t.name == "Infusion")
+    assert list(marks.y) == [1, 2, 3, 4, 5] * 2
+
+
+def test_a_single_score_has_a_date_axis_of_whole_days():
+    one = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-03-12"]), "t_score": [58.0],
+                        "baseline_on": pd.to_datetime(["2025-03-12"]), "baseline_t": [58.0]})
+    for fig in (figures.patient_trajectory_figure(one, "depression", mcid=3.5, **BANDS),
+                figures.patient_trajectory_figure(one.iloc[:, :2], "depression")):
+        axis = fig.layout.xaxis
+        x0, x1 = (pd.Timestamp(x) for x in axis.range)
+        assert x1 - x0 >= pd.Timedelta(days=14) and x0 < pd.Timestamp("2025-03-12") < x1
+        # Two weeks of whole days (not 23:59:59.999 to 00:00:00.0005), half a day more each side.
+        assert (x0, x1) == (pd.Timestamp("2025-03-04 12:00"), pd.Timestamp("2025-03-19 12:00"))
+        assert axis.type == "date" and axis.tickformat == "%d %b %Y" and "%H" not in axis.tickformat
+        assert axis.tickmode == "linear" and axis.dtick == 7 * DAY_MS and pd.Timestamp(axis.tick0) == \
+            pd.Timestamp("2025-03-12")
+        assert axis.minor.dtick == DAY_MS
+    # Scores a few days apart: the same; a long span lets plotly choose ticks, but labels them by day at most.
+    few = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-03-12", "2025-03-14", "2025-03-17"]),
+                        "t_score": [58.0, 57.0, 55.0]})
+    axis = figures.patient_trajectory_figure(few, "depression").layout.xaxis
+    assert axis.dtick == 7 * DAY_MS and pd.Timestamp(axis.range[1]) - pd.Timestamp(axis.range[0]) >= \
+        pd.Timedelta(days=14)
+    scores, series, infusions = two_series_record()
+    axis = figures.patient_trajectory_figure(scores, "depression", series=series).layout.xaxis
+    assert axis.dtick is None and [s.value for s in axis.tickformatstops] == ["%d %b %Y", "%b %Y", "%Y"]
+    assert axis.tickformatstops[0].dtickrange[0] is None  # even zoomed in to hours: dates, not times
+
+
+def test_a_single_score_is_its_own_baseline_drawn_as_a_short_segment():
+    one = pd.DataFrame({"assessed_on": pd.to_datetime(["2025-03-12"]), "t_score": [58.0],
+                        "baseline_on": pd.to_datetime(["2025-03-12"]), "baseline_t": [58.0]})
+    fig = figures.patient_trajectory_figure(one, "depression", mcid=3.5, **BANDS)
+    line = next(t for t in fig.data if t.name == "Baseline")
+    assert [pd.Timestamp(x) for x in line.x] == [pd.Timestamp("2025-03-11 12:00"),
+                                                 pd.Timestamp("2025-03-12 12:00")]
+
+
+@pytest.mark.parametrize(("change", "higher_is_worse", "expected"), [
+    (0.0, True, ("0.0 since baseline", "off", "off")),         # +0.0: no arrow, grey
+    (0.04, False, ("0.0 since baseline", "off", "off")),       # rounds to 0.0
+    (-0.04, True, ("0.0 since baseline", "off", "off")),       # never "-0.0"
+    (-5.0, True, ("-5.0 since baseline", "inverse", "auto")),  # depression falls: green, arrow down
+    (5.0, True, ("+5.0 since baseline", "inverse", "auto")),   # depression rises: red, arrow up
+    (4.25, False, ("+4.3 since baseline", "normal", "auto")),  # function rises: green
+    (-3.0, False, ("-3.0 since baseline", "normal", "auto")),  # function falls: red
+    (None, True, (None, "off", "off")),                        # no baseline: no delta, never "None"
+    (np.nan, False, (None, "off", "off")),
+    (pd.NA, True, (None, "off", "off")),
+])
+def test_change_delta_text_arrow_and_colour(change, higher_is_worse, expected):
+    assert tuple(figures.change_delta(change, higher_is_worse=higher_is_worse)) == expected
+
+
+def test_change_delta_of_the_baseline_score_itself():
+    delta = figures.change_delta(0.0, higher_is_worse=True, is_baseline=True)
+    assert delta == ("baseline score", "off", "off")
+    assert figures.change_delta(np.nan, higher_is_worse=True, is_baseline=True).text is None
 
 
 def test_patient_trajectory_figure_for_function_and_for_no_scores():

@@ -10,7 +10,7 @@ import pandas as pd
 from outcomes import auth, clinic, instruments, storage
 from outcomes.settings import load_settings
 from tests.conftest import PASSWORD
-from tests.page_helpers import charts, messages, new_session, seen, sign_in, values
+from tests.page_helpers import charts, messages, new_session, seen, sign_in, texts, values
 from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
 
 PAGE = "app_pages/progress.py"
@@ -60,7 +60,8 @@ def test_one_chart_per_domain_with_baseline_series_and_severity_bands(app_as, cl
         assert values(trace["y"]) == own[own["domain"] == domain]["t_score"].tolist()
         notes = [a.get("text", "") for a in figure["layout"].get("annotations", [])]
         assert "Series 1" in notes
-        assert any(n.startswith("baseline ± ") for n in notes)
+        assert [t["name"] for t in figure["data"]][1:] == [   # one series, one baseline
+            "Baseline", f"Baseline ± {load_settings().mcid[domain]:g}: no meaningful change"]
         assert len(notes) > 3                                          # severity band labels
 
 
@@ -111,3 +112,44 @@ def test_before_any_check_in_the_page_says_what_will_appear(clinic_db):
     assert messages(at, "info") == ["No check-in yet: the first one can be done now.",
                                     "Your scores will appear here after your first check-in."]
     assert not at.get("plotly_chart")
+
+
+def test_a_single_score_shows_no_plus_zero_red_arrow_and_no_none(clinic_db):
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    db, now = clinic_db.open(), datetime.now(UTC)
+    settings = load_settings()
+    clinic.enrol_patient(db, clinic_db.users["clinician"], patient_id="P100", today=now.date(), now=now,
+                         settings=settings)
+    clinic.submit_checkin(db, clinic_db.users["clinician"], patient_id="P100",
+                          answers={f.key: {i.item_id: 3 for i in f.items} for f in FORMS},
+                          assessed_on=now.date(), today=now.date(), now=now, settings=settings)
+    pam = auth.create_user(db, clinic_db.users["admin"], username="pam.patient", role="patient",
+                           password=PASSWORD, patient_id="P100", now=now)
+    storage.update_user(db, pam.id, must_change_password=False)
+    at = sign_in(new_session().run(), "pam.patient", PASSWORD)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert len(at.metric) == 3
+    for metric in at.metric:                          # the one score is its own baseline: said so, in grey
+        assert metric.proto.delta == "baseline score"
+        assert metric.proto.color == MetricProto.MetricColor.GRAY
+        assert metric.proto.direction == MetricProto.MetricDirection.NONE
+        assert "None" not in metric.proto.delta + metric.proto.help and "+0.0" not in metric.proto.delta
+    assert not any("None" in t for t in texts(at))
+    for figure in charts(at):                         # whole days on the date axis, not hours
+        axis = figure["layout"]["xaxis"]
+        x0, x1 = (pd.Timestamp(x) + pd.Timedelta(hours=12) for x in axis["range"])  # half a day of margin
+        assert x1 - x0 >= pd.Timedelta(days=14) and x0 == x0.normalize()
+        assert axis["tickformat"] == "%d %b %Y" and axis["dtick"] == 7 * 86_400_000
+        assert "None" not in json.dumps(figure)
+
+
+def test_an_improvement_is_green_whichever_way_the_domain_improves(app_as):
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    at = app_as("patient", PAGE)  # P001 improved on all three: symptoms fell, function rose
+    deltas = [(m.proto.delta[0], m.proto.color, m.proto.direction) for m in at.metric]
+    assert deltas == [("-", MetricProto.MetricColor.GREEN, MetricProto.MetricDirection.DOWN),
+                      ("-", MetricProto.MetricColor.GREEN, MetricProto.MetricDirection.DOWN),
+                      ("+", MetricProto.MetricColor.GREEN, MetricProto.MetricDirection.UP)]
