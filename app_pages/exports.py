@@ -19,7 +19,8 @@ CHOICES = {
                 "(Table 1), with small counts hidden. For reports and slides."),
     "fhir": ("FHIR R4 Observations, de-identified", "One Observation per T-score (LOINC-coded), with "
              "pseudonyms and days instead of dates. For registries and FHIR tools."),
-    "identified": ("Identified dataset", "Patient IDs, birth years, dates of care and notes. Only for a "
+    "identified": ("Identified dataset", "Patient IDs, birth years, dates of care, notes, dispositions and "
+                   "the record's history of corrections (who changed what, when and why). Only for a "
                    "documented purpose; your reason is kept in the audit log."),
     "fhir_identified": ("FHIR R4 Observations, identified", "Patient IDs and questionnaire dates. Only for "
                         "a documented purpose; your reason is kept in the audit log."),
@@ -71,6 +72,9 @@ with st.expander("What de-identified means here"):
         "* **Age** is a band (18–29 … 80–89, 90+) at the first infusion; the birth year is not exported.\n"
         f"* **Notes** and staff names are left out. Diagnoses and protocols of 1 to {cells} patients become "
         f"'{exports.OTHER}'.\n"
+        "* **Corrections** are applied: voided entries, planned or cancelled series and replaced scores are "
+        "left out. A patient's disposition (withdrawn, lost to follow-up…) is kept without its date or "
+        "reason; the history of corrections is only in the identified dataset.\n"
         f"* **Summary tables**: “{marker}” replaces a count from 1 to {cells}; “{disclosure.HIDDEN}” a value "
         "hidden so that such a count cannot be worked out from the others (its own value may be large). "
         "The README in each file repeats this, with the thresholds and the data cut.")

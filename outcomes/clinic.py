@@ -163,7 +163,7 @@ class PatientRecord:
     what was given and not voided (what analyses count); ``all_series`` adds planned, cancelled and voided
     series (``state``, ``voided``), ``all_infusions`` and ``all_adverse_events`` the voided ones,
     ``replaced_assessments`` the scores replaced by a later entry or correction or voided, and
-    ``changes`` the trail of corrections (:func:`record_history`). For a patient viewing their own
+    ``changes`` the trail of corrections with ``summary`` in words (as :func:`record_history`). For a patient viewing their own
     record, ``alerts``, ``changes`` and the voided rows are empty: patients' screens never hint at triage.
     """
 
@@ -576,12 +576,30 @@ def record_history(db: storage.Database, actor: User, patient_id: str, *, record
     """
     user = require_patient_access(db, actor, patient_id, action="view_record_history", patient_self=False)
     _require_patient(db, patient_id)
-    changes = storage.load_record_changes(db, patient_id, record=record, record_id=record_id)
-    summary = [", ".join(f"{k}: {_shown(b.get(k))} → {_shown(v)}" for k, v in a.items())
-               for b, a in zip(changes["before"], changes["after"])]
+    changes = _with_summary(storage.load_record_changes(db, patient_id, record=record, record_id=record_id))
     storage.append_audit(db, actor=user.username, action="view_record_history", patient_id=patient_id,
                          details={"record": record, "record_id": record_id})
-    return changes.assign(summary=summary)
+    return changes
+
+
+#: Field names in words, for the record's history.
+FIELD_LABELS = {
+    "diagnosis": "diagnosis", "sex": "sex", "birth_year": "birth year", "enrolled_on": "enrolled on",
+    "first_infusion": "first infusion", "last_infusion": "last infusion", "infusions": "infusions",
+    "protocol": "protocol", "dose_mg_per_kg": "dose (mg/kg)", "notes": "notes", "infused_on": "date",
+    "duration_min": "duration (min)", "kind": "event", "severity": "severity", "action": "action taken",
+    "description": "description", "assessed_on": "date", "t_score": "T-score", "se": "SE",
+    "state": "status", "voided": "voided", "disposition": "disposition", "disposition_on": "since",
+    "disposition_reason": "reason",
+    **{name: label for name, (label, *_rest) in storage.VITALS.items()},
+}
+
+
+def _with_summary(changes: pd.DataFrame) -> pd.DataFrame:
+    """The trail with ``summary``: each change in words ("dose (mg/kg): 0.5 → 0.35")."""
+    summary = [", ".join(f"{FIELD_LABELS.get(k, k)}: {_shown(b.get(k))} → {_shown(v)}" for k, v in a.items())
+               for b, a in zip(changes["before"], changes["after"])]
+    return changes.assign(summary=pd.Series(summary, index=changes.index, dtype=object))
 
 
 def _shown(value: Any) -> str:
@@ -871,7 +889,7 @@ def patient_record(db: storage.Database, actor: User, patient_id: str, *,
     events = storage.load_adverse_events(db, patient_id, every=True)
     replaced = storage.load_assessments(db, patient_id=patient_id, include_superseded=True)
     replaced = replaced[replaced["superseded_by"].notna()].reset_index(drop=True)
-    changes = storage.load_record_changes(db, patient_id)
+    changes = _with_summary(storage.load_record_changes(db, patient_id))
     if user.role == "patient":
         alerts, changes, replaced = alerts.iloc[0:0], changes.iloc[0:0], replaced.iloc[0:0]
         every = every[~every["voided"] & (every["state"] != "cancelled")]

@@ -7,9 +7,15 @@ De-identification (``docs/privacy.md``, HIPAA Safe Harbor): patient IDs become :
 (HMAC-SHA256 keyed with the database's own secret, so nobody can recompute them from the clinic's IDs);
 dates become days since the episode's first infusion; the birth year becomes an age band with 90+
 collapsed; free-text notes, staff names and internal row ids are dropped; diagnosis, sex and protocol
-stay, with categories of 1 to ``small_cell_max`` patients pooled into "Other". Summary tables go
-through the small-cell rules of :mod:`outcomes.disclosure`. Text written to CSV or Excel is
-neutralised against formula injection (:func:`neutralise`).
+stay, with categories of 1 to ``small_cell_max`` patients pooled into "Other"; a patient's disposition
+stays as its category only (no date, no reason). Summary tables go through the small-cell rules of
+:mod:`outcomes.disclosure`. Text written to CSV or Excel is neutralised against formula injection
+(:func:`neutralise`).
+
+Every export follows the corrected record (the storage reads' defaults): voided records, planned and
+cancelled series (no infusion given) and replaced scores are left out, corrected values go in. The
+identified dataset also carries the trail of corrections, voids, cancellations and dispositions
+(``record_changes``); a de-identified file never does.
 
 Example
 -------
@@ -96,25 +102,60 @@ DEFINITIONS: Mapping[str, str] = MappingProxyType({
     "last_infusion": "date of the last infusion of the series (identified exports only)",
     "assessed_on": "date of the questionnaire (identified exports only)",
     "notes": "free-text notes of the series (identified exports only)",
+    "disposition": "the patient's disposition when the file was made (not as of the data cut): active, "
+                   "discharged (follow-up complete), withdrawn, lost_to_follow_up or deceased; the same on "
+                   "each of the patient's episodes",
+    "disposition_on": "date of the disposition (identified exports only; empty: never changed from active)",
+    "disposition_reason": "free-text reason of the disposition (identified exports only)",
+    "at": "when the change was made (UTC)",
+    "actor": "user name of whoever made the change",
+    "record": "the kind of record changed: patient, series, infusion, adverse_event or assessment",
+    "record_id": "the clinic database's id of the record changed, linking the changes of one record (for a "
+                 "patient an internal number; patient_id names the patient); a corrected assessment is a new "
+                 "row, so a later change of it has the new row's id",
+    "action": "correct (fields changed), void (entered in error: left out of every analysis and export), "
+              "cancel (a planned series called off before any infusion) or disposition",
+    "before": "the changed fields before the change, as JSON ({\"field\": value}; dates as YYYY-MM-DD)",
+    "after": "the same fields after the change, as JSON",
+    "reason": "why the change was made, as entered (free text)",
 })
+
+#: The tables of the analysis dataset, for the README (``record_changes`` only in the identified one).
+TABLES: Mapping[str, str] = MappingProxyType({
+    "episodes": "one row per infusion series given, not voided (planned and cancelled series, with no "
+                "infusion given, are not episodes)",
+    "scores": "one row per episode and active score (replaced and voided scores are left out; a corrected "
+              "score appears once, with its corrected values)",
+    "record_changes": "the trail of every correction, void, cancellation and disposition, oldest first: "
+                      "complete up to the moment the file was made, not cut at as_of, since corrections "
+                      "change the exported values whatever the cut",
+})
+#: What a record change holds, in file order (``storage.CHANGE_COLUMNS`` without the trail's own row id).
+CHANGE_COLUMNS = ("at", "actor", "patient_id", "record", "record_id", "action", "before", "after", "reason")
 
 
 @dataclass(frozen=True)
 class Source:
-    """Everything an export reads, as the storage read contracts return it."""
+    """Everything an export reads, as the storage read contracts return it.
+
+    ``series`` holds only series given and not voided, ``assessments`` only active scores (their
+    reads' defaults); ``changes`` is ``storage.load_record_changes`` (none by default).
+    """
 
     patients: pd.DataFrame
     series: pd.DataFrame
     assessments: pd.DataFrame
     secret: str
+    changes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=storage.CHANGE_COLUMNS))
 
 
 def load_source(db: Any) -> Source:
-    """Read patients, series, active scores and the pseudonym secret of ``db``."""
+    """Read patients, series given, active scores, the record's trail and the pseudonym secret of ``db``."""
     secret = storage.get_meta(db, "secret")
     if not secret:
         raise ConfigError("This database has no pseudonym secret; run `python -m outcomes init` on it")
-    return Source(storage.load_patients(db), storage.load_series(db), storage.load_assessments(db), secret)
+    return Source(storage.load_patients(db), storage.load_series(db), storage.load_assessments(db), secret,
+                  storage.load_record_changes(db))
 
 
 @dataclass(frozen=True)
@@ -196,11 +237,13 @@ def _day(value: date | str | None, name: str) -> pd.Timestamp:
 
 def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
                    settings: Settings) -> dict[str, pd.DataFrame]:
-    """The analysis dataset: ``episodes`` (one row per series) and ``scores`` (episode × domain × score).
+    """The analysis dataset: ``episodes`` (one row per series) and ``scores`` (episode × domain × score),
+    and for the identified dataset ``record_changes`` (:func:`change_table`).
 
     A score belongs to an episode from ``baseline_days`` before its first infusion to the end of its
     follow-up (the day before the next series, and the data cut), so a score may appear under two
-    episodes. Series starting after ``as_of`` and scores dated after it are left out.
+    episodes. Series starting after ``as_of`` and scores dated after it are left out. The patient's
+    disposition is the current one; de-identified, its category only.
     """
     cut = _day(as_of, "as_of")
     patients = source.patients.set_index("patient_id")
@@ -211,6 +254,9 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
     eps = eps.assign(
         diagnosis=eps["patient_id"].map(patients["diagnosis"]), sex=eps["patient_id"].map(patients["sex"]),
         birth_year=eps["patient_id"].map(patients["birth_year"]).astype("Int64"),
+        disposition=eps["patient_id"].map(patients["disposition"]),
+        disposition_on=eps["patient_id"].map(patients["disposition_on"]),
+        disposition_reason=eps["patient_id"].map(patients["disposition_reason"]),
         last_infusion_day=(last - first).dt.days.astype("Int64"),
         next_episode_day=(nxt - first).dt.days.where(nxt <= cut).astype("Int64"),
         episode=eps["series_number"].astype("Int64"))
@@ -236,8 +282,8 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
                          age_band=_age_bands(eps["birth_year"], eps["first_infusion"]),
                          diagnosis=pool_rare(eps["diagnosis"], eps["patient_id"], threshold),
                          protocol=pool_rare(eps["protocol"], eps["patient_id"], threshold))
-        episodes = eps[["pseudonym", "episode", "diagnosis", "sex", "age_band", "protocol", "infusions",
-                        "dose_mg_per_kg", "last_infusion_day", "next_episode_day", *windows]]
+        episodes = eps[["pseudonym", "episode", "diagnosis", "sex", "age_band", "disposition", "protocol",
+                        "infusions", "dose_mg_per_kg", "last_infusion_day", "next_episode_day", *windows]]
         joined = joined.assign(pseudonym=_pseudonyms(joined["patient_id"], source.secret))
         long = joined[["pseudonym", "episode", "domain", "day", "t_score", "se", "form", "method", "source",
                        "used_as"]]
@@ -245,12 +291,25 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
         episodes = episodes.sort_values(["pseudonym", "episode"], kind="stable")
         long = long.sort_values(["pseudonym", "episode", "domain", "day"], kind="stable")
     else:
-        episodes = eps[["patient_id", "episode", "birth_year", "diagnosis", "sex", "protocol",
-                        "first_infusion", "last_infusion", "infusions", "dose_mg_per_kg", "notes",
-                        "last_infusion_day", "next_episode_day", *windows]]
+        episodes = eps[["patient_id", "episode", "birth_year", "diagnosis", "sex", "disposition",
+                        "disposition_on", "disposition_reason", "protocol", "first_infusion", "last_infusion",
+                        "infusions", "dose_mg_per_kg", "notes", "last_infusion_day", "next_episode_day",
+                        *windows]]
         long = joined[["patient_id", "episode", "assessed_on", "day", "domain", "t_score", "se", "form",
                        "method", "source", "used_as"]]
-    return {"episodes": episodes.reset_index(drop=True), "scores": long.reset_index(drop=True)}
+    tables = {"episodes": episodes.reset_index(drop=True), "scores": long.reset_index(drop=True)}
+    if not deidentified:
+        tables["record_changes"] = change_table(source.changes)
+    return tables
+
+
+def change_table(changes: pd.DataFrame) -> pd.DataFrame:
+    """The record's trail as exported (identified only): :data:`CHANGE_COLUMNS`, ``before`` and ``after``
+    as JSON text, oldest first. It holds staff names, free-text reasons and exact dates and moments."""
+    out = changes.loc[:, list(CHANGE_COLUMNS)].copy()
+    for column in ("before", "after"):
+        out[column] = out[column].map(lambda v: json.dumps(v, ensure_ascii=False), na_action="ignore")
+    return out.reset_index(drop=True)
 
 
 def _uses(eps: pd.DataFrame, scores: pd.DataFrame, cut: pd.Timestamp, settings: Settings) -> pd.DataFrame:
@@ -486,6 +545,8 @@ def _readme(kind: str, *, deidentified: bool, as_of: date, series: str, settings
         ("as_of", f"{as_of:%Y-%m-%d}: data cut; scores after it and series starting after it are left out"),
         ("generated", f"{generated_at:%Y-%m-%d %H:%M} UTC"),
         ("caveat", "Observed outcomes of an uncontrolled cohort, not treatment effects (docs/methods.md)."),
+        ("records", "as corrected: voided records, planned and cancelled series (no infusion given) and "
+                    "replaced scores are left out; corrected values are used"),
         ("", "Thresholds and windows"),
         ("meaningful change", f"{MCID_PRESET_LABELS.get(settings.mcid_preset, settings.mcid_preset)}: " +
          ", ".join(f"{d} {v:.1f}" for d, v in settings.mcid.items()) + " T points; improved = a change "
@@ -519,6 +580,8 @@ def _readme(kind: str, *, deidentified: bool, as_of: date, series: str, settings
              f"{cells} episodes are pooled into '{OTHER}'"),
         ]
     if kind == "dataset":
+        lines.append(("", "Tables"))
+        lines += [(name, TABLES.get(name, "")) for name in tables]
         lines.append(("", "Columns"))
         seen: set[str] = set()
         for df in tables.values():

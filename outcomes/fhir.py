@@ -14,6 +14,9 @@ Decisions (docs/privacy.md, "FHIR"):
   replaced by the day relative to the patient's first infusion (extension :data:`STUDY_DAY_URL`).
   No calendar date or year is written: a year plus a relative day can pin a date down to the day
   around New Year. Scores of patients with no infusion series (no day 0) are left out and counted.
+* **The corrected record**: only active scores (replaced and voided ones are not exported; a corrected
+  score once, as corrected), and day 0 comes from series given and not voided: a planned, cancelled
+  or voided series is no first infusion.
 * **Identified**: the subject is the clinic's patient ID and ``effectiveDateTime`` the questionnaire's date.
 * Resource ids are keyed hashes of the internal assessment ids, so a re-export gives the same ids
   and nobody can read the database's row numbers from them.
@@ -89,7 +92,8 @@ def bundle(scores: pd.DataFrame, series: pd.DataFrame, *, as_of: date, key: str,
     Parameters
     ----------
     scores, series
-        ``storage.load_assessments`` and ``storage.load_series`` frames.
+        ``storage.load_assessments`` and ``storage.load_series`` frames as their defaults read them:
+        active scores, and series given and not voided.
     key
         The database's secret: keys the resource ids.
     pseudonym

@@ -174,6 +174,34 @@ def _initial_schema(db: Database) -> None:
 # Connections and transactions --------------------------------------------------------------------
 
 
+#: Database files hold identified data: readable and writable by the app's account only. SQLite gives the
+#: -wal and -shm files the mode of the database file, so making that one 0600 covers all three.
+PRIVATE_MODE = 0o600
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create a missing database file empty with mode 0600 (SQLite would make it 0644 under umask 022).
+
+    O_EXCL: when another connection creates it first, that one's file is kept. A missing folder or an
+    unwritable one is left for SQLite to report (StorageUnavailable "cannot be opened").
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except OSError:
+        pass
+
+
+def _tighten(path: Path) -> None:
+    """Take group and other permissions off the database and its -wal/-shm files (an existing install
+    made before 0600, or a file copied in); a file owned by another account is left as it is."""
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, PRIVATE_MODE)
+        except OSError:
+            pass
+
+
 def open_db(path: str | Path) -> Database:
     """Open a connection (no schema changes) with the project's PRAGMAs.
 
@@ -188,6 +216,8 @@ def open_db(path: str | Path) -> Database:
         With WAL (files only), ``busy_timeout=30000``, ``foreign_keys=ON`` and ``synchronous=NORMAL``.
     """
     memory = str(path) == ":memory:"
+    if not memory:
+        _create_owner_only(Path(path))
     try:
         db = Database(":memory:" if memory else Path(path), strict=True, execute_plugins=False)
     except sqlite3.DatabaseError as exc:
@@ -224,11 +254,17 @@ def migrate(db: Database) -> None:
 
 
 def connect(path: str | Path) -> Database:
-    """Open (creating parent folders) and migrate the database at ``path``."""
+    """Open (creating parent folders) and migrate the database at ``path``.
+
+    A new database file is created readable by its owner only (0600), and an existing one that others
+    can read is tightened to 0600, with its -wal and -shm files (docs/privacy.md, files at rest).
+    """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = open_db(path)
     migrate(db)
+    if str(path) != ":memory:":
+        _tighten(Path(path))
     return db
 
 
@@ -1426,7 +1462,8 @@ def load_series(db: Database, patient_id: str | None = None, *, every: bool = Fa
     ----------
     every
         Also planned, cancelled and voided series (``state`` planned/given/cancelled, ``voided``), for
-        the patient's record and the roster; ``series_number`` then counts every series shown.
+        the patient's record and the roster; their ``series_number`` is <NA> (numbers count the series
+        given, so a series has the same number with or without ``every``).
 
     Returns
     -------
@@ -1439,8 +1476,11 @@ def load_series(db: Database, patient_id: str | None = None, *, every: bool = Fa
     where, params = _patient_filter(patient_id)
     if not every:
         where += " AND " + _GIVEN
-    return _frame(db, "SELECT s.id AS series_id, p.patient_id, ROW_NUMBER() OVER (PARTITION BY s.patient_ref "
-                      "ORDER BY s.first_infusion) AS series_number, s.first_infusion, s.last_infusion, "
+    # Series numbers count the series given (as analyses do), so a series keeps its number on every page;
+    # a planned, cancelled or voided one has none.
+    return _frame(db, "SELECT s.id AS series_id, p.patient_id, CASE WHEN " + _GIVEN + " THEN ROW_NUMBER() OVER "
+                      "(PARTITION BY s.patient_ref, " + _GIVEN + " ORDER BY s.first_infusion) END AS series_number, "
+                      "s.first_infusion, s.last_infusion, "
                       "s.infusions, s.protocol, s.dose_mg_per_kg, s.notes, s.planned_first, s.planned_last, "
                       "s.planned_infusions, s.by_day, s.state, s.cancel_reason, s.voided_at IS NOT NULL AS voided, "
                       "s.voided_at, s.voided_by, s.void_reason, s.entered_by, s.entered_at "
@@ -1825,6 +1865,23 @@ _CLINIC_RECORD_SCHEMA = [
 @MIGRATIONS(name="0004_clinic_record")
 def _clinic_record(db: Database) -> None:
     for statement in _CLINIC_RECORD_SCHEMA:
+        db.execute(statement)
+
+
+#: ``INSERT OR REPLACE`` (or ``REPLACE``) with an existing id deletes that audit entry and writes another
+#: in its place. That delete fires the no-delete trigger only when ``recursive_triggers`` is on, which
+#: sqlite-utils sets for the app's connections but no other client does (the sqlite3 shell, Python's
+#: sqlite3). A BEFORE INSERT trigger runs before the conflict is resolved, on every connection.
+_AUDIT_HARDENING_SCHEMA = [
+    """CREATE TRIGGER audit_log_no_replace BEFORE INSERT ON audit_log
+        WHEN EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry cannot be replaced'); END""",
+]
+
+
+@MIGRATIONS(name="0006_audit_hardening")
+def _audit_hardening(db: Database) -> None:
+    for statement in _AUDIT_HARDENING_SCHEMA:
         db.execute(statement)
 
 
@@ -2659,6 +2716,8 @@ class BackupCheck:
     schema_version: int
     migrations: tuple[str, ...]
     counts: Mapping[str, int]
+    #: After a restore: audit entries of the replaced database that the backup lacked, appended again.
+    kept_audit_entries: int = 0
 
     def contents(self) -> str:
         """The row counts in words: "1,034 patients, 1,602 series, ..., 12,007 audit-log entries"."""
@@ -2705,6 +2764,7 @@ def backup(db: Database, out: str | Path) -> BackupCheck:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:
+        _create_owner_only(partial)  # 0600 from the first byte, not only once complete
         target = sqlite3.connect(partial)
         try:
             db.conn.backup(target)  # pages=-1: every page in one step, from one snapshot
@@ -2772,6 +2832,9 @@ def restore(path: str | Path, backup_file: str | Path, *, keep: str | Path | Non
         before = data_version(target) if "meta" in target.table_names() else 0
         if keep is not None and Path(path).exists() and target.table_names():
             backup(target, keep)
+        # The audit log is never lost to a restore, --no-keep or not: read it just before the copy and
+        # append what the backup lacks afterwards (entries written in between by a running app are not).
+        replaced_log = _audit_entries(target.conn) if "audit_log" in target.table_names() else []
         source = sqlite3.connect(f"{Path(backup_file).resolve().as_uri()}?mode=ro", uri=True)
         try:
             source.backup(target.conn)
@@ -2784,7 +2847,38 @@ def restore(path: str | Path, backup_file: str | Path, *, keep: str | Path | Non
         with _write(target, bump=False) as conn:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'data_version'",
                          [str(max(before, data_version(target)) + 1)])
-        restored = _check_copy(target.conn, Path(path))
+            kept = _append_missing_audit_entries(conn, replaced_log)
+        restored = dataclasses.replace(_check_copy(target.conn, Path(path)), kept_audit_entries=kept)
     finally:
         target.close()
     return restored
+
+
+def _audit_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """Every audit entry, oldest first, as (at, actor, action, patient ID, details); the patient by the
+    clinic's ID, since another database may number its patients differently."""
+    return conn.execute("SELECT l.at, l.actor, l.action, p.patient_id, l.details FROM audit_log l "
+                        "LEFT JOIN patients p ON p.id = l.patient_ref ORDER BY l.id").fetchall()
+
+
+def _append_missing_audit_entries(conn: sqlite3.Connection, entries: list[tuple[Any, ...]]) -> int:
+    """Append, in their order, the ``entries`` the (restored) log lacks: each kept with its own time,
+    actor, action and details. An entry about a patient this database does not hold keeps the patient's
+    ID in its details instead of a link. Returns how many were appended."""
+    from collections import Counter
+
+    present = Counter(_audit_entries(conn))
+    kept = 0
+    for at, actor, action, patient_id, details in entries:
+        if present[(at, actor, action, patient_id, details)] > 0:
+            present[(at, actor, action, patient_id, details)] -= 1
+            continue
+        row = conn.execute("SELECT id FROM patients WHERE patient_id = ?", [patient_id]).fetchone()
+        if patient_id is not None and row is None:
+            earlier = json.loads(details) if details else {}
+            details = json.dumps({**(earlier if isinstance(earlier, dict) else {"details": earlier}),
+                                  "patient_id": patient_id})
+        conn.execute("INSERT INTO audit_log (at, actor, action, patient_ref, details) VALUES (?, ?, ?, ?, ?)",
+                     [at, actor, action, row[0] if row else None, details])
+        kept += 1
+    return kept

@@ -53,10 +53,9 @@ def test_every_change_is_audited_with_its_reason(db, lee):
     assert correct["reason"] == "weight-based" and correct["fields"] == ["dose_mg_per_kg"]
     history = clinic.record_history(db, lee, "P001")
     assert history["summary"].tolist() == [
-        "dose_mg_per_kg: (empty) → 0.4",
-        "state: planned → cancelled",
-        "disposition: active → lost to follow up, disposition_on: (empty) → 2025-06-04, "
-        "disposition_reason: (empty) → (empty)"]
+        "dose (mg/kg): (empty) → 0.4",
+        "status: planned → cancelled",
+        "disposition: active → lost to follow up, since: (empty) → 2025-06-04, reason: (empty) → (empty)"]
     assert history["reason"].tolist() == ["weight-based", "patient unwell", "lost to follow up"]
 
 

@@ -91,7 +91,7 @@ def test_no_identifier_of_the_data_model_survives(source, planted, kind, fmt):
     everything = "\n".join(texts.values())
     forbidden = [*planted.patient_ids, str(PLANT["birth_year"]), PLANT["note"], PLANT["staff"],
                  PLANT["username"], PLANT["email"], PLANT["display_name"], SECRET, "cleo.clinician",
-                 "ada.admin"]
+                 "ada.admin", PLANT["reason"], PLANT["description"], "record_changes"]
     forbidden += [s for d in plant_dates() for s in date_spellings(d)]
     # A number is searched as a token: in megabytes of hex ids "1929" occurs by chance, "…f1929e…" is no year.
     leaked = [f for f in forbidden if (re.search(rf"(?<![0-9a-fA-F]){f}(?![0-9a-fA-F])", everything)
@@ -214,13 +214,179 @@ def test_every_format_holds_the_same_tables(source, fmt):
 def test_csv_is_utf8_with_iso_dates_and_a_readme(source):
     file = build(source, "dataset", "csv", deidentified=False)
     with zipfile.ZipFile(io.BytesIO(file.data)) as archive:
-        assert sorted(archive.namelist()) == ["README.txt", "episodes.csv", "scores.csv"]
+        assert sorted(archive.namelist()) == ["README.txt", "episodes.csv", "record_changes.csv",
+                                              "scores.csv"]
         text = archive.read("scores.csv").decode("utf-8")
         readme = archive.read("README.txt").decode("utf-8")
     assert not text.startswith("\ufeff")
     assert re.search(r"\r\n" + re.escape(PLANT["patient_id"]) + r",1,2023-02-06,-7,", text)
     assert "IDENTIFIED" in readme and "as_of: 2025-06-01" in readme
     assert "pseudonym" not in readme.split("Columns")[-1]
+
+
+# The corrected record: voids, plans, cancellations, corrections, dispositions -----------------------------
+
+
+def _tables(source, kind="dataset", **kwargs):
+    file = build(source, kind, "csv", **kwargs)
+    return file.tables
+
+
+def test_planned_cancelled_and_voided_series_are_not_episodes(planted, source):
+    db = planted.open()
+    every = storage.load_series(db, PLANT["patient_id"], every=True)
+    assert sorted(zip(every["state"], every["voided"])) == [("cancelled", False), ("given", False),
+                                                             ("given", True), ("planned", False)]
+    # The plan called off a week before the first infusion would otherwise be episode 1 and day 0, the plan
+    # never given and the voided series episodes 2 and 3 (ending the first episode's follow-up).
+    mine = source.series[source.series["patient_id"] == PLANT["patient_id"]]
+    assert mine["first_infusion"].tolist() == [pd.Timestamp(PLANT["first_infusion"])]
+    identified = _tables(source, deidentified=False)["episodes"].set_index("patient_id")
+    first = pd.Timestamp(PLANT["first_infusion"])
+    assert identified.loc[[PLANT["patient_id"]], "first_infusion"].tolist() == [first]
+    me = exports.pseudonym(SECRET, PLANT["patient_id"])
+    episode = _tables(source)["episodes"].set_index("pseudonym").loc[[me]]
+    assert episode["episode"].tolist() == [1] and episode["next_episode_day"].isna().all()
+    # Summary tables: every series given counts in the all-series analysis set, and nothing else.
+    t1 = _tables(source, "summary", series="all")["table1"].set_index(["characteristic", "value"])
+    n = int(t1.loc[("Episodes", "analysis set"), "n"])
+    everything = storage.load_series(db, every=True)
+    given = (everything["state"] == "given") & ~everything["voided"]
+    assert n == len(source.series) == given.sum() and len(everything) - given.sum() >= 3
+    db.close()
+
+
+def test_voided_and_replaced_scores_are_left_out_and_a_corrected_score_appears_once(planted, source):
+    db = planted.open()
+    every = storage.load_assessments(db, patient_id=PLANT["patient_id"], include_superseded=True)
+    first = pd.Timestamp(PLANT["first_infusion"])
+    voided = first + pd.Timedelta(days=PLANT["voided_score_day"])
+    misdated = first + pd.Timedelta(days=PLANT["misdated_score_day"])
+    assert every.loc[every["assessed_on"] == voided, "voided_at"].notna().all()
+    assert every.loc[every["assessed_on"] == misdated, "superseded_by"].notna().all()
+    db.close()
+    expected = [first + pd.Timedelta(days=d) for d in PLANT_DAYS]   # day 90 once, as corrected; no day 60, 91
+    mine = source.assessments[source.assessments["patient_id"] == PLANT["patient_id"]]
+    assert mine["assessed_on"].tolist() == expected
+    scores = _tables(source, deidentified=False)["scores"]
+    assert scores.loc[scores["patient_id"] == PLANT["patient_id"], "assessed_on"].tolist() == expected
+    me = exports.pseudonym(SECRET, PLANT["patient_id"])
+    scores = _tables(source)["scores"]
+    assert scores.loc[scores["pseudonym"] == me, "day"].tolist() == list(PLANT_DAYS)
+    assert 79.9 not in scores.loc[scores["pseudonym"] == me, "t_score"].tolist()      # the voided score
+
+
+def test_a_corrected_t_score_is_exported_once_with_its_corrected_value(db):
+    storage.set_meta(db, "secret", SECRET)
+    storage.add_patient(db, patient_id="P001", entered_by="x", today=END)
+    storage.add_series(db, patient_id="P001", first_infusion="2025-01-06", last_infusion="2025-01-10",
+                       infusions=5, entered_by="x", today=END)
+    old = storage.save_assessment(db, patient_id="P001", assessed_on="2025-02-06", domain="depression",
+                                  t_score=50.0, method="imported", source="import", entered_by="x", today=END)
+    storage.correct_record(db, "assessment", old, changes={"t_score": 55.5}, reason="typed 50.0", by="x",
+                           today=END)
+    source = exports.load_source(db)
+    for deidentified in (True, False):
+        scores = build(source, "dataset", "csv", deidentified=deidentified).tables["scores"]
+        assert scores[["day", "t_score"]].values.tolist() == [[31, 55.5]]
+        bundle = json.loads(build(source, "fhir", "json", deidentified=deidentified).data)
+        assert [e["resource"]["valueQuantity"]["value"] for e in bundle["entry"]] == [55.5]
+
+
+def test_identified_episodes_carry_the_disposition_with_its_date_and_reason(source):
+    episodes = _tables(source, deidentified=False)["episodes"].set_index("patient_id")
+    mine = episodes.loc[PLANT["patient_id"]]
+    assert mine["disposition"] == PLANT["disposition"]
+    assert mine["disposition_on"] == pd.Timestamp(PLANT["disposition_on"])
+    assert mine["disposition_reason"] == f"{PLANT['reason']} moved away"
+    patients = source.patients.set_index("patient_id")
+    assert episodes["disposition"].tolist() == episodes.index.map(patients["disposition"]).tolist()
+    active = episodes["disposition"] == "active"
+    assert episodes.loc[active, "disposition_on"].isna().all() and active.sum() > 100
+
+
+def test_deidentified_episodes_carry_the_disposition_category_only(source):
+    episodes = _tables(source)["episodes"]
+    assert "disposition_on" not in episodes and "disposition_reason" not in episodes
+    me = exports.pseudonym(SECRET, PLANT["patient_id"])
+    assert episodes.set_index("pseudonym").loc[me, "disposition"] == PLANT["disposition"]
+    assert set(episodes["disposition"]) <= set(storage.DISPOSITIONS)
+    assert (episodes["disposition"] == "active").any()
+
+
+def test_identified_dataset_carries_the_record_changes(planted, source):
+    changes = _tables(source, deidentified=False)["record_changes"]
+    assert changes.columns.tolist() == list(exports.CHANGE_COLUMNS)
+    db = planted.open()
+    stored = storage.load_record_changes(db)
+    db.close()
+    assert len(changes) == len(stored) > 0
+    for column in ("at", "actor", "patient_id", "record", "record_id", "action", "reason"):
+        assert changes[column].tolist() == stored[column].tolist(), column
+    # before and after as JSON text, the same values as the stored trail
+    assert [json.loads(v) for v in changes["before"]] == stored["before"].tolist()
+    assert [json.loads(v) for v in changes["after"]] == stored["after"].tolist()
+    mine = changes[changes["patient_id"] == PLANT["patient_id"]].reset_index(drop=True)
+    assert mine["action"].tolist() == ["correct", "cancel", "correct", "void", "correct", "void",
+                                       "disposition"]
+    assert mine["record"].tolist() == ["patient", "series", "adverse_event", "series", "assessment",
+                                       "assessment", "patient"]
+    assert set(mine["actor"]) == {PLANT["staff"]} and mine["reason"].str.startswith(PLANT["reason"]).all()
+    assert json.loads(mine["before"].iloc[0]) == {"enrolled_on": PLANT["enrolled_typo"].isoformat()}
+    assert json.loads(mine["after"].iloc[2]) == {"description": f"{PLANT['description']} event"}
+    assert json.loads(mine["after"].iloc[6])["disposition_on"] == PLANT["disposition_on"].isoformat()
+
+
+def test_an_identified_dataset_without_changes_has_an_empty_trail(source):
+    bare = exports.Source(source.patients, source.series, source.assessments, SECRET)
+    changes = build(bare, "dataset", "parquet", deidentified=False).tables["record_changes"]
+    assert changes.empty and changes.columns.tolist() == list(exports.CHANGE_COLUMNS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
+def test_every_identified_format_holds_the_record_changes_and_its_readme_lists_them(source, fmt):
+    file = build(source, "dataset", fmt, deidentified=False)
+    tables = read_tables(file.data, file.filename)
+    assert set(tables) == {"episodes", "scores", "record_changes"}
+    got, expected = tables["record_changes"], file.tables["record_changes"]
+    assert got.columns.tolist() == list(exports.CHANGE_COLUMNS)
+    for column in ("actor", "patient_id", "record", "action", "before", "after", "reason"):
+        assert got[column].astype(str).tolist() == expected[column].tolist(), column
+    assert pd.to_numeric(got["record_id"]).tolist() == expected["record_id"].tolist()
+    at = pd.to_datetime(got["at"])
+    at = at.dt.tz_localize("UTC") if at.dt.tz is None else at.dt.tz_convert("UTC")   # Excel: UTC, no zone
+    assert ((at - expected["at"]).abs() < pd.Timedelta(milliseconds=1)).all()       # Excel keeps milliseconds
+    readme = _readme_of(file)
+    assert readme["record_changes"] == exports.TABLES["record_changes"]
+    assert "not cut at as_of" in readme["record_changes"]
+    for column in ("at", "actor", "record", "record_id", "action", "before", "after", "reason",
+                   "disposition", "disposition_on", "disposition_reason"):
+        assert readme[column] == exports.DEFINITIONS[column], column
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
+def test_deidentified_dataset_never_carries_the_record_changes(source, fmt):
+    file = build(source, "dataset", fmt)
+    assert set(file.tables) == set(read_tables(file.data, file.filename)) == {"episodes", "scores"}
+    readme = _readme_of(file)
+    assert "record_changes" not in readme and {"episodes", "scores", "disposition"} <= set(readme)
+    trail = {"at", "actor", "before", "after", "reason", "disposition_on", "disposition_reason"}
+    assert not trail & set(readme)
+
+
+def test_every_readme_says_that_the_export_follows_the_corrected_record(source):
+    for kind, deidentified in (("dataset", True), ("dataset", False), ("summary", True)):
+        readme = _readme_of(build(source, kind, "xlsx", deidentified=deidentified))
+        assert readme["records"].startswith("as corrected: voided records, planned and cancelled series")
+
+
+def _readme_of(file):
+    """The README of an exported file as {key: value} (README.txt of a ZIP, or the README sheet)."""
+    if file.format == "xlsx":
+        book = load_workbook(io.BytesIO(file.data))
+        return {r[0].value: r[1].value for r in book["README"].iter_rows() if r[0].value}
+    text = zipfile.ZipFile(io.BytesIO(file.data)).read("README.txt").decode()
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
 
 
 # Summary tables and suppression -------------------------------------------------------------------------
@@ -352,6 +518,9 @@ def hostile_source(db):
                            infusions=5, notes=pid, protocol="@protocol", entered_by="x", today=END)
         storage.save_assessment(db, patient_id=clean, assessed_on="2025-01-06", domain="depression",
                                 t_score=60, method="imported", source="import", entered_by="x", today=END)
+        # A free-text reason: in the disposition and in the record's trail (stored stripped).
+        storage.set_disposition(db, clean, disposition="withdrawn", on="2025-02-03", reason=pid, by="x",
+                                today=END)
     return exports.load_source(db)
 
 
@@ -359,11 +528,17 @@ def test_hostile_ids_and_notes_cannot_become_formulas_in_csv(hostile_source):
     file = build(hostile_source, "dataset", "csv", deidentified=False)
     with zipfile.ZipFile(io.BytesIO(file.data)) as archive:
         episodes = pd.read_csv(io.BytesIO(archive.read("episodes.csv")), dtype=str, keep_default_na=False)
-    for column in ("patient_id", "diagnosis", "protocol", "notes"):
-        for cell in episodes[column]:
-            assert not cell.startswith(exports.FORMULA_TRIGGERS), (column, cell)
+        changes = pd.read_csv(io.BytesIO(archive.read("record_changes.csv")), dtype=str,
+                              keep_default_na=False)
+    for table, columns in ((episodes, ("patient_id", "diagnosis", "protocol", "notes", "disposition_reason")),
+                           (changes, exports.CHANGE_COLUMNS)):
+        for column in columns:
+            for cell in table[column]:
+                assert not cell.startswith(exports.FORMULA_TRIGGERS), (column, cell)
     assert set(episodes["diagnosis"]) == {"'=1+1"} and set(episodes["protocol"]) == {"'@protocol"}
-    assert sorted(episodes["patient_id"]) == sorted("'" + p.strip() for p in HOSTILE)
+    hostile = sorted("'" + p.strip() for p in HOSTILE)
+    assert sorted(episodes["patient_id"]) == sorted(episodes["disposition_reason"]) == hostile
+    assert sorted(changes["patient_id"]) == sorted(changes["reason"]) == hostile
 
 
 def test_hostile_ids_and_notes_cannot_become_formulas_in_excel(hostile_source):
@@ -372,9 +547,12 @@ def test_hostile_ids_and_notes_cannot_become_formulas_in_excel(hostile_source):
         sheets = [archive.read(n).decode() for n in archive.namelist() if n.startswith("xl/worksheets/")]
     assert sheets and not any("<f>" in s or "<f " in s for s in sheets)   # no formula cell anywhere
     book = load_workbook(io.BytesIO(file.data))
-    cells = [c for row in book["episodes"].iter_rows(min_row=2) for c in row if isinstance(c.value, str)]
-    assert cells and all(c.data_type == "s" for c in cells)
-    assert not [c.value for c in cells if c.value.startswith(exports.FORMULA_TRIGGERS)]
+    for name in ("episodes", "record_changes"):
+        cells = [c for row in book[name].iter_rows(min_row=2) for c in row if isinstance(c.value, str)]
+        assert cells and all(c.data_type == "s" for c in cells)
+        assert not [c.value for c in cells if c.value.startswith(exports.FORMULA_TRIGGERS)]
+    reasons = [row[-1].value for row in book["record_changes"].iter_rows(min_row=2)]
+    assert sorted(reasons) == sorted("'" + p.strip() for p in HOSTILE)
 
 
 def test_deidentified_export_pools_a_hostile_rare_diagnosis(hostile_source):
@@ -401,6 +579,23 @@ def test_export_writes_one_audit_entry_with_filters_and_level(planted):
     assert json.loads(entry["details"]) == {
         "what": "summary (de-identified)", "rows": file.rows, "deidentified": True, "format": "xlsx",
         "filters": {"as_of": "2025-06-01", "series": "all"}}
+
+
+@pytest.mark.parametrize("kind, fmt, deidentified", [*[(k, f, True) for k, f in DEIDENTIFIED],
+                                                     ("dataset", "csv", False), ("dataset", "xlsx", False),
+                                                     ("dataset", "parquet", False), ("fhir", "json", False)])
+def test_every_export_writes_exactly_one_audit_entry(planted, kind, fmt, deidentified):
+    db = planted.open()
+    before = storage.load_audit_log(db)
+    file = exports.export(db, planted.users["clinician"], kind, fmt, deidentified=deidentified, as_of=END,
+                          reason=None if deidentified else "registry submission", settings=SETTINGS, now=NOW)
+    after = storage.load_audit_log(db)
+    assert len(after) == len(before) + 1          # nothing else: reading the trail writes no audit entry
+    entry = after.iloc[0]
+    assert entry["action"] == "export" and entry["actor"] == "cleo.clinician"
+    details = json.loads(entry["details"])
+    assert (details["rows"], details["deidentified"], details["format"]) == (file.rows, deidentified, fmt)
+    db.close()
 
 
 def test_identified_export_needs_a_reason_and_a_clinical_role(planted):

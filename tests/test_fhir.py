@@ -25,6 +25,7 @@ from fhir.resources.observation import Observation  # noqa: E402
 
 SETTINGS = load_settings({})
 REGISTRY = default_registry()
+VOIDED_ON = PLANT["first_infusion"] + timedelta(days=60)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,17 @@ def source(tmp_path_factory):
                         today=END)
     storage.add_series(db, patient_id=PLANT["patient_id"], first_infusion=PLANT["first_infusion"],
                        last_infusion=PLANT["last_infusion"], infusions=5, entered_by="x", today=END)
+    # Earlier series that are no first infusion: a plan called off, a plan never given, one voided.
+    pid, first = PLANT["patient_id"], PLANT["first_infusion"]
+    cancelled = storage.plan_series(db, patient_id=pid, first_infusion=first - timedelta(days=7),
+                                    planned_infusions=5, entered_by="x", today=END)
+    storage.cancel_series(db, cancelled, reason="rescheduled", by="x")
+    storage.plan_series(db, patient_id=pid, first_infusion=first - timedelta(days=20), planned_infusions=5,
+                        entered_by="x", today=END)
+    voided = storage.add_series(db, patient_id=pid, first_infusion=first - timedelta(days=30),
+                                last_infusion=first - timedelta(days=30), infusions=1, entered_by="x",
+                                today=END)
+    storage.void_record(db, "series", voided, reason="another patient's series", by="x")
     forms = {"pain_interference": "pain_interference_sf6a_v1.0", "depression": "depression_sf8a_v1.0",
              "physical_function": "physical_function_sf4a_v1.0"}  # PF v1.0 4a: no verified LOINC
     for i, day in enumerate(PLANT_DAYS):
@@ -43,9 +55,19 @@ def source(tmp_path_factory):
                              entered_by="x", today=END,
                              scores=[{"domain": d, "t_score": 60.0 - i, "se": 2.0, "method": "table",
                                       "form": f} for d, f in forms.items()])
-    storage.save_assessment(db, patient_id=PLANT["patient_id"], assessed_on="2023-06-01", domain="depression",
-                            t_score=55.5, method="imported", source="import", entered_by="x", today=END)
+    typo = storage.save_assessment(db, patient_id=PLANT["patient_id"], assessed_on="2023-06-01",
+                                   domain="depression", t_score=50.5, method="imported", source="import",
+                                   entered_by="x", today=END)
+    storage.correct_record(db, "assessment", typo, changes={"t_score": 55.5}, reason="typo", by="x",
+                           today=END)
+    wrong = storage.save_assessment(db, patient_id=PLANT["patient_id"], assessed_on=VOIDED_ON,
+                                    domain="depression", t_score=44.4, method="imported", source="import",
+                                    entered_by="x", today=END)
+    storage.void_record(db, "assessment", wrong, reason="another patient's score", by="x")
     storage.add_patient(db, patient_id="NO-SERIES", entered_by="x", today=END)
+    plan = storage.plan_series(db, patient_id="NO-SERIES", first_infusion="2023-12-01", planned_infusions=3,
+                               entered_by="x", today=END)
+    storage.cancel_series(db, plan, reason="declined", by="x")  # still no first infusion: no day 0
     storage.save_assessment(db, patient_id="NO-SERIES", assessed_on="2024-01-01", domain="physical_function",
                             t_score=41.0, form="physical_function_sf6b_v1.2", method="table",
                             source="patient", entered_by="x", today=END)
@@ -137,6 +159,22 @@ def test_identified_observations_carry_the_patient_id_and_the_date(source):
     expected = [(PLANT["first_infusion"] + timedelta(days=d)).isoformat() for d in PLANT_DAYS]
     assert dates[:len(PLANT_DAYS)] == expected
     assert all("extension" not in o for o in obs)
+
+
+def test_the_bundle_follows_the_corrected_record(source):
+    # A replaced and a voided score are not Observations; the corrected score is one, with its new value.
+    mine = [o for o in observations(build(source, deidentified=False))
+            if o["subject"]["identifier"]["value"] == PLANT["patient_id"] and o["code"]["text"].endswith(
+                "Depression T-score")]
+    values = {o["effectiveDateTime"]: o["valueQuantity"]["value"] for o in mine}
+    assert len(mine) == len(values) == len(PLANT_DAYS) + 1 and values["2023-06-01"] == 55.5
+    assert VOIDED_ON.isoformat() not in values and 44.4 not in values.values() and 50.5 not in values.values()
+    # Day 0 is the first infusion given: not the cancelled plan, the plan never given or the voided series
+    # before it; a patient with only a cancelled plan has no day 0 and is left out.
+    obs = observations(build(source))
+    assert min(o["extension"][0]["valueInteger"] for o in obs) == min(PLANT_DAYS)
+    subjects = {o["subject"]["identifier"]["value"] for o in obs}
+    assert subjects == {exports.pseudonym(SECRET, PLANT["patient_id"])}
 
 
 def test_resource_ids_are_stable_keyed_and_reveal_no_row_numbers(source):

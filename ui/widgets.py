@@ -129,26 +129,23 @@ def message(error: object) -> str:
 
 
 def trajectory_charts(record, settings, registry, *, key: str) -> None:
-    """One chart per domain: T-scores with baseline, meaningful-change band, severity bands and infusions."""
+    """One chart per domain: T-scores with each series' baseline and meaningful-change band, severity
+    bands, and a marker per infusion."""
     from outcomes import figures
 
     assessments = record.assessments
-    infusion_dates = list(record.infusions["infused_on"]) if len(record.infusions) else []
-    series = [(r.first_infusion, r.last_infusion) for r in record.series.itertuples()]
     tabs = st.tabs([registry.domain(d).label for d in settings.mcid])
     for tab, domain in zip(tabs, settings.mcid):
         rows = assessments[assessments["domain"] == domain]
         bands = registry.domain(domain).bands
-        baseline = rows["baseline_t"].dropna()
         with tab:
             if rows.empty:
                 st.info("No scores for this questionnaire yet.")
                 continue
             st.plotly_chart(figures.patient_trajectory_figure(
-                rows, domain, baseline_t=float(baseline.iloc[-1]) if len(baseline) else None,
-                mcid=settings.mcid[domain], higher_is_worse=bands.higher_is_worse,
-                cut_points=bands.cut_points, band_labels=bands.labels, infusion_dates=infusion_dates,
-                series=series), key=f"{key}.{domain}")
+                rows, domain, mcid=settings.mcid[domain], higher_is_worse=bands.higher_is_worse,
+                cut_points=bands.cut_points, band_labels=bands.labels, infusions=record.infusions,
+                series=record.series), key=f"{key}.{domain}")
 
 
 def item_answers(record, registry) -> None:
@@ -173,3 +170,26 @@ def item_answers(record, registry) -> None:
             st.dataframe(table.sort_index(ascending=False), column_config={"assessed_on": "Date"})
             if any(item.description_is_paraphrase for item in form.items):
                 st.caption("Item names are our paraphrases; the clinic can load its licensed PROMIS wording.")
+
+
+def long_date(value: object) -> str:
+    """A day in words, "3 March 2026" (no leading zero on any platform); "" for a missing day."""
+    import pandas as pd
+
+    if value is None or pd.isna(value):
+        return ""
+    day = pd.Timestamp(value)
+    return f"{day.day} {day:%B %Y}"
+
+
+def clinic_times(stamps, settings):
+    """UTC moments (a Series) as the clinic's wall-clock time, without a zone, for a ``DatetimeColumn``.
+
+    The clinic's zone is the ``timezone`` setting, or the server's local zone when it is empty (as
+    :func:`ui.session.today`, which dates check-ins).
+    """
+    import pandas as pd
+    from dateutil import tz
+
+    zone = settings.zoneinfo or tz.tzlocal()
+    return pd.to_datetime(stamps, utc=True).dt.tz_convert(zone).dt.tz_localize(None)

@@ -103,6 +103,24 @@ MATRIX = {
     "clinic.log_infusion": [("", {"clinician"}, lambda w, a: clinic.log_infusion(
         w.db, a, patient_id="P001", series_id=w.series_id, infused_on="2025-05-06", dose_mg_per_kg=0.5,
         duration_min=40, today=TODAY))],
+    "clinic.plan_series": [("", {"clinician"}, lambda w, a: clinic.plan_series(
+        w.db, a, patient_id="P001", first_infusion=f"2025-07-{10 + int(w.fresh()):02d}", planned_infusions=5,
+        today=TODAY))],
+    "clinic.cancel_series": [("", {"clinician"}, lambda w, a: clinic.cancel_series(
+        w.db, a, patient_id="P001", series_id=storage.plan_series(
+            w.db, patient_id="P001", first_infusion=f"2025-08-{10 + int(w.fresh()):02d}", planned_infusions=5,
+            entered_by="dr.lee", today=TODAY), reason="insurance declined"))],
+    "clinic.correct_record": [("", {"clinician"}, lambda w, a: clinic.correct_record(
+        w.db, a, patient_id="P001", record="patient", changes={"diagnosis": "CRPS " + w.fresh()}, reason="typo",
+        today=TODAY, now=NOW, settings=SETTINGS))],
+    "clinic.void_record": [("", {"clinician"}, lambda w, a: clinic.void_record(
+        w.db, a, patient_id="P001", record="assessment",
+        record_id=int(storage.load_assessments(w.db, patient_id="P001")["assessment_id"].iloc[0]),
+        reason="entered for the wrong patient"))],
+    "clinic.set_disposition": [("", {"clinician"}, lambda w, a: clinic.set_disposition(
+        w.db, a, patient_id="P001", disposition="withdrawn", on=TODAY, reason="moved " + w.fresh(),
+        today=TODAY))],
+    "clinic.record_history": [("", {"clinician"}, lambda w, a: clinic.record_history(w.db, a, "P001"))],
     "clinic.submit_checkin": [("", {"clinician", "patient"}, lambda w, a: clinic.submit_checkin(
         w.db, a, patient_id="P001", answers={PI: full(PI)}, assessed_on=TODAY, today=TODAY, now=NOW,
         settings=SETTINGS, replace=True))],
@@ -159,6 +177,8 @@ UNCHECKED = {
     "auth.user_for_identity": "maps an identity the hospital's identity provider has verified",
     "auth.create_demo_accounts": "refused unless the database is flagged synthetic (tests/test_auth.py)",
     "clinic.record_operator_export": "the command line: file access is full access; audited as cli:<login>",
+    "clinic.raise_score_alerts": "runs inside the authorised write that stored the scores (check-in, correction, "
+                                 "import, demo); never called by a page",
     "exports.load_source": "reads for exports.export after its role check; not called by pages",
     "redcap.preview": "a dry run behind the import page's clinician/admin check; returns the file's own rows",
 }
