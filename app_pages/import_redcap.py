@@ -139,7 +139,7 @@ if plan.skipped:
 shown = plan.scores.drop(columns=["responses"])
 shown = shown.assign(method=shown["method"].fillna("imported T-score"))
 shown = shown.rename(columns={"line": "line in file", "patient_id": "record"})
-st.dataframe(shown.head(500), hide_index=True)
+st.dataframe(widgets.on_screen(shown.head(500)), hide_index=True)
 
 st.subheader("3. Import")
 if done := st.session_state.pop("redcap.done", None):
@@ -154,7 +154,9 @@ confirm = st.checkbox("I have checked the mapping and the preview", key="redcap.
 if st.button("Import all rows", type="primary", disabled=not (preview.ok and confirm), key="redcap.import"):
     try:
         with data.database() as db:
-            summary = redcap.commit(db, user, frame, mapping, registry=registry, today=session.today())
+            summary = redcap.commit(db, user, frame, mapping, registry=registry, today=session.today(),
+                                    now=session.now(), settings=data.settings())
+        # The summary says how many alerts the new scores raised (each patient's latest per domain).
         st.session_state["redcap.done"] = f"Imported from {upload.name}: {summary.describe()}"
         st.rerun()  # the preview above now shows the rows as already present
     except ImportRejected as exc:

@@ -129,7 +129,7 @@ else:
                            priority=alerts["priority"].str.capitalize(), status=status)
     headers = {"created_at": "Raised", "priority": "Priority", "domain": "Domain", "t_score": "T",
                "reason": "Reason", "status": "Status", "note": "Note"}
-    st.dataframe(alerts[list(headers)].rename(columns=headers), hide_index=True, placeholder="—",
+    st.dataframe(widgets.on_screen(alerts[list(headers)].rename(columns=headers)), hide_index=True, placeholder="—",
                  row_height=WRAPPED, column_config={
                      "Raised": st.column_config.DatetimeColumn(format=MOMENT, width=125),
                      "Priority": st.column_config.TextColumn(width=70),
@@ -161,7 +161,7 @@ else:
               "Planned end": st.column_config.DateColumn(
                   width=100, help="Last infusion of the plan (a series planned ahead and logged day by day)"),
               "Protocol": st.column_config.TextColumn(width=130)}
-    st.dataframe(series[list(headers)].rename(columns=headers), hide_index=True, placeholder="—",
+    st.dataframe(widgets.on_screen(series[list(headers)].rename(columns=headers)), hide_index=True, placeholder="—",
                  row_height=WRAPPED, column_config=config)
     if len(record.all_infusions):
         events = record.all_adverse_events
@@ -181,8 +181,9 @@ else:
         label = f"{len(record.infusions)} infusions, {len(record.adverse_events)} adverse events"
         with st.expander(label + (f" ({voided} voided infusion(s) listed too)" if voided else "")):
             blood_pressure = "Systolic/diastolic, mmHg"
-            st.dataframe(infusions[["infused_on", "status", "series", "dose_mg_per_kg", "duration_min",
-                                    "bp_before", "bp_after", "heart_rate", "rass", "adverse", "notes"]],
+            st.dataframe(widgets.on_screen(infusions[["infused_on", "status", "series", "dose_mg_per_kg",
+                                                      "duration_min", "bp_before", "bp_after", "heart_rate", "rass",
+                                                      "adverse", "notes"]]),
                          hide_index=True, placeholder="—", row_height=WRAPPED, column_config={
                              "infused_on": st.column_config.DateColumn("Date"), "series": "Series",
                              "dose_mg_per_kg": "Dose (mg/kg)", "duration_min": "Minutes",
@@ -208,8 +209,8 @@ st.caption("**Meaningful change** compares the change from baseline with the gro
 scores = record.assessments.sort_values(["assessed_on", "domain"], ascending=[False, True])
 scores = scores.assign(domain=scores["domain"].map(lambda d: registry.domain(d).label))
 st.dataframe(
-    scores[["assessed_on", "domain", "form", "t_score", "se", "method", "n_answered", "source", "entered_by",
-            "change", "improved", "rci", "reliable"]],
+    widgets.on_screen(scores[["assessed_on", "domain", "form", "t_score", "se", "method", "n_answered", "source",
+                              "entered_by", "change", "improved", "rci", "reliable"]]),
     hide_index=True, placeholder="—",  # no baseline: a dash, not "None"
     column_config={
         "assessed_on": st.column_config.DateColumn("Date"), "domain": "Domain", "form": "Form",
@@ -449,7 +450,7 @@ else:
                            action=history["action"].map(CHANGE_ACTIONS)).iloc[::-1]  # newest first
     headers = {"at": "When", "actor": "Who", "what": "Record", "action": "Action", "summary": "Change",
                "reason": "Reason"}
-    st.dataframe(trail[list(headers)].rename(columns=headers), hide_index=True, row_height=WRAPPED,
+    st.dataframe(widgets.on_screen(trail[list(headers)].rename(columns=headers)), hide_index=True, row_height=WRAPPED,
                  column_config={"When": st.column_config.DatetimeColumn(format=MOMENT, width=125),
                                 "Who": st.column_config.TextColumn(width=100),
                                 "Record": st.column_config.TextColumn(width=220),
@@ -487,7 +488,7 @@ with st.expander(f"Replaced or voided scores ({len(replaced)})"):
                   "SE": st.column_config.NumberColumn(format="%.1f"),
                   "Entered at": st.column_config.DatetimeColumn(format=MOMENT),
                   "Status": st.column_config.TextColumn(width="large")}
-        st.dataframe(old[list(headers)].rename(columns=headers), hide_index=True, placeholder="—",
+        st.dataframe(widgets.on_screen(old[list(headers)].rename(columns=headers)), hide_index=True, placeholder="—",
                      column_config=config)
 
 

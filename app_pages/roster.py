@@ -4,7 +4,7 @@ every patient, with series, check-ins, latest scores and alerts."""
 import streamlit as st
 
 from outcomes import clinic
-from ui import data, session
+from ui import data, session, widgets
 
 user = session.require_roles("clinician")
 settings = data.settings()
@@ -84,7 +84,7 @@ st.caption(f"{head} Δ is the change "
 if view == "today" and base.empty:
     st.success("Nobody needs attention today: no series this week, no baseline due, no open alert and no "
                "check-in due. Choose All patients to see everyone.")
-event = st.dataframe(shown[columns], hide_index=True, column_config=config, on_select="rerun",
+event = st.dataframe(widgets.on_screen(shown[columns]), hide_index=True, column_config=config, on_select="rerun",
                      selection_mode="single-row", key=f"roster.table.{view}")
 st.caption(clinic.SAFETY_NOTICE)  # the roster shows depression scores
 if event.selection.rows:

@@ -33,10 +33,25 @@ if done := st.session_state.pop(DONE, None):
 
 with data.database() as db:
     users = auth.list_users(db, admin, now=session.now())
-shown = users[["username", "role", "display_name", "email", "patient_id", "active", "locked", "last_login_at"]]
-st.dataframe(shown, hide_index=True, column_config={
-    "username": "Username", "role": "Role", "display_name": "Name", "email": "Email (hospital sign-in)",
-    "patient_id": "Patient", "active": "Active", "locked": "Locked", "last_login_at": "Last sign-in (UTC)"})
+
+search = st.text_input("Search", placeholder="Part of a username, name, email or patient ID",
+                       key="users.search").strip().casefold()
+COLUMNS = {"username": "Username", "role": "Role", "display_name": "Name", "email": "Email (hospital sign-in)",
+           "patient_id": "Patient", "active": "Active", "locked": "Locked", "last_login_at": "Last sign-in (UTC)"}
+found = users
+if search:
+    text = users[["username", "display_name", "email", "patient_id"]].fillna("").astype(str)
+    found = users[text.apply(lambda column: column.str.casefold().str.contains(search, regex=False)).any(axis=1)]
+staff, patients = found[found["role"] != "patient"], found[found["role"] == "patient"]
+staff_tab, patients_tab = st.tabs([f"Staff ({len(staff):,})", f"Patients ({len(patients):,})"])
+with staff_tab:  # names and emails are stored text: shown inert if copied into a spreadsheet
+    st.dataframe(widgets.on_screen(staff[[c for c in COLUMNS if c != "patient_id"]]), hide_index=True,
+                 column_config=COLUMNS, key="users.staff")
+with patients_tab:
+    st.dataframe(widgets.on_screen(patients[list(COLUMNS)].drop(columns="role")), hide_index=True,
+                 column_config=COLUMNS, key="users.patients")
+if search and found.empty:
+    st.info(f"No user matches \u201c{widgets.literal(search)}\u201d. Clear the search to see everyone.")
 
 create, manage = st.tabs(["Create a user", "Change a user"])
 with create:

@@ -116,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, default=None, help="secrets file (default .streamlit/secrets.toml)")
     p.add_argument("--rotate", action="store_true", help="replace an existing secret (signs everybody out)")
 
+    p = commands.add_parser(
+        "unlock", help="lift every sign-in wait of a user (audited)",
+        description="After too many failed sign-ins a user must wait before the next try from browsers the account "
+                    "has not signed in on (or from one browser that failed too often). This lifts every such wait "
+                    "at once, as the Users page does; use it when no administrator can sign in. Audited as "
+                    "cli:<your login>.")
+    p.add_argument("username", metavar="USER", help="the user's username")
+    db_option(p)
+
+    p = commands.add_parser(
+        "setup-token", help="make a new one-time token to create the first administrator (new installation only)",
+        description="On a database without any user, the set-up page asks for a one-time token, which the server "
+                    "prints in its log. This makes a new one (the earlier one stops working) and prints it.")
+    db_option(p)
+
     commands.add_parser("settings", help="list every setting with its default and help")
     return parser
 
@@ -178,24 +193,36 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
     if args.command == "import":
+        from datetime import datetime, timezone
+
         from . import importing
 
         if not (args.patients or args.series or args.scores):
             print("Nothing to import: give at least one of --patients, --series, --scores.", file=out)
             return 2
         db = storage.connect(db_path)
-        result = importing.import_files(db, patients=args.patients, series=args.series, scores=args.scores)
+        result = importing.import_files(db, patients=args.patients, series=args.series, scores=args.scores,
+                                        now=datetime.now(timezone.utc), settings=settings)
+        storage.append_audit(db, actor=f"cli:{_operator()}", action="import", details={  # who loaded what
+            "files": {k: str(v) for k, v in (("patients", args.patients), ("series", args.series),
+                                             ("scores", args.scores)) if v},
+            **{f"{k}_{n}": getattr(result, f"{k}_{n}") for k in ("patients", "series", "scores")
+               for n in ("added", "present")}})
         print(result.describe(), file=out)
         return 0
 
     if args.command == "seed-demo":
-        from . import synthetic
+        from datetime import datetime, timezone
+
+        from . import importing, synthetic
 
         end = args.end or date.today()
         db = storage.connect(db_path)
         cohort = synthetic.generate_cohort(n_patients=args.patients, seed=args.seed, end=end)
-        synthetic.write_cohort(db, cohort)
-        print(cohort.describe() + f"\nWritten to {db_path} (marked as synthetic).", file=out)
+        alerts = synthetic.write_cohort(db, cohort, now=datetime.now(timezone.utc), settings=settings)
+        print(cohort.describe() + f"\nWritten to {db_path} (marked as synthetic). {alerts:,} "
+              f"alert{'' if alerts == 1 else 's'} raised for clinician review ({importing.ALERT_SCOPE}).",
+              file=out)
         return 0
 
     if args.command == "report" and args.report == "responders":
@@ -255,9 +282,41 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         restored = storage.restore(target, args.backup_file, keep=keep)
         with storage.open_db(target) as db:
             storage.append_audit(db, actor=f"cli:{_operator()}", action="restore",
-                                 details={"file": str(args.backup_file), "kept": str(keep) if keep else None})
+                                 details={"file": str(args.backup_file), "kept": str(keep) if keep else None,
+                                          "audit_entries_kept": restored.kept_audit_entries})
         print(f"Restored {restored.describe()} from {args.backup_file}."
-              + (f" The database it replaced is kept as {keep}." if keep and keep.exists() else ""), file=out)
+              + (f" The database it replaced is kept as {keep}." if keep and keep.exists() else "")
+              + (f" {restored.kept_audit_entries:,} audit-log entries made after the backup were kept."
+                 if restored.kept_audit_entries else ""), file=out)
+        return 0
+
+    if args.command == "unlock":
+        from .errors import NotFound
+
+        if not Path(db_path).is_file():
+            raise NotFound(f"There is no database at {db_path}; check --db or the db_path setting")
+        db = storage.connect(db_path)
+        stored = storage.get_user(db, username=args.username.strip())
+        if stored is None:
+            raise NotFound(f"No user named {args.username!r} in {db_path}; check the spelling (python -m outcomes "
+                           "unlock USER)")
+        with storage.transaction(db, bump=False):
+            lifted = storage.clear_throttle(db, scope="account", subject=stored["username"])
+            storage.update_user(db, stored["id"], bump=False, failed_logins=0, locked_until=None)
+            storage.append_audit(db, actor=f"cli:{_operator()}", action="unlock_user", patient_id=stored["patient_id"],
+                                 details={"username": stored["username"], "waits_lifted": lifted})
+        print(f"{stored['username']} can sign in again from every browser ({lifted} wait"
+              f"{'' if lifted == 1 else 's'} lifted); audited as cli:{_operator()}.", file=out)
+        return 0
+
+    if args.command == "setup-token":
+        from datetime import datetime, timezone
+
+        from . import deployment
+
+        db = storage.connect(db_path)
+        token = deployment.issue_setup_token(db, now=datetime.now(timezone.utc), by=f"cli:{_operator()}")
+        print(token.describe(), file=out)
         return 0
 
     raise AssertionError(f"unhandled command {args.command}")  # argparse keeps this unreachable

@@ -288,6 +288,13 @@ def raise_score_alerts(db: storage.Database, assessment_ids: Iterable[int] | Non
     candidates = storage.load_alert_candidates(db, None if assessment_ids is None else list(assessment_ids))
     if latest_only:
         candidates = candidates[candidates["latest"]]
+    # Only rows that can meet a rule go through alert_rule (which words the reason): a bulk load checks
+    # hundreds of thousands of scores.
+    worsening = (-candidates["domain"].map(IMPROVEMENT_SIGN).astype(float)
+                 * round_half_away(candidates["t_score"] - candidates["previous_t"]))
+    can_alert = (((candidates["domain"] == "depression") & (candidates["t_score"] >= ROUTINE_DEPRESSION_T))
+                 | (worsening >= candidates["domain"].map(settings.mcid).astype(float)).fillna(False))
+    candidates = candidates[can_alert]
     alerts = []
     for row in candidates.itertuples(index=False):
         previous = None if pd.isna(row.previous_t) else float(row.previous_t)
@@ -392,7 +399,7 @@ def _require_patient(db: storage.Database, patient_id: str) -> pd.DataFrame:
 def enrol_patient(db: storage.Database, actor: User, *, patient_id: str, diagnosis: str | None = None,
                   sex: str | None = None, birth_year: int | str | None = None,
                   enrolled_on: date | str | None = None, today: date, now: datetime,
-                  settings: Settings) -> Invitation:
+                  settings: Settings, diagnosis_code: int | None = None) -> Invitation:
     """Enrol a patient (clinician) and issue their one-time invitation code.
 
     Returns
@@ -409,6 +416,8 @@ def enrol_patient(db: storage.Database, actor: User, *, patient_id: str, diagnos
         storage.add_patient(db, patient_id=patient_id, diagnosis=diagnosis, sex=sex, birth_year=birth_year,
                             enrolled_on=enrolled_on, entered_by=user.username, today=today)
         pid = str(patient_id).strip()
+        if diagnosis_code is not None:  # the coded diagnosis; ``diagnosis`` stays the clinician's free-text note
+            storage.set_diagnosis_code(db, pid, diagnosis_code, reason=None, by=user.username)
         storage.append_audit(db, actor=user.username, action="enrol_patient", patient_id=pid)
         return issue_invitation(db, user, pid, now=now, settings=settings)
 
@@ -1167,3 +1176,78 @@ def backup_database(db: storage.Database, actor: User, *, now: datetime) -> Back
     storage.append_audit(db, actor=admin.username, action="backup",
                          details={"file": filename, "bytes": len(data), "counts": dict(check.counts)})
     return BackupFile(filename, data, check)
+
+
+# Diagnosis codes (security issue, finding 2) ---------------------------------------------------------------
+# The clinic's coded list of diagnoses (storage.DIAGNOSIS_SEED to start with). QI filters and de-identified
+# output use the code's label, pooled when rare; the free-text ``diagnosis`` stays the clinician's note
+# (identified output only). Administrators maintain the list; clinicians choose from it.
+
+
+def diagnosis_codes(db: storage.Database, actor: User, *, retired: bool = False) -> pd.DataFrame:
+    """The clinic's diagnosis codes (clinician or admin): ``code, label, retired_at, created_at, created_by,
+    patients``, by label; retired codes only with ``retired=True`` (forms offer current codes)."""
+    require_role(db, actor, "clinician", "admin", action="diagnosis_codes")
+    return storage.load_diagnosis_codes(db, retired=retired)
+
+
+def add_diagnosis_code(db: storage.Database, actor: User, *, label: str) -> int:
+    """Add a code to the list (admin); audited as ``diagnosis_code``. Returns its number."""
+    admin = require_role(db, actor, "admin", action="add_diagnosis_code")
+    with storage.transaction(db):
+        code = storage.add_diagnosis_code(db, label, by=admin.username)
+        storage.append_audit(db, actor=admin.username, action="diagnosis_code",
+                             details={"change": "add", "code": code, "label": " ".join(label.split())})
+    return code
+
+
+def rename_diagnosis_code(db: storage.Database, actor: User, *, code: int, label: str) -> str:
+    """Rename a code (admin): every patient holding it follows. Audited with both labels; returns the old one."""
+    admin = require_role(db, actor, "admin", action="rename_diagnosis_code")
+    with storage.transaction(db):
+        old = storage.rename_diagnosis_code(db, code, label, by=admin.username)
+        storage.append_audit(db, actor=admin.username, action="diagnosis_code",
+                             details={"change": "rename", "code": int(code), "before": old,
+                                      "label": " ".join(label.split())})
+    return old
+
+
+def retire_diagnosis_code(db: storage.Database, actor: User, *, code: int, retired: bool = True) -> str:
+    """Retire a code, or offer a retired one again (admin); audited. Returns its label."""
+    admin = require_role(db, actor, "admin", action="retire_diagnosis_code")
+    with storage.transaction(db):
+        label = storage.retire_diagnosis_code(db, code, by=admin.username, retired=retired)
+        storage.append_audit(db, actor=admin.username, action="diagnosis_code",
+                             details={"change": "retire" if retired else "restore", "code": int(code),
+                                      "label": label})
+    return label
+
+
+def set_diagnosis_code(db: storage.Database, actor: User, *, patient_id: str, code: int | None,
+                       reason: str) -> str | None:
+    """Correct a patient's diagnosis code (clinician; None: not coded), with a reason kept in the record's
+    trail. Returns the new label."""
+    user = require_patient_access(db, actor, patient_id, action="set_diagnosis_code", patient_self=False)
+    with storage.transaction(db):
+        label = storage.set_diagnosis_code(db, patient_id, code, reason=reason, by=user.username)
+        storage.append_audit(db, actor=user.username, action="correct_record", patient_id=patient_id,
+                             details={"record": "patient", "record_id": patient_id, "fields": ["diagnosis_code"],
+                                      "reason": reason})
+    return label
+
+
+def diagnosis_notes(db: storage.Database, actor: User) -> pd.DataFrame:
+    """Free-text diagnosis notes of patients not yet coded, with how many share each (admin; identified)."""
+    require_role(db, actor, "admin", action="diagnosis_notes")
+    return storage.load_diagnosis_notes(db)
+
+
+def code_patients_by_note(db: storage.Database, actor: User, *, note: str, code: int, reason: str) -> int:
+    """Code every uncoded patient whose note reads exactly ``note`` (admin; each change in the record's
+    trail, one audit entry). Returns how many patients were coded."""
+    admin = require_role(db, actor, "admin", action="code_patients_by_note")
+    with storage.transaction(db):
+        n = storage.code_patients_by_note(db, note, code, reason=reason, by=admin.username)
+        storage.append_audit(db, actor=admin.username, action="diagnosis_code",
+                             details={"change": "code patients by note", "code": int(code), "patients": n})
+    return n

@@ -5,7 +5,8 @@ PROMIS questionnaires as item-level answers (a field per item, often named after
 ``painin9``, coded 1–5, or the answer labels in a "labels" export) or as T-scores (``..._tscore``,
 ``..._stderror``). :func:`detect` proposes a :class:`Mapping`; the page shows it for confirmation;
 :func:`preview` scores the items with :mod:`outcomes.scoring` and checks every row (a dry run of
-:func:`outcomes.storage.import_records`); :func:`commit` writes all rows or none and audits it.
+:func:`outcomes.storage.import_records`); :func:`commit` writes all rows or none, runs the clinic's alert
+rules on each patient's new latest score per domain in the same transaction, and audits it.
 
 Every score needs a date. A REDCap event name ("month_3_arm_1") is a plan, not a date, so it is never
 turned into one: map a date field (visit date, or a survey timestamp such as
@@ -25,12 +26,13 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -38,10 +40,10 @@ import pandas as pd
 
 from . import auth, storage
 from .errors import ImportRejected, InvalidResponse, ValidationError
-from .importing import Source, read_table
+from .importing import ImportResult, Source, import_with_alerts, read_table
 from .instruments import Form, Registry
 from .scoring import score_response
-from .settings import DOMAINS
+from .settings import DOMAINS, Settings, load_settings
 from .storage import ImportSummary
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
@@ -300,7 +302,7 @@ class Preview:
 
     plan: Plan
     errors: tuple[str, ...]
-    summary: ImportSummary | None
+    summary: ImportResult | None
 
     @property
     def ok(self) -> bool:
@@ -324,12 +326,17 @@ def preview(db: Any, frame: pd.DataFrame, mapping: Mapping, *, registry: Registr
         summary = _import(db, p, entered_by="preview", registry=registry, today=today, dry_run=True)
     except ImportRejected as exc:
         return Preview(p, tuple(exc.problems), None)
-    return Preview(p, (), summary)
+    return Preview(p, (), ImportResult(**dataclasses.asdict(summary)))  # its text names the alert rule
 
 
 def commit(db: Any, actor: auth.User, frame: pd.DataFrame, mapping: Mapping, *, registry: Registry,
-           today: date | None = None) -> ImportSummary:
+           today: date | None = None, now: datetime | None = None,
+           settings: Settings | None = None) -> ImportResult:
     """Import every planned score or none (clinician or admin), with one ``import_redcap`` audit entry.
+
+    In the same transaction the alert rules run on each patient's latest score per domain that the file
+    added (:func:`outcomes.importing.import_with_alerts`), at ``now`` (default: the clock) with the
+    thresholds of ``settings`` (default: :func:`outcomes.settings.load_settings`); the result counts them.
 
     Raises
     ------
@@ -341,10 +348,17 @@ def commit(db: Any, actor: auth.User, frame: pd.DataFrame, mapping: Mapping, *, 
     if p.errors:
         raise ImportRejected(f"Nothing was imported: {len(p.errors)} row(s) cannot be read. Fix them in "
                              "REDCap or in the file and upload it again.", list(p.errors))
+    settings = load_settings() if settings is None else settings
+    now = datetime.now(UTC) if now is None else now
+
+    def write() -> ImportSummary:
+        return _import(db, p, entered_by=user.username, registry=registry, today=today, dry_run=False)
+
     with storage.transaction(db):
-        summary = _import(db, p, entered_by=user.username, registry=registry, today=today, dry_run=False)
+        summary = import_with_alerts(db, write, p.scores["patient_id"], now=now, settings=settings)
         storage.append_audit(db, actor=user.username, action="import_redcap", details={
             "file": str(frame.attrs.get("source", "")), "rows": len(frame),
             "scores_added": summary.scores_added, "scores_present": summary.scores_present,
-            "patients_added": summary.patients_added, "skipped": len(p.skipped)})
+            "patients_added": summary.patients_added, "skipped": len(p.skipped),
+            "alerts": summary.alerts_raised})
     return summary

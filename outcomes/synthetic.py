@@ -9,7 +9,9 @@ are not public; the shape below is our design to sit inside that envelope (docs/
 Nothing here is real: patient IDs start with ``DEMO-`` and the database is flagged synthetic.
 Item responses are sampled from the PROMIS graded-response parameters at each patient's latent
 score and then scored by the ordinary scoring engine, so the demo exercises the same code paths as
-real check-ins (including pattern scoring when an item is skipped).
+real check-ins (including pattern scoring when an item is skipped). Each patient's latest score per
+domain then goes through the clinic's alert rules, as an import's do, so the demo's alert list and
+roster match its scores.
 
 Example
 -------
@@ -22,15 +24,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-from . import auth, instruments, scoring, storage
+from . import auth, clinic, instruments, scoring, storage
 from .errors import NotADemoDatabase
-from .settings import DOMAINS
+from .settings import DOMAINS, Settings, load_settings
 
 DIAGNOSES = MappingProxyType(
     {  # share of patients, and how much likelier than average they are to respond
@@ -122,11 +124,58 @@ def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date) -> D
     return DemoCohort(patients, series.drop(columns=["respond_scale"]), infusions, assessments, seed, end)
 
 
-def write_cohort(db, cohort: DemoCohort) -> None:
-    """Write ``cohort`` into ``db`` in one transaction and flag the database as synthetic."""
-    storage.insert_cohort(
-        db, cohort.patients, cohort.series, cohort.infusions, cohort.assessments, synthetic=True
-    )
+#: ``meta`` key set once a demo's latest scores have been through the alert rules (value: alerts raised).
+DEMO_ALERTS_META = "demo_alerts"
+
+
+def write_cohort(db, cohort: DemoCohort, *, now: datetime | None = None,
+                 settings: Settings | None = None) -> int:
+    """Write ``cohort`` into ``db``, flag the database as synthetic and raise the alerts of every patient's
+    latest score per domain, all in one transaction; returns the number of alerts.
+
+    ``now`` dates the alerts (default: the clock); ``settings`` gives the alert thresholds (default:
+    :func:`outcomes.settings.load_settings`, the ones the app's check-ins use).
+    """
+    settings = load_settings() if settings is None else settings
+    with storage.transaction(db):
+        storage.insert_cohort(
+            db, cohort.patients, cohort.series, cohort.infusions, cohort.assessments, synthetic=True
+        )
+        now = datetime.now(UTC) if now is None else now
+        alerts = clinic.raise_score_alerts(db, None, now=now, settings=settings, latest_only=True)
+        _review_old_alerts(db, now=now)
+        storage.set_meta(db, DEMO_ALERTS_META, str(alerts))
+    return alerts
+
+
+#: In the demo, alerts on scores older than this were reviewed at the time, as a clinic's would have been;
+#: the newer ones are open, so the Alerts page holds what a clinic would see on a Monday morning.
+DEMO_REVIEWED_AFTER_DAYS = 14
+
+
+def _review_old_alerts(db, *, now: datetime) -> int:
+    alerts = storage.load_alerts(db, open_only=True)
+    old = alerts[alerts["assessed_on"] < pd.Timestamp(now.date()) - pd.Timedelta(days=DEMO_REVIEWED_AFTER_DAYS)]
+    return storage.acknowledge_alerts(db, old["alert_id"].tolist(), by="demo-clinician", now=now,
+                                      note="Reviewed at the next visit (synthetic demo entry).")
+
+
+def _alert_latest_scores(db, *, now: datetime, settings: Settings) -> None:
+    """Raise the alerts of a demo seeded before its scores went through the alert rules (once).
+
+    Only latest scores that have no alert yet are checked, so an alert a demo check-in raised is not
+    raised twice.
+    """
+    with storage.transaction(db):
+        if storage.get_meta(db, DEMO_ALERTS_META) is not None:  # another session did it meanwhile
+            return
+        alerted = set(storage.load_alerts(db)["assessment_id"].tolist())
+        latest = storage.load_alert_candidates(db, None)["assessment_id"].tolist()
+        latest = [i for i in latest if i not in alerted]
+        alerts = 0
+        if latest:
+            alerts = clinic.raise_score_alerts(db, latest, now=now, settings=settings, latest_only=True)
+        storage.set_meta(db, DEMO_ALERTS_META, str(alerts))
 
 
 def _patients(rng: np.random.Generator, n: int, end: pd.Timestamp) -> pd.DataFrame:
@@ -302,8 +351,13 @@ def _sample_items(rng: np.random.Generator, form, theta: np.ndarray) -> np.ndarr
 DEMO_ACCOUNTS_META = "demo_accounts"
 
 
-def prepare_demo(db, *, end: date, now, n_patients: int = 1034, seed: int = 2025) -> list[dict[str, str]]:
+def prepare_demo(db, *, end: date, now, n_patients: int = 1034, seed: int = 2025,
+                 settings: Settings | None = None) -> list[dict[str, str]]:
     """Make ``db`` a ready demo: seed it if empty, create one account per role, and return the accounts.
+
+    Seeding raises the alerts of every patient's latest score per domain (:func:`write_cohort`), with the
+    thresholds of ``settings`` (default: :func:`outcomes.settings.load_settings`); a demo seeded before
+    that was done gets them on its next preparation.
 
     The demo passwords are kept readable in the demo database's ``meta`` table so the sign-in page can
     list them: the database holds synthetic patients only, and :func:`outcomes.auth.create_demo_accounts`
@@ -318,7 +372,9 @@ def prepare_demo(db, *, end: date, now, n_patients: int = 1034, seed: int = 2025
         if storage.database_summary(db)["patients"]:
             raise NotADemoDatabase("This database holds patients and is not a demo database; choose "
                                         "another path for the demo (setting OUTCOMES_DEMO_DB_PATH).")
-        write_cohort(db, generate_cohort(n_patients, seed=seed, end=end))
+        write_cohort(db, generate_cohort(n_patients, seed=seed, end=end), now=now, settings=settings)
+    elif storage.get_meta(db, DEMO_ALERTS_META) is None:
+        _alert_latest_scores(db, now=now, settings=load_settings() if settings is None else settings)
     stored = storage.get_meta(db, DEMO_ACCOUNTS_META)
     if stored:
         return json.loads(stored)

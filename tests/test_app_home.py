@@ -42,3 +42,18 @@ def test_database_page_of_a_synthetic_database_carries_the_banner(app_as, clinic
     storage.set_meta(clinic_db.open(), "synthetic", "1")
     at = app_as("admin", "app_pages/home.py")
     assert "Synthetic data" in at.warning[0].value
+
+
+def test_a_database_file_others_can_read_is_reported_on_the_database_page(app_as, clinic_db, monkeypatch):
+    # Security issue, finding 13: the app tightens the file to 0600 when it opens it; one it cannot tighten
+    # (owned by another account; here the tightening is switched off) is reported with what to do.
+    import os
+
+    at = app_as("admin", "app_pages/home.py")
+    assert oct(os.stat(clinic_db.path).st_mode & 0o777) == "0o600" and not at.warning
+    monkeypatch.setattr(storage, "_tighten", lambda path: None)
+    os.chmod(clinic_db.path, 0o644)
+    at.run()
+    assert len(at.warning) == 1
+    assert "Other accounts on the server can read the database file (mode 644)" in at.warning[0].value
+    assert "chmod 600" in at.warning[0].value

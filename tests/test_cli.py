@@ -116,11 +116,34 @@ def test_import_is_all_or_nothing_and_idempotent(tmp_path):
     assert len(storage.load_assessments(db)) == 2          # the good line 2 was not written either
 
 
+def test_import_raises_the_alerts_of_the_latest_scores_and_says_so(tmp_path):
+    db_path = tmp_path / "clinic.db"
+    patients = tmp_path / "patients.csv"
+    patients.write_text("patient_id\nP1\nP2\n")
+    scores = tmp_path / "scores.csv"
+    scores.write_text("patient_id,assessed_on,domain,t_score\nP1,2025-01-06,depression,74\n"
+                      "P1,2025-03-03,depression,71.5\nP2,2025-03-03,depression,55\n")
+    args = ("import", "--db", str(db_path), "--patients", str(patients), "--scores", str(scores))
+    code, out, _ = run(*args)
+    assert code == 0
+    assert out.endswith(" 1 alert raised for clinician review (only each patient's latest score per domain "
+                        "is checked against the alert rules).\n")
+    alerts = storage.load_alerts(storage.connect(db_path))
+    assert alerts[["patient_id", "t_score", "priority"]].values.tolist() == [["P1", 71.5, "high"]]
+    code, out, _ = run(*args)                               # again: nothing added, no second alert
+    assert code == 0 and out.startswith("0 added") and "alert" not in out
+    assert len(storage.load_alerts(storage.connect(db_path))) == 1
+
+
 def test_seed_demo_and_responder_report(tmp_path):
     db_path = tmp_path / "demo.db"
     code, out, _ = run("seed-demo", "--db", str(db_path), "--patients", "120", "--seed", "3", "--end", "2026-10-01")
     assert code == 0 and "120 patients" in out
     assert storage.is_synthetic(storage.connect(db_path))
+    alerts = storage.load_alerts(storage.connect(db_path))
+    assert len(alerts) > 10 and (alerts["priority"] == "high").any()
+    assert out.endswith(f"(marked as synthetic). {len(alerts)} alerts raised for clinician review (only each "
+                        "patient's latest score per domain is checked against the alert rules).\n")
 
     code, out, _ = run("report", "responders", "--db", str(db_path), "--as-of", "2026-10-01", "--format", "json")
     assert code == 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 
-from outcomes import importing, storage
+from outcomes import clinic, importing, storage
 from outcomes.errors import ImportRejected, ValidationError
+from outcomes.settings import load_settings
 
 TODAY = date(2025, 6, 1)
 PATIENTS = (
@@ -70,6 +72,22 @@ def test_reimporting_the_same_files_adds_nothing(db, files, dump):
     assert dump(db) == before  # data_version included: a no-op import empties no cache
 
 
+def test_a_reimport_never_undoes_a_void_or_a_correction(db, files, dump):
+    paths = files()
+    run(db, paths)
+    scores = storage.load_assessments(db).set_index(["patient_id", "assessed_on"])["assessment_id"]
+    storage.correct_record(db, "assessment", int(scores.loc[("P001", pd.Timestamp("2025-01-10"))]),
+                           changes={"t_score": 61.5}, reason="transcription error", by="dr.lee", today=TODAY)
+    storage.void_record(db, "assessment", int(scores.loc[("P002", pd.Timestamp("2025-02-03"))]),
+                        reason="another patient's form", by="dr.lee")
+    before = dump(db)
+    again = run(db, paths)
+    assert again.added == 0 and again.present == 9
+    assert dump(db) == before
+    active = storage.load_assessments(db)
+    assert active[["patient_id", "t_score"]].values.tolist() == [["P001", 66.2], ["P001", 61.5]]
+
+
 def test_a_changed_t_score_supersedes_the_imported_one(db, files):
     run(db, files())
     changed = SCORES.replace("58.5", "61")
@@ -77,7 +95,8 @@ def test_a_changed_t_score_supersedes_the_imported_one(db, files):
     assert (summary.scores_added, summary.scores_present, summary.scores_superseded) == (1, 2, 1)
     assert summary.describe() == ("1 added, 2 already present (patients: 0 added, 0 already present; series: 0 added, "
                                   "0 already present; scores: 1 added, 2 already present; 1 of the scores replace "
-                                  "an earlier T-score).")
+                                  "an earlier T-score). No alert raised (only each patient's latest score "
+                                  "per domain is checked against the alert rules).")
     active = storage.load_assessments(db, patient_id="P002")
     assert active["t_score"].tolist() == [61.0]
     everything = storage.load_assessments(db, patient_id="P002", include_superseded=True)
@@ -241,4 +260,105 @@ def test_dry_run_counts_without_writing(db, files, dump):
     before = dump(db)
     summary = run(db, files(), dry_run=True)
     assert summary.added == 9 and summary.describe().startswith("9 would be added")
+    assert dump(db) == before
+
+
+# Alerts: imported scores go through the clinic's alert rules, each patient's latest per domain only -----
+
+NOW = datetime(2025, 6, 1, 9, tzinfo=UTC)
+RULE = "(only each patient's latest score per domain is checked against the alert rules)"
+SEVERE = "P003,2025-05-20,depression,72.4,,\n"  # P003's only score: severe depression
+HISTORY = """patient_id,assessed_on,domain,t_score
+P001,2025-01-06,depression,72
+P001,2025-02-03,depression,75
+P001,2025-03-03,depression,71
+P001,2025-01-06,pain_interference,60
+P001,2025-02-03,pain_interference,66
+P001,2025-03-03,pain_interference,72
+P001,2025-01-06,physical_function,40
+P001,2025-02-03,physical_function,32
+P001,2025-03-03,physical_function,41
+"""
+
+
+@pytest.fixture(params=["patient by patient", "whole database"])
+def scope(request, monkeypatch):
+    """Both ways of finding the new latest scores: the file's patients one by one, or all patients at once."""
+    if request.param == "whole database":
+        monkeypatch.setattr(importing, "PATIENT_BY_PATIENT_MAX", 0)
+    return request.param
+
+
+def alerting(db, paths, **kw):
+    return run(db, paths, now=NOW, settings=load_settings({}), **kw)
+
+
+def shown(alerts):
+    return alerts[["patient_id", "domain", "assessed_on", "t_score", "priority"]].values.tolist()
+
+
+def test_an_imported_severe_depression_score_raises_one_high_priority_alert(db, files, scope):
+    result = alerting(db, files(scores=SCORES + SEVERE))
+    alerts = storage.load_alerts(db)
+    assert shown(alerts) == [["P003", "depression", pd.Timestamp("2025-05-20"), 72.4, "high"]]
+    assert alerts.loc[0, "reason"] == "Depression T 72.4 is 70 or higher (severe)"
+    assert alerts.loc[0, "created_at"] == pd.Timestamp(NOW) and pd.isna(alerts.loc[0, "acknowledged_at"])
+    assert result.alerts_raised == 1
+    assert result.describe().endswith("scores: 4 added, 0 already present). 1 alert raised for clinician "
+                                      "review " + RULE + ".")
+
+
+def test_a_history_import_alerts_only_on_each_patients_latest_score_per_domain(db, files, scope):
+    result = alerting(db, files(series=None, scores=HISTORY))
+    # Depression: only the latest severe score (71), not the two before it. Pain interference: the latest
+    # worsened by at least the MCID. Physical function: the latest improved (the worsening before it is old).
+    alerts = storage.load_alerts(db).sort_values("domain")
+    assert shown(alerts) == [["P001", "depression", pd.Timestamp("2025-03-03"), 71.0, "high"],
+                             ["P001", "pain_interference", pd.Timestamp("2025-03-03"), 72.0, "routine"]]
+    assert alerts.iloc[1]["reason"] == ("Pain interference worsened by 6.0 T points since the previous score "
+                                        "(66.0 on 2025-02-03), at least the meaningful change of 3")
+    assert result.alerts_raised == 2 and "2 alerts raised for clinician review " + RULE in result.describe()
+    # Still older scores leave the latest where it was: they are kept, and raise nothing.
+    older = "patient_id,assessed_on,domain,t_score\nP001,2024-12-02,depression,80\n"
+    older = alerting(db, files(patients=None, series=None, scores=older))
+    assert (older.scores_added, older.alerts_raised) == (1, 0)
+    assert older.describe().endswith("No alert raised " + RULE + ".")
+    assert len(storage.load_alerts(db)) == 2
+
+
+def test_a_dry_run_raises_no_alert_and_says_which_scores_will_be_checked(db, files, dump):
+    paths = files(series=None, scores=HISTORY)
+    before = dump(db)
+    result = alerting(db, paths, dry_run=True)
+    assert dump(db) == before and result.alerts_raised == 0
+    assert result.describe().endswith("would be added, 0 already present). On import, only each patient's "
+                                      "latest score per domain is checked against the alert rules.")
+    assert alerting(db, paths).alerts_raised == 2  # the same files imported for real
+
+
+def test_reimported_rows_raise_no_second_alert_and_a_replaced_latest_score_is_checked(db, files, scope):
+    paths = files(scores=SCORES + SEVERE)
+    alerting(db, paths)
+    again = alerting(db, paths)
+    assert (again.added, again.alerts_raised) == (0, 0) and "alert" not in again.describe()
+    # The same rows plus a new one: only the new one is checked (P003's score is not raised again).
+    more = alerting(db, files(scores=SCORES + SEVERE + "P002,2025-05-21,depression,66,,\n"))
+    assert (more.scores_added, more.scores_present, more.alerts_raised) == (1, 4, 1)
+    # A new T for P003's latest day replaces the stored score; the new score is checked.
+    replaced = alerting(db, files(patients=None, series=None, scores=SCORES + SEVERE.replace("72.4", "74.0")))
+    assert (replaced.scores_superseded, replaced.alerts_raised) == (1, 1)
+    assert shown(storage.load_alerts(db)) == [
+        ["P003", "depression", pd.Timestamp("2025-05-20"), 72.4, "high"],
+        ["P003", "depression", pd.Timestamp("2025-05-20"), 74.0, "high"],
+        ["P002", "depression", pd.Timestamp("2025-05-21"), 66.0, "routine"]]
+
+
+def test_the_scores_and_their_alerts_are_stored_together_or_not_at_all(db, files, dump, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("the alerts could not be stored")
+
+    monkeypatch.setattr(clinic, "raise_score_alerts", failing)
+    before = dump(db)
+    with pytest.raises(RuntimeError, match="could not be stored"):
+        alerting(db, files(scores=SCORES + SEVERE))
     assert dump(db) == before

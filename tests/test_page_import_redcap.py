@@ -89,3 +89,19 @@ def test_unknown_records_are_listed_unless_added_as_patients(app_as, clinic_db, 
     assert "patient 'P777' is not in the database" in at.code[0].value
     at.checkbox(key="redcap.add_patients").check().run()
     assert not at.error and seen(at, "patients: 1 would be added")
+
+
+def test_the_import_says_how_many_alerts_it_raised_and_which_scores_are_checked(app_as, clinic_db):
+    day = clinic_db.today - timedelta(days=1)  # after the clinic's check-ins: P001's latest depression score
+    at = upload(app_as("clinician", PAGE), HEADER + f"P001,month_3_arm_1,{day},5,5,5,5,\n")
+    rule = "only each patient's latest score per domain is checked against the alert rules"
+    assert seen(at, f"On import, {rule}.", "markdown")
+    before = storage.load_alerts(clinic_db.open())["alert_id"].tolist()
+    at.checkbox(key="redcap.confirm").check().run()
+    at.button(key="redcap.import").click().run()
+    assert not at.exception
+    assert seen(at, f"1 alert raised for clinician review ({rule}).", "success")
+    alerts = storage.load_alerts(clinic_db.open())
+    new = alerts[~alerts["alert_id"].isin(before)]
+    assert new[["patient_id", "domain", "t_score", "priority"]].values.tolist() == [
+        ["P001", "depression", 79.4, "high"]]

@@ -20,7 +20,10 @@ def users_page(app_as):
 
 
 def users_table(at):
-    return at.dataframe[0].value.set_index("username")
+    """Staff and patients, from the page's two tables."""
+    import pandas as pd
+
+    return pd.concat([at.dataframe[0].value, at.dataframe[1].value]).set_index("username")
 
 
 def create(at, username: str, role: str | None, password: str = INITIAL, patient_id: str = "", email: str = ""):
@@ -151,3 +154,39 @@ def test_a_weak_temporary_password_is_refused(users_page, clinic_db, dump):
     button(at, "Reset password").click().run()
     assert len(at.error) == 1 and "it contains the username" in at.error[0].value
     assert dump(clinic_db.open()) == before
+
+
+# Security issue, while in the admin pages: staff and patients apart, a search, and stored text shown inert.
+
+
+def test_staff_and_patients_are_listed_apart(users_page):
+    at = users_page
+    staff, patients = at.dataframe[0].value, at.dataframe[1].value
+    assert sorted(staff["username"]) == ["ada.admin", "cleo.clinician", "quinn.qi"]
+    assert "patient_id" not in staff.columns and "patient" not in set(staff["role"])
+    assert patients["username"].tolist() == ["pat.patient"] and patients["patient_id"].tolist() == ["P001"]
+    assert [t.label for t in at.tabs][:2] == ["Staff (3)", "Patients (1)"]
+
+
+@pytest.mark.parametrize("query, staff, patients", [
+    ("CLEO", ["cleo.clinician"], []),                  # any part, any case
+    ("p001", [], ["pat.patient"]),                     # a patient by the clinic's ID
+    ("hospital.example", ["dr.mail"], []),             # by email
+    ("nobody here", [], []),
+])
+def test_the_search_finds_users_by_name_email_or_patient_id(users_page, query, staff, patients):
+    at = create(users_page, "dr.mail", "clinician", email="dr.mail@hospital.example")
+    text_input(at, "Search").input(query).run()
+    assert not at.exception
+    assert at.dataframe[0].value["username"].tolist() == staff
+    assert at.dataframe[1].value["username"].tolist() == patients
+    if not staff and not patients:
+        assert "No user matches" in at.info[0].value and "Clear the search" in at.info[0].value
+
+
+def test_a_display_name_that_is_a_formula_is_shown_inert(users_page, clinic_db):
+    at = create(users_page, "dr.formula", "clinician")
+    storage.update_user(clinic_db.open(), stored(clinic_db, "dr.formula")["id"],
+                        display_name='=HYPERLINK("http://evil.example","x")')
+    at.run()
+    assert users_table(at).loc["dr.formula", "display_name"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"

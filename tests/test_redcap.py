@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from outcomes import auth, exports, redcap, storage
+from outcomes import clinic as clinic_module
 from outcomes.errors import ImportRejected, PermissionDenied, ValidationError
 from outcomes.instruments import default_registry
 from outcomes.scoring import score_response
@@ -107,7 +108,8 @@ def test_round_trip_through_the_database_and_back_out(db, clinic):
     audit = storage.load_audit_log(db, action="import_redcap").iloc[0]
     assert audit["actor"] == "cleo.clinician"
     assert json.loads(audit["details"]) == {"file": "redcap_export.csv", "rows": 4, "scores_added": 7,
-                                            "scores_present": 0, "patients_added": 0, "skipped": 0}
+                                            "scores_present": 0, "patients_added": 0, "skipped": 0,
+                                            "alerts": 0}
     # Re-importing the same file adds nothing; the identified export shows the scores as imported.
     again = redcap.preview(db, frame, mapping, registry=REGISTRY, today=TODAY)
     assert again.summary.added == 0 and again.summary.scores_present == 7 and not again.ok
@@ -236,3 +238,42 @@ def test_a_field_named_line_does_not_clash_with_the_line_numbers():
     frame = upload("record_id,line,visit_date\nP1,A,2025-01-01\n")
     assert frame.to_dict("records") == [{"record_id": "P1", "line (column)": "A", "visit_date": "2025-01-01",
                                          "line": 2}]
+
+
+# Every score of a severe depression row, answered in REDCap: the 4a form's items all at 5 (T 79.4).
+SEVERE = ",".join(["P002", "month_3_arm_1", "", "", "2025-05-20"] + [""] * 7 + ["5"] * 4 + ["", ""]) + "\n"
+RULE = "only each patient's latest score per domain is checked against the alert rules"
+
+
+def test_a_severe_depression_score_raises_a_high_priority_alert_with_the_import(db, clinic):
+    frame = upload(EXPORT + SEVERE)
+    mapping = redcap.detect(frame, REGISTRY)
+    preview = redcap.preview(db, frame, mapping, registry=REGISTRY, today=TODAY)
+    assert preview.summary.describe().endswith(f"On import, {RULE}.")
+    assert storage.load_alerts(db).empty                                          # a preview raises nothing
+    summary = redcap.commit(db, clinic["clinician"], frame, mapping, registry=REGISTRY, today=TODAY, now=NOW,
+                            settings=load_settings({}))
+    alerts = storage.load_alerts(db)
+    assert alerts[["patient_id", "domain", "assessed_on", "t_score", "priority"]].values.tolist() == [
+        ["P002", "depression", pd.Timestamp("2025-05-20"), 79.4, "high"]]
+    assert alerts.loc[0, "created_at"] == pd.Timestamp(NOW)
+    assert summary.alerts_raised == 1
+    assert summary.describe().endswith(f"1 alert raised for clinician review ({RULE}).")
+    assert json.loads(storage.load_audit_log(db, action="import_redcap").iloc[0]["details"])["alerts"] == 1
+    # The same file again adds nothing and raises nothing.
+    again = redcap.commit(db, clinic["clinician"], frame, mapping, registry=REGISTRY, today=TODAY, now=NOW,
+                          settings=load_settings({}))
+    assert (again.added, again.alerts_raised) == (0, 0) and len(storage.load_alerts(db)) == 1
+
+
+def test_the_scores_their_alerts_and_the_audit_entry_are_stored_together(db, clinic, dump, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("the alerts could not be stored")
+
+    monkeypatch.setattr(clinic_module, "raise_score_alerts", failing)
+    frame = upload(EXPORT + SEVERE)
+    before = dump(db)
+    with pytest.raises(RuntimeError, match="could not be stored"):
+        redcap.commit(db, clinic["clinician"], frame, redcap.detect(frame, REGISTRY), registry=REGISTRY,
+                      today=TODAY, now=NOW, settings=load_settings({}))
+    assert dump(db) == before

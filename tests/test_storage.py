@@ -47,8 +47,11 @@ def test_migrations_are_idempotent(db_path):
         assert [m.name for m in storage.MIGRATIONS.applied(db)] == ["0001_initial_schema",
                                                                       "0002_accounts_checkins_alerts",
                                                                       "0003_cohort_read_index",
-                                                                      "0004_clinic_record"]
-        assert storage.database_summary(db)["schema_version"] == 4
+                                                                      "0004_clinic_record",
+                                                                      "0005_account_hardening",
+                                                                      "0006_audit_hardening",
+                                                                      "0007_diagnosis_codes"]
+        assert storage.database_summary(db)["schema_version"] == 6
 
 
 def test_every_database_gets_its_own_secret(tmp_path):
@@ -426,7 +429,8 @@ def test_database_summary(db):
         "patients": 1, "series": 1, "infusions": 0, "assessments": 2, "users": 0, "synthetic": False}
     assert (s["first_assessment"], s["last_assessment"]) == (date(2025, 1, 20), date(2025, 3, 1))
     assert s["assessments_by_domain"] == {"depression": 1, "physical_function": 1}
-    assert s["schema_version"] == 4 and s["data_version"] == storage.data_version(db)
+    assert s["schema_version"] == len(storage.MIGRATIONS._migrations)
+    assert s["data_version"] == storage.data_version(db)
 
 
 # Bulk insert

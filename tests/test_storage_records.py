@@ -312,7 +312,7 @@ def test_disposition_is_dated_and_kept_in_the_trail(db, dump):
 # Nothing is deleted --------------------------------------------------------------------------------------
 
 
-def test_clinical_rows_and_the_trail_cannot_be_deleted_or_rewritten(db):
+def test_clinical_rows_and_the_trail_cannot_be_deleted_or_rewritten(db, tmp_path):
     enrol(db)
     sid = plan(db)
     infuse(db, sid, TODAY, [{"kind": "nausea", "severity": "mild"}])
@@ -320,11 +320,21 @@ def test_clinical_rows_and_the_trail_cannot_be_deleted_or_rewritten(db):
                             method="imported", source="import", entered_by="i", today=TODAY)
     storage.correct_record(db, "patient", "P001", changes={"diagnosis": "CRPS"}, reason="x", by="dr.lee",
                            today=TODAY)
+    path = tmp_path / "copy.db"
+    storage.backup(db, path)  # for a plain connection below, before this one's failed statements
     for table in ("patients", "series", "infusions", "adverse_events", "assessments", "record_changes"):
         with pytest.raises(sqlite3.IntegrityError, match="cannot be deleted|are kept"):
             db.conn.execute(f"DELETE FROM {table}")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.conn.execute("UPDATE record_changes SET reason = 'rewritten'")
+    # INSERT OR REPLACE would delete the old row without firing the DELETE triggers: refused too, also on a
+    # plain connection (sqlite-utils turns recursive_triggers on for its own).
+    plain = sqlite3.connect(path)
+    for table, row in (("patients", "(id, patient_id, entered_by, entered_at) VALUES (1, 'P009', 'x', 'x')"),
+                       ("record_changes", "(id, at, actor, patient_ref, record, record_id, action, before, after, "
+                                          "reason) VALUES (1, 'x', 'x', 1, 'patient', 1, 'correct', '{}', '{}', 'x')")):
+        with pytest.raises(sqlite3.IntegrityError, match="cannot be replaced"):
+            plain.execute(f"INSERT OR REPLACE INTO {table} {row}")
 
 
 def test_migration_keeps_a_database_built_before_it(tmp_path):

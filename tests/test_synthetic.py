@@ -1,12 +1,14 @@
-from datetime import date
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from outcomes import storage, synthetic
+from outcomes import clinic, storage, synthetic
+from outcomes.settings import load_settings
 
 END = date(2026, 11, 1)
+NOW = datetime(2026, 11, 2, 8, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,67 @@ def test_demo_responder_rates_sit_inside_the_published_envelope(cohort):
     # Follow-up thins out, as in every registry: fewer observed at 6 months than at the end of the series.
     pi = table[table["domain"] == "pain_interference"].set_index("window")
     assert pi.loc["month_6", "n_observed"] < 0.6 * pi.loc["end_of_series", "n_observed"]
+
+
+SCORE = ["patient_id", "domain", "assessed_on", "t_score"]
+
+
+def rows(frame: pd.DataFrame) -> list[tuple]:
+    """The scores of ``frame`` (patient, domain, date, T), sorted."""
+    return sorted(map(tuple, frame[SCORE].values.tolist()))
+
+
+def test_the_demo_has_an_alert_for_every_latest_severe_depression_score(cohort):
+    db = storage.connect(":memory:")
+    raised = synthetic.write_cohort(db, cohort, now=NOW, settings=load_settings({}))
+    latest = storage.load_latest_scores(db)
+    severe = latest[(latest["domain"] == "depression") & (latest["t_score"] >= 70)]
+    alerts = storage.load_alerts(db)
+    assert len(severe) > 50  # the demo has many: before the fix none of them had an alert
+    # Every latest depression T >= 70 has a high-priority alert, and no other score has one.
+    assert rows(alerts[alerts["priority"] == "high"]) == rows(severe)
+    # Alerts on scores older than two weeks were reviewed at the time, as in a clinic; newer ones are open.
+    recent = alerts["assessed_on"] >= pd.Timestamp(NOW.date()) - pd.Timedelta(days=14)
+    assert (alerts["acknowledged_at"].isna() == recent).all() and recent.any() and (~recent).any()
+    assert set(alerts.loc[~recent, "acknowledged_by"]) == {"demo-clinician"}
+    # Only latest scores are checked: at most one alert per patient and domain, each on the latest score.
+    on_latest = alerts[SCORE].merge(latest[SCORE], how="left", on=SCORE, indicator=True)["_merge"]
+    assert on_latest.eq("both").all() and not alerts.duplicated(["patient_id", "domain"]).any()
+    assert set(alerts["created_at"]) == {pd.Timestamp(NOW)}
+    assert raised == len(alerts) and storage.get_meta(db, synthetic.DEMO_ALERTS_META) == str(raised)
+
+
+def test_the_cohort_and_its_alerts_are_written_together_or_not_at_all(dump, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("the alerts could not be stored")
+
+    db = storage.connect(":memory:")
+    before, indexes = dump(db), db["assessments"].indexes
+    monkeypatch.setattr(clinic, "raise_score_alerts", failing)
+    with pytest.raises(RuntimeError, match="could not be stored"):
+        synthetic.write_cohort(db, synthetic.generate_cohort(30, seed=1, end=END), now=NOW)
+    # Nothing stored, not flagged synthetic, and the indexes the bulk insert drops and rebuilds are back.
+    assert dump(db) == before and db["assessments"].indexes == indexes
+
+
+def test_preparing_a_demo_seeded_before_the_alerts_raises_them_once(fast_hasher):
+    def alerted(database):
+        return rows(storage.load_alerts(database))
+
+    small = synthetic.generate_cohort(80, seed=4, end=END)
+    fresh = storage.connect(":memory:")
+    synthetic.write_cohort(fresh, small, now=NOW)
+    expected = alerted(fresh)
+    assert expected
+    # A demo seeded by the earlier generator: the cohort without alerts, one of which a check-in raised since.
+    db = storage.connect(":memory:")
+    storage.insert_cohort(db, small.patients, small.series, small.infusions, small.assessments,
+                          synthetic=True)
+    latest = storage.load_alert_candidates(db, None).set_index(SCORE)["assessment_id"]
+    with storage.transaction(db):
+        clinic.raise_score_alerts(db, [latest.loc[expected[0]]], now=NOW, settings=load_settings({}))
+    synthetic.prepare_demo(db, end=END, now=NOW)
+    assert alerted(db) == expected  # the check-in's alert is not raised twice
+    assert storage.get_meta(db, synthetic.DEMO_ALERTS_META) == str(len(expected) - 1)
+    synthetic.prepare_demo(db, end=END, now=NOW)
+    assert alerted(db) == expected  # once only

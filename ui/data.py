@@ -256,3 +256,84 @@ def cohort_survival(query: CohortQuery, estimate: str, *, group_col: str | None 
     path = active_db_path()
     return _cohort_survival(path, data_version(path), query, estimate, group_col, min_at_risk,
                             settings().baseline_days)
+
+
+# Files handed to the browser (docs/privacy.md, "Downloads") --------------------------------------------
+# st.download_button puts its bytes at /media/<hash>.<ext> on Streamlit's media route, which serves them to
+# any client holding the URL and keeps them until a later script run sweeps them (the browser even fetches
+# the URL once on render, to check it, before any click). Identified files therefore never go there: the
+# page makes the file (and audits it) in the run of the click, and hands the bytes to this browser
+# session only, inside that run's own websocket message, to a tiny component that saves them as a file.
+# There is no URL to fetch, by this session or any other, and the next run does not send them again.
+
+_HAND_OVER_JS = """
+const handedOver = new Set();
+export default function ({ data, parentElement }) {
+  if (!data || !data.token || handedOver.has(data.token)) return;
+  handedOver.add(data.token);
+  const text = atob(data.b64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  const url = URL.createObjectURL(new Blob([bytes], { type: data.mime }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = data.name;
+  link.style.display = "none";
+  parentElement.appendChild(link);
+  link.click();
+  setTimeout(() => { URL.revokeObjectURL(url); link.remove(); }, 60000);
+}
+"""
+HAND_OVER_COMPONENT = "outcomes_hand_over_file"
+
+
+def hand_over_limit() -> int:
+    """The largest file (bytes) one hand-over carries: Base64 within Streamlit's message limit
+    (``server.maxMessageSize``, megabytes), with a margin for the message around it."""
+    return int(st.get_option("server.maxMessageSize") * 1_000_000 * 0.9 * 3 / 4)
+
+
+def check_hand_over(size: int, too_large: str = "") -> None:
+    """Raise ValidationError when a file of ``size`` bytes cannot be handed over (call it before auditing)."""
+    from outcomes.errors import ValidationError
+
+    if size > hand_over_limit():
+        raise ValidationError(
+            f"The file is {size / 1e6:,.1f} MB, more than the browser connection carries "
+            f"({hand_over_limit() / 1e6:,.0f} MB; server setting server.maxMessageSize). "
+            + (too_large or "Narrow the filters to make it smaller."))
+
+
+def hand_over(payload: bytes, filename: str, mime: str, *, key: str, too_large: str = "") -> None:
+    """Give ``payload`` to this session's browser as the file ``filename``, once, with no URL.
+
+    Call it in the script run that made (and audited) the file, typically the run of the button's click.
+
+    Raises
+    ------
+    ValidationError
+        The file is larger than :func:`hand_over_limit`; ``too_large`` says what to do instead.
+    """
+    import base64
+    import secrets
+
+    check_hand_over(len(payload), too_large)
+    renderer = st.components.v2.component(HAND_OVER_COMPONENT, js=_HAND_OVER_JS)
+    renderer(key=key, data={"name": filename, "mime": mime, "token": secrets.token_hex(16),
+                            "b64": base64.b64encode(payload).decode("ascii")}, width="content")
+
+
+def last_server_backup() -> dict[str, Any] | None:
+    """The newest backup made on the server by ``python -m outcomes backup`` (cron or a systemd timer,
+    docs/operations.md), from its audit entry (actor ``cli:<login>``): ``at`` (UTC), ``actor``, ``file``,
+    ``bytes``; None when the audit log holds none."""
+    import json
+
+    with database() as db:
+        log = storage.load_audit_log(db, action="backup")
+    made = log[log["actor"].astype(str).str.startswith("cli:")]
+    if made.empty:
+        return None
+    row = made.iloc[0]
+    details = json.loads(row["details"]) if isinstance(row["details"], str) else {}
+    return {"at": row["at"], "actor": row["actor"], "file": details.get("file"), "bytes": details.get("bytes")}

@@ -193,3 +193,90 @@ def clinic_times(stamps, settings):
 
     zone = settings.zoneinfo or tz.tzlocal()
     return pd.to_datetime(stamps, utc=True).dt.tz_convert(zone).dt.tz_localize(None)
+
+
+def on_screen(frame):
+    """``frame`` for ``st.dataframe``: every text cell a spreadsheet could run as a formula (starting with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) prefixed with ``'``, by the exports' own rule
+    (``outcomes.exports.neutralise``), so a cell copied out of the table is inert too. Column names, numbers,
+    dates and missing values are left as they are; the frame passed in is not changed.
+    """
+    import pandas as pd
+
+    from outcomes.exports import neutralise
+
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(lambda v: neutralise(v) if isinstance(v, str) else v)
+    return out
+
+
+#: Audit-log actions in words; an action not listed reads as its name with spaces ("close_series" →
+#: "Close series"). The internal name stays in the table, so a filter and the CSV agree.
+AUDIT_ACTIONS = {
+    "login": "Signed in", "login_failed": "Sign-in failed", "logout": "Signed out",
+    "session_timeout": "Signed out after being idle", "access_denied": "Access refused",
+    "open_page": "Opened a page", "view_record": "Viewed a patient's record",
+    "view_record_history": "Viewed a record's history", "view_roster": "Viewed the roster",
+    "view_alerts": "Viewed the alerts", "view_audit_log": "Viewed the audit log",
+    "list_users": "Listed the users", "list_patients": "Listed the patients",
+    "export": "Exported data", "import": "Imported files (command line)", "import_redcap": "Imported from REDCap",
+    "backup": "Made a backup", "restore": "Restored a backup",
+    "enrol_patient": "Enrolled a patient", "plan_series": "Planned a series", "log_series": "Logged a series",
+    "log_infusion": "Logged an infusion", "cancel_series": "Cancelled a series",
+    "correct_record": "Corrected a record", "void_record": "Voided a record",
+    "set_disposition": "Set a disposition", "submit_checkin": "Sent a check-in", "save_draft": "Saved a draft",
+    "load_draft": "Reopened a draft", "discard_draft": "Discarded a draft",
+    "acknowledge_alert": "Acknowledged an alert", "issue_invitation": "Issued an invitation",
+    "redeem_invitation": "Redeemed an invitation", "invitation_failed": "Invitation code refused",
+    "create_first_admin": "Created the first administrator", "create_user": "Created a user",
+    "create_demo_accounts": "Created the demo accounts", "deactivate_user": "Deactivated a user",
+    "reactivate_user": "Reactivated a user", "unlock_user": "Unlocked a user",
+    "reset_password": "Reset a password", "change_password": "Changed their password",
+    "change_password_failed": "Password change refused",
+}
+
+
+def audit_action(action: object) -> str:
+    """An audit-log action in words, followed by its internal name: "Sign-in failed (login_failed)"."""
+    name = str(action)
+    words = AUDIT_ACTIONS.get(name) or name.replace("_", " ").strip().capitalize()
+    return f"{words} ({name})"
+
+
+def audit_details(details: object) -> str:
+    """An audit entry's details (JSON text) as words: "what: audit log; rows: 12; de-identified: no;
+    filters: action = login". Not JSON, or not an object: the text as it is; none: "".
+    """
+    import json
+
+    if details is None or (isinstance(details, float) and details != details):
+        return ""
+    try:
+        value = json.loads(details) if isinstance(details, str) else details
+    except ValueError:
+        return str(details)
+    if not isinstance(value, dict):
+        return str(details)
+
+    def words(v: object) -> str:
+        if v is None:
+            return "none"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, dict):
+            return ", ".join(f"{_audit_key(k)} = {words(x)}" for k, x in v.items()) or "none"
+        if isinstance(v, list | tuple):
+            return ", ".join(words(x) for x in v) or "none"
+        if isinstance(v, int | float):
+            return f"{v:,}"
+        return str(v)
+
+    return "; ".join(f"{_audit_key(k)}: {words(v)}" for k, v in value.items())
+
+
+def _audit_key(key: object) -> str:
+    text = str(key)
+    return {"deidentified": "de-identified", "patient_id": "patient ID", "at": "time"}.get(
+        text, text.replace("_", " "))

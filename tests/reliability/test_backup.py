@@ -96,8 +96,14 @@ def test_backups_taken_under_load_are_consistent_and_restore_exactly(tmp_path, f
     live_before = table_rows(path)
     reader = storage.open_db(path)  # a running app's connection stays open across the restore
     kept = tmp_path / "kept.db"
-    storage.restore(path, middle, keep=kept)
-    assert table_rows(path) == table_rows(middle)
+    restored = storage.restore(path, middle, keep=kept)
+    now, then = table_rows(path), table_rows(middle)
+    assert {t: r for t, r in now.items() if t != "audit_log"} == {t: r for t, r in then.items() if t != "audit_log"}
+    # The audit log is never lost to a restore: the backup's entries, then the replaced database's later ones.
+    assert now["audit_log"][:len(then["audit_log"])] == then["audit_log"]
+    later = [r[1:] for r in live_before["audit_log"][len(then["audit_log"]):]]
+    assert [r[1:] for r in now["audit_log"][len(then["audit_log"]):]] == later
+    assert restored.kept_audit_entries == len(later) > 0
     assert table_rows(kept) == live_before
     assert storage.load_assessments(reader)["assessment_id"].max() == \
         max(r[0] for r in table_rows(middle)["assessments"])
@@ -167,20 +173,83 @@ def test_a_bad_backup_is_refused_and_the_database_is_untouched(tmp_path, spoil):
     assert not (tmp_path / "kept.db").exists()
 
 
+def handed_over(at) -> tuple[str, bytes] | None:
+    """The file a page run handed to the browser (ui.data.hand_over): name and bytes, or None."""
+    import base64
+
+    parts = [e for e in at.get("bidi_component") if e.proto.component_name == "outcomes_hand_over_file"]
+    assert len(parts) <= 1
+    if not parts:
+        return None
+    data = json.loads(parts[0].proto.json)
+    return data["name"], base64.b64decode(data["b64"])
+
+
 def test_the_admin_downloads_a_checked_backup_and_it_is_audited(app_as, clinic_db):
     from tests.page_helpers import button
 
     at = app_as("admin", "app_pages/backup.py")
     assert not at.exception and at.title[0].value == "Backup"
-    button(at, "Prepare a backup").click().run()
+    assert handed_over(at) is None and not at.get("download_button")      # nothing made before the click
+    button(at, "Download a backup").click().run()
     assert not at.exception and not at.error
-    prepared = at.session_state["backup.file"]
-    assert "integrity check ok" in at.success[0].value
-    assert re.search(r"\d+ user accounts, \d+ audit-log entries\.$", at.success[0].value)  # words, not table names
+    name, data = handed_over(at)
+    assert "integrity check ok" in at.success[0].value and name in at.success[0].value
+    assert re.search(r"\d+ user accounts, \d+ audit-log entries\. Your browser", at.success[0].value)  # words
+    assert "backup.file" not in at.session_state                          # the bytes are not kept
     copy = clinic_db.path.with_name("downloaded.db")
-    copy.write_bytes(prepared.data)
+    copy.write_bytes(data)
     assert checkins_of(copy)  # a valid, complete database with the clinic's check-ins
     assert table_rows(copy)["patients"] == table_rows(clinic_db.path)["patients"]
     with storage.open_db(clinic_db.path) as db:
         entry = storage.load_audit_log(db, action="backup").iloc[0]
-    assert entry["actor"] == "ada.admin" and json.loads(entry["details"])["bytes"] == len(prepared.data)
+    assert entry["actor"] == "ada.admin" and json.loads(entry["details"])["bytes"] == len(data)
+    at.run()
+    assert handed_over(at) is None                                        # handed over once, not per run
+    assert "integrity check ok" in at.success[0].value                    # what it was stays on the page
+
+
+def test_the_backup_page_says_when_the_server_last_backed_up(app_as, clinic_db, tmp_path, monkeypatch):
+    import getpass
+    from datetime import UTC, datetime, timedelta
+
+    def nightly(name: str) -> None:  # what cron runs (docs/operations.md), as the account "outcomes"
+        assert main(["backup", "--db", str(clinic_db.path), "--out", str(tmp_path / name)],
+                    stdout=io.StringIO()) == 0
+
+    at = app_as("admin", "app_pages/backup.py")
+    assert "No backup made on the server is recorded" in at.warning[0].value and "docs/operations.md" in \
+        at.warning[0].value
+    monkeypatch.setattr(getpass, "getuser", lambda: "outcomes")
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3, hours=1)).isoformat(timespec="microseconds")
+    with monkeypatch.context() as m:
+        m.setattr(storage, "_now", lambda: three_days_ago)               # and then the job stopped
+        nightly("old.db")
+    at.run()
+    stale = [w.value for w in at.warning if "last backup on the server" in w.value]
+    assert stale and "3 days ago" in stale[0] and "ask IT to check the backup job" in stale[0]
+    nightly("nightly.db")
+    at.run()
+    assert "The last backup on the server was made on" in at.info[0].value
+    assert re.search(r"cli\\?:outcomes", at.info[0].value)                   # who (escaped for Markdown)
+    assert not [w for w in at.warning if "last backup on the server" in w.value]
+
+
+def test_the_backup_page_warns_that_the_download_is_identified_and_unencrypted(app_as):
+    at = app_as("admin", "app_pages/backup.py")
+    warning = next(w.value for w in at.warning if "every patient's data" in w.value)
+    assert "unencrypted" in warning and "encrypted storage" in warning and "docs/operations.md" in warning
+
+
+def test_a_database_too_large_for_the_browser_is_refused_before_it_is_copied(app_as, clinic_db, monkeypatch):
+    from tests.page_helpers import button
+    from ui import data
+
+    at = app_as("admin", "app_pages/backup.py")
+    monkeypatch.setattr(data, "hand_over_limit", lambda: 1000)
+    button(at, "Download a backup").click().run()
+    assert handed_over(at) is None
+    assert "more than the browser connection carries" in at.error[0].value
+    assert "python -m outcomes backup" in at.error[0].value
+    with storage.open_db(clinic_db.path) as db:
+        assert storage.load_audit_log(db, action="backup").empty          # nothing made, nothing audited

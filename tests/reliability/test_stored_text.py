@@ -71,7 +71,14 @@ def hostile(clinic_db):
                                   notes=HOSTILE, today=today)
     clinic.log_infusion(db, clinician, patient_id=HOSTILE_ID, series_id=series_id, infused_on=first,
                         dose_mg_per_kg=0.5, duration_min=40, notes=HOSTILE,
-                        adverse_events=[{"kind": "other", "severity": "mild", "notes": HOSTILE}], today=today)
+                        adverse_events=[{"kind": "other", "severity": "mild", "notes": HOSTILE,
+                                                        "description": HOSTILE[:200]}], today=today)
+    # The record's trail shows reasons as typed: a hostile correction reason and disposition reason.
+    clinic.correct_record(db, clinician, patient_id=HOSTILE_ID, record="series", record_id=series_id,
+                          changes={"dose_mg_per_kg": 0.4}, reason=HOSTILE[:500], today=today, now=now,
+                          settings=settings)
+    clinic.set_disposition(db, clinician, patient_id=HOSTILE_ID, disposition="lost_to_follow_up", on=today,
+                           reason=HOSTILE[:500], today=today)
     forms = clinic.checkin_forms(settings)
     for days, value in ((35, 3), (1, 5)):  # a baseline, then a severe depression score: an alert
         clinic.submit_checkin(db, clinician, patient_id=HOSTILE_ID, assessed_on=today - timedelta(days=days),
@@ -121,11 +128,14 @@ def test_messages_that_quote_what_was_typed_or_stored_are_literal(hostile):
     users, alert_id = hostile
     at = open_as(users["clinician"], "app_pages/record.py")
     # Enrolling the same ID again: the refusal quotes it. Then a series for it: the success message names it.
-    at.text_input(key="record.enrol.patient_id").input(HOSTILE_ID)
-    at.text_input(key="record.enrol.diagnosis").input(HOSTILE[:200])
+    def field(label):  # the enrolment form's keys carry a counter, so that each patient gets an empty form
+        return next(t for t in at.text_input if t.label == label)
+
+    field("Clinic patient ID").input(HOSTILE_ID)
+    field("Diagnosis").input(HOSTILE[:200])
     button(at, "Enrol and create invitation code").click().run()
     assert at.error and "already enrolled" in at.error[0].value
-    at.text_input(key="record.enrol.patient_id").input("P-" + HOSTILE[:40])
+    field("Clinic patient ID").input("P-" + HOSTILE[:40])
     button(at, "Enrol and create invitation code").click().run()
     assert at.success and "Enrolled" in at.success[0].value
     at.selectbox(key="record.invite.patient").set_value(HOSTILE_ID).run()
