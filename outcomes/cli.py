@@ -201,13 +201,15 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             print("Nothing to import: give at least one of --patients, --series, --scores.", file=out)
             return 2
         db = storage.connect(db_path)
-        result = importing.import_files(db, patients=args.patients, series=args.series, scores=args.scores,
-                                        now=datetime.now(timezone.utc), settings=settings)
-        storage.append_audit(db, actor=f"cli:{_operator()}", action="import", details={  # who loaded what
-            "files": {k: str(v) for k, v in (("patients", args.patients), ("series", args.series),
-                                             ("scores", args.scores)) if v},
-            **{f"{k}_{n}": getattr(result, f"{k}_{n}") for k in ("patients", "series", "scores")
-               for n in ("added", "present")}})
+        operator = f"cli:{_operator()}"
+        with storage.transaction(db, bump=False):  # the rows, their alerts and the audit entry: all or none
+            result = importing.import_files(db, patients=args.patients, series=args.series, scores=args.scores,
+                                            entered_by=operator, now=datetime.now(timezone.utc), settings=settings)
+            storage.append_audit(db, actor=operator, action="import", details={  # who loaded what
+                "files": {k: str(v) for k, v in (("patients", args.patients), ("series", args.series),
+                                                 ("scores", args.scores)) if v},
+                **{f"{k}_{n}": getattr(result, f"{k}_{n}") for k in ("patients", "series", "scores")
+                   for n in ("added", "present")}, "alerts": result.alerts_raised})
         print(result.describe(), file=out)
         return 0
 

@@ -133,6 +133,9 @@ def test_the_command_line_import_is_audited(tmp_path, operator):
     details = json.loads(entries["details"].iloc[0])
     assert details["files"] == {"patients": str(patients)}
     assert (details["patients_added"], details["series_added"], details["scores_added"]) == (2, 0, 0)
+    assert details["alerts"] == 0
+    with storage.open_db(live) as db:  # the rows name who loaded them, as the audit entry does
+        assert set(storage.load_patients(db)["entered_by"]) == {operator}
 
 
 def test_a_refused_command_line_import_writes_nothing_not_even_an_audit_entry(tmp_path, operator):
