@@ -18,18 +18,21 @@ if roster.empty:
     st.stop()
 
 VIEWS = {"today": "Today", "all": "All patients"}
-view = st.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="roster.view",
-                help="Today: patients in a series today or this week, baselines due before a planned series, "
-                     "open alerts, then check-ins due or overdue among active patients in follow-up.")
+view_column, series_toggle, alerts_toggle = st.columns([3, 1, 1], vertical_alignment="bottom")
+view = view_column.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="roster.view",
+                         help="Today: patients in a series today or this week, baselines due before a planned "
+                              "series, open alerts, then check-ins due or overdue among active patients in "
+                              "follow-up.")
+in_series = series_toggle.toggle("In series",
+                                 help="In an infusion series this week (Monday to Sunday), planned ones too")
+with_alerts = alerts_toggle.toggle("Open alerts only")
 base = clinic.today_list(roster) if view == "today" else roster
 
-search, status, diagnosis, toggles = st.columns([2, 2, 2, 1])
+search, status, diagnosis = st.columns([3, 2, 2])
 query = search.text_input("Search patient ID or diagnosis", placeholder="e.g. P0012 or CRPS")
 statuses = status.multiselect("Check-in", ["overdue", "due", "never", "done", "not expected"],
                               placeholder="Any status")
 diagnoses = diagnosis.multiselect("Diagnosis", sorted(roster["diagnosis"].dropna().unique()), placeholder="Any")
-in_series = toggles.toggle("In series", help="In an infusion series this week (Monday to Sunday), planned ones too")
-with_alerts = toggles.toggle("Open alerts only")
 
 shown = base
 if query:
@@ -53,21 +56,23 @@ counts[3].metric("High-priority alert", f"{int((shown['top_priority'] == 'high')
 counts[4].metric("Check-in overdue", f"{int(shown['overdue'].sum()):,}")
 
 labels = {"pain_interference": "PI", "depression": "Dep", "physical_function": "PF"}
-config = {"patient_id": st.column_config.TextColumn("Patient", width="small")}
+# Widths in pixels: the key columns (patient to priority) fit beside the sidebar at 1366 x 768; the patient
+# stays pinned when the scores are scrolled into view.
+config = {"patient_id": st.column_config.TextColumn("Patient", width=105, pinned=True)}
 if view == "today":
-    config["today"] = st.column_config.TextColumn("Today", width="medium")
+    config["today"] = st.column_config.TextColumn("Today", width=265)
 config.update({
-    "series_status": st.column_config.TextColumn("Series", width="medium"),
-    "next_due": st.column_config.DateColumn("Next due", format="D MMM YYYY", width="small",
+    "series_status": st.column_config.TextColumn("Series", width=160),
+    "next_due": st.column_config.DateColumn("Next due", format="D MMM YYYY", width=100,
                                             help="Next weekly check-in, or the baseline's deadline before a "
                                                  "planned series"),
-    "checkin_status": st.column_config.TextColumn("Check-in", width="small"),
-    "open_alerts": st.column_config.NumberColumn("Alerts", width="small", help="Open alerts"),
-    "top_priority": st.column_config.TextColumn("Priority", width="small"),
+    "checkin_status": st.column_config.TextColumn("Check-in", width=95),
+    "open_alerts": st.column_config.NumberColumn("Alerts", width=60, help="Open alerts"),
+    "top_priority": st.column_config.TextColumn("Priority", width=70),
 })
 for domain, short in labels.items():
-    config[f"{domain}_t"] = st.column_config.NumberColumn(f"{short} T", format="%.1f", width="small")
-    config[f"{domain}_change"] = st.column_config.NumberColumn(f"{short} Δ", format="%+.1f", width="small",
+    config[f"{domain}_t"] = st.column_config.NumberColumn(f"{short} T", format="%.1f", width=65)
+    config[f"{domain}_change"] = st.column_config.NumberColumn(f"{short} Δ", format="%+.1f", width=65,
                                                                help="Change from the series baseline")
 config["diagnosis"] = st.column_config.TextColumn("Diagnosis", width="medium")
 if view == "all":
@@ -84,7 +89,8 @@ st.caption(f"{head} Δ is the change "
 if view == "today" and base.empty:
     st.success("Nobody needs attention today: no series this week, no baseline due, no open alert and no "
                "check-in due. Choose All patients to see everyone.")
-event = st.dataframe(widgets.on_screen(shown[columns]), hide_index=True, column_config=config, on_select="rerun",
+event = st.dataframe(widgets.on_screen(shown[columns]), hide_index=True, column_config=config, placeholder="—",
+                     on_select="rerun",
                      selection_mode="single-row", key=f"roster.table.{view}")
 st.caption(clinic.SAFETY_NOTICE)  # the roster shows depression scores
 if event.selection.rows:

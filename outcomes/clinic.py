@@ -371,11 +371,22 @@ def _baselines(targets: pd.DataFrame, candidates: pd.DataFrame, series: pd.DataF
     out["baseline_series"] = number
     return out
 
-def _due_frame(last: pd.Series, today: date, settings: Settings) -> pd.DataFrame:
-    """Vectorised check-in schedule from the last check-in dates (NaT = never)."""
+def _due_frame(last: pd.Series, today: date, settings: Settings,
+               not_before: pd.Series | None = None) -> pd.DataFrame:
+    """Vectorised check-in schedule from the last check-in dates (NaT = never).
+
+    With ``not_before`` (a day per row, NaT for none), a check-in falls due no earlier than that day; a
+    row never checked in is then due from that day (``due``, later ``overdue``) instead of ``never``.
+    """
     last = pd.to_datetime(last).astype("datetime64[ns]")
     now = pd.Timestamp(today)
     next_due = last + pd.Timedelta(days=settings.checkin_cadence_days)
+    if not_before is not None:
+        floor = pd.to_datetime(not_before).astype("datetime64[ns]")
+        next_due = next_due.where(next_due.isna() | floor.isna() | (next_due >= floor), floor)
+        never = last.isna() & floor.notna()
+        next_due = next_due.where(~never, floor)
+        last = last.where(~never, floor - pd.Timedelta(days=settings.checkin_cadence_days))
     overdue_from = next_due + pd.Timedelta(days=settings.checkin_overdue_days + 1)
     status = np.select([last.isna(), now < next_due, now < overdue_from], ["never", "done", "due"], "overdue")
     return pd.DataFrame({"checkin_status": status, "next_due": next_due, "overdue_from": overdue_from,
@@ -982,7 +993,7 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
         [in_today, out["next_infusion"].notna(), out["last_infusion"].notna()],
         ["In series (day " + day.astype("Int64").astype("string") + " of "
          + length.astype("Int64").astype("string") + ")",
-         "Series planned from " + out["next_infusion"].dt.strftime("%d %b %Y"),
+         "Planned from " + out["next_infusion"].dt.strftime("%d %b %Y"),
          "Week " + weeks.astype("Int64").astype("string") + " after series "
          + out["series_number"].astype("Int64").astype("string")],
         "No series")
@@ -996,14 +1007,15 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
 
     last = latest.groupby("patient_id")["assessed_on"].max().rename("last_checkin")
     out = out.merge(last, left_on="patient_id", right_index=True, how="left")
-    due = _due_frame(out["last_checkin"], today, settings)
+    # A check-in is due no earlier than the first infusion of the current series: a patient back for a booster
+    # long after their last check-in is due from the series' first day, not overdue since years.
+    due = _due_frame(out["last_checkin"], today, settings, not_before=out["first_infusion"].where(expected))
     window_opens = out["next_infusion"] - pd.Timedelta(days=settings.baseline_days)
     out["baseline_due"] = (active & out["next_infusion"].notna() & (now >= window_opens)
                            & ~(out["last_checkin"] >= window_opens))
     out["checkin_status"] = due["checkin_status"].where(expected, "not expected")
     out["overdue"] = expected & due["overdue"]
-    next_due = due["next_due"].where(due["checkin_status"] != "never", now)
-    out["next_due"] = next_due.where(expected, out["next_infusion"].where(out["baseline_due"]))
+    out["next_due"] = due["next_due"].where(expected, out["next_infusion"].where(out["baseline_due"]))
 
     base = _baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
     change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)

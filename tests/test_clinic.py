@@ -466,9 +466,12 @@ def test_roster(w):
     assert rows.loc["P002", "series_status"] == "No series"
     # P002 has no series: not in follow-up, so no check-in is expected and none can be overdue.
     assert rows["followup"].to_dict() == {"P001": "in follow-up", "P002": "not started", "P003": "in series"}
-    assert rows["checkin_status"].to_dict() == {"P001": "done", "P002": "not expected", "P003": "never"}
+    # P003 is in a series and has not checked in: due from the series' first day (30 May), overdue from 3 June.
+    assert rows["checkin_status"].to_dict() == {"P001": "done", "P002": "not expected", "P003": "due"}
+    assert rows.loc["P003", "next_due"] == pd.Timestamp("2025-05-30")
     assert rows["overdue"].to_dict() == {"P001": False, "P002": False, "P003": False}
-    assert rows["today"].to_dict() == {"P001": "Open alert (high)", "P002": "", "P003": "In series today"}
+    assert rows["today"].to_dict() == {"P001": "Open alert (high)", "P002": "",
+                                       "P003": "In series today · Check-in due"}
     assert rows.loc["P001", "last_checkin"] == pd.Timestamp("2025-05-28")
     assert rows.loc["P001", "next_due"] == pd.Timestamp("2025-06-04")
     assert (rows.loc["P001", "pain_interference_t"], rows.loc["P001", "pain_interference_change"]) == (61.2, -5.5)

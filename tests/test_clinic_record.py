@@ -127,7 +127,7 @@ def clinic_day(db, lee):
 def test_the_roster_knows_who_is_in_a_series_and_who_is_expected_to_check_in(clinic_day):
     rows = clinic_day.set_index("patient_id")
     assert rows.loc["A-today", "series_status"] == "In series (day 2 of 5)"
-    assert rows.loc["B-week", "series_status"] == "Series planned from 07 Jun 2025"
+    assert rows.loc["B-week", "series_status"] == "Planned from 07 Jun 2025"
     assert rows["in_series_today"][lambda x: x].index.tolist() == ["A-today"]
     assert sorted(rows["in_series_this_week"][lambda x: x].index) == ["A-today", "B-week"]
     assert rows["followup"].to_dict() == {
@@ -147,7 +147,7 @@ def test_the_roster_knows_who_is_in_a_series_and_who_is_expected_to_check_in(cli
 def test_today_list_orders_the_clinicians_morning(clinic_day):
     today = clinic.today_list(clinic_day)
     assert today["patient_id"].tolist() == ["A-today", "B-week", "C-baseline", "D-alert", "E-overdue"]
-    assert today["today"].tolist() == ["In series today", "In series this week · Baseline due by 07 Jun",
+    assert today["today"].tolist() == ["In series today · Check-in due", "In series this week · Baseline due by 07 Jun",
                                        "Baseline due by 20 Jun", "Open alert (high)", "Check-in overdue"]
 
 
@@ -172,3 +172,18 @@ def test_disposition_needs_a_reason_for_withdrawal(db, lee):
     enrol(db, lee, "P001")
     with pytest.raises(ValidationError, match="reason is required for a withdrawal"):
         clinic.set_disposition(db, lee, patient_id="P001", disposition="withdrawn", on=TODAY, today=TODAY)
+
+
+def test_a_booster_long_after_the_last_check_in_is_due_from_its_first_day_not_overdue(db, lee):
+    enrol(db, lee, "P001")
+    clinic.log_series(db, lee, patient_id="P001", first_infusion="2024-01-08", last_infusion="2024-01-12",
+                      infusions=5, today=TODAY)
+    score(db, "P001", "2024-02-01", 60.0)
+    booster = clinic.plan_series(db, lee, patient_id="P001", first_infusion="2025-06-03", planned_infusions=1,
+                                 today=TODAY)
+    clinic.log_infusion(db, lee, patient_id="P001", series_id=booster, infused_on="2025-06-03",
+                        dose_mg_per_kg=0.5, duration_min=40, today=TODAY)
+    row = clinic.roster(db, lee, today=TODAY, settings=SETTINGS).iloc[0]
+    assert (row["followup"], row["checkin_status"], row["next_due"]) == (
+        "in follow-up", "due", pd.Timestamp("2025-06-03"))  # not "overdue since February 2024"
+    assert not row["overdue"]

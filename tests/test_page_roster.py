@@ -99,7 +99,8 @@ def test_today_is_the_default_view_in_the_clinicians_order(app_as, clinic_db, p1
     table = roster(at)
     assert table["patient_id"].tolist() == ["P200", "P300", "P100", "P001", "P002"]
     assert table["today"].tolist() == [
-        "In series today", f"Baseline due by {today + timedelta(days=14):%d %b}", "Open alert (high)",
+        "In series today · Check-in due", f"Baseline due by {today + timedelta(days=14):%d %b}",
+        "Open alert (high)",
         "Open alert (routine) · Check-in overdue",
         "Open alert (routine)"]  # P002 was withdrawn: no check-in is expected, but its alert still needs review
     assert table.iloc[1]["next_due"] == pd.Timestamp(today + timedelta(days=14))
