@@ -29,13 +29,17 @@ if submitted:
     else:
         try:
             with data.database() as db:
-                auth.change_password(db, user, current, new, now=session.now(), settings=data.settings())
+                changed = auth.change_password(db, user, current, new, now=session.now(), settings=data.settings(),
+                                               browser=session.browser(), address=session.address())
         except OutcomesError as exc:
             st.error(widgets.message(exc))
         else:
-            forced = session.current_user().must_change_password
-            session.sign_in(dataclasses.replace(user, must_change_password=False))
+            forced = user.must_change_password
+            # This session goes on with the new password; every other session of the account has ended.
+            session.update_user(dataclasses.replace(user, must_change_password=False,
+                                                    credential_version=changed.credential_version))
             if forced:  # the full navigation opens now
                 st.session_state["app.toast"] = "Your password is changed."
                 st.rerun()
-            st.success("Your password is changed. Use the new one next time you sign in.")
+            st.success("Your password is changed. Use the new one next time you sign in. Any other browser "
+                       "signed in as you has been signed out.")

@@ -4,6 +4,11 @@ A thin view: the sidebar builds a ``CohortQuery``; ``ui.data`` computes it with 
 ``outcomes.survival`` (cached); ``outcomes.figures`` draws; for the quality-improvement role
 ``outcomes.disclosure`` hides counts from 1 to ``small_cell_max``. Only groups appear here: no patient
 identifiers, no dates of care. A tab renders only while open, so lifelines loads with the first survival tab.
+
+The quality-improvement role sees what the de-identified files hold (security issue, findings 1 and 2,
+docs/privacy.md): the episodes released by a month end (``outcomes.reports.qi_cohort``), filters with
+pooled values only and no calendar filter, and no view that leaves 1 to ``small_cell_max`` patients of a
+wider one out (``reports.qi_suppression``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from outcomes import disclosure, figures
+from outcomes import disclosure, figures, reports
 from outcomes.analysis import AGE_BANDS, SeriesChoice
 from outcomes.errors import OutcomesError
 from outcomes.settings import DOMAINS, MCID_PRESET_LABELS, MCID_PRESETS
@@ -44,29 +49,50 @@ qi = user.role == "qi"
 cells = settings.small_cell_max
 minimum = max(MIN_PATIENTS, cells + 1) if qi else MIN_PATIENTS
 min_at_risk = max(MIN_AT_RISK, cells + 1) if qi else MIN_AT_RISK  # QI: no step rests on a small group
-options = data.cohort_options()
 windows = {w.name: w.label for w in settings.windows}
 label = figures.label
 today = session.today()  # the clinic's calendar day (setting OUTCOMES_TIMEZONE), as check-ins are dated
 
+qi_data: reports.QiCohort | None = None
 with st.sidebar:
     st.header("Which patients")
-    as_of = st.date_input("Data as of", value=today, max_value=today, key="cohort.as_of",
-                          help="Scores after this date are ignored and follow-up ends on it.")
+    if qi:  # month ends only, and only released episodes: the cut cannot date anybody's care
+        as_of = st.selectbox("Data as of (end of month)", reports.month_end_cuts(today),
+                             key="cohort.as_of_month", format_func=lambda d: f"{d:%B %Y}",
+                             help="Episodes whose follow-up had closed, each after a delay of up to a year, "
+                                  "by the end of this month.")
+        with data.database() as db:
+            qi_data = reports.qi_cohort(db, cut=as_of, settings=settings)
+        options: dict[str, Any] = dict(qi_data.options)
+        filter_labels = {name: label for name, (_, label) in reports.QI_FILTERS.items()}
+    else:
+        as_of = st.date_input("Data as of", value=today, max_value=today, key="cohort.as_of",
+                              help="Scores after this date are ignored and follow-up ends on it.")
+        options = {**data.cohort_options(), "age_band": AGE_BANDS}
+        filter_labels = {"diagnosis": "Diagnosis", "sex": "Sex", "age_band": "Age band",
+                         "protocol": "Protocol", "series_number": "Series number"}
     chosen_set = st.radio("Analysis set", list(SERIES_LABELS), format_func=lambda s: SERIES_LABELS[s],
                           key="cohort.series",
                           help="Repeat series of one patient are not independent: their CIs are too narrow.")
     series: SeriesChoice = "all" if chosen_set == "all" else "first"
-    diagnosis = st.multiselect("Diagnosis", options["diagnosis"], key="cohort.diagnosis", placeholder="All")
-    sex = st.multiselect("Sex", options["sex"], key="cohort.sex", placeholder="All")
-    age_band = st.multiselect("Age band", AGE_BANDS, key="cohort.age_band", placeholder="All")
-    protocol = st.multiselect("Protocol", options["protocol"], key="cohort.protocol", placeholder="All")
-    series_number = st.multiselect("Series number", options["series_number"], key="cohort.series_number",
-                                   placeholder="All", disabled=series == "first",
+    pooled_help = (f"Values shared by 1 to {cells} patients are pooled into “{reports.POOLED}”." if qi
+                   else None)
+    diagnosis = st.multiselect(filter_labels["diagnosis"], options["diagnosis"], key="cohort.diagnosis",
+                               placeholder="All", help=pooled_help)
+    sex = st.multiselect(filter_labels["sex"], options["sex"], key="cohort.sex", placeholder="All",
+                         help=pooled_help)
+    age_band = st.multiselect(filter_labels["age_band"], options["age_band"], key="cohort.age_band",
+                              placeholder="All", help=pooled_help)
+    protocol = st.multiselect(filter_labels["protocol"], options["protocol"], key="cohort.protocol",
+                              placeholder="All", help=pooled_help)
+    series_number = st.multiselect(filter_labels["series_number"], options["series_number"],
+                                   key="cohort.series_number", placeholder="All", disabled=series == "first",
                                    help="Choose 'All series' above to analyse repeat series.")
-    # Not the first infusion on record: for the QI role that would be one patient's date of care.
-    first_day = date(options["first_year"] or today.year, 1, 1)
-    span = st.date_input("First infusion between", value=(first_day, today), key="cohort.span")
+    span: Any = ()
+    if not qi:  # a calendar filter would date care by differencing: clinicians only
+        # Not the first infusion on record: that would be one patient's date of care.
+        first_day = date(options["first_year"] or today.year, 1, 1)
+        span = st.date_input("First infusion between", value=(first_day, today), key="cohort.span")
     impaired = st.checkbox("Impaired at baseline only", key="cohort.impaired",
                            help="Each domain counts only the patients impaired in it before treatment "
                                 "(pain interference or depression T ≥ 55, physical function T ≤ 45): "
@@ -89,6 +115,28 @@ query = data.CohortQuery(
     diagnosis=tuple(diagnosis), sex=tuple(sex), age_band=tuple(age_band), protocol=tuple(protocol),
     series_number=tuple(series_number) if series == "all" else (), first_infusion_from=start,
     first_infusion_to=end, impaired_only=impaired)
+qi_filters = {"diagnosis": tuple(diagnosis), "sex": tuple(sex), "age_band": tuple(age_band),
+              "protocol": tuple(protocol), "series_number": tuple(series_number) if series == "all" else ()}
+qi_sets = (reports.qi_subsets(qi_data, series=series, filters=qi_filters, impaired_only=impaired,
+                              domains=DOMAINS, baseline_days=settings.baseline_days)
+           if qi_data is not None else [])
+
+
+def cohort_table(panel: str) -> pd.DataFrame:
+    """One table of the chosen view: cached through ui.data for clinicians; the released cohort for QI."""
+    if qi_data is None:
+        return data.cohort_table(query, panel)
+    return reports.cohort_table(qi_sets, qi_data.scores, panel=panel, as_of=qi_data.cut,
+                                mcid=dict(query.mcid), series=series, windows=settings.windows,
+                                baseline_days=settings.baseline_days)
+
+
+def cohort_survival(estimate: str, group_col: str | None) -> Any:
+    if qi_data is None:
+        return data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=min_at_risk)
+    return reports.cohort_survival(qi_sets, qi_data.scores, estimate=estimate, group_col=group_col,
+                                   min_at_risk=min_at_risk, as_of=qi_data.cut, mcid=dict(query.mcid),
+                                   series=series, baseline_days=settings.baseline_days)
 thresholds = ", ".join(f"{label(d).lower()} {mcid[d]:.1f}" for d in DOMAINS)
 threshold_text = (f"Meaningful change: {MCID_PRESET_LABELS[preset]}: {thresholds} T points "
                   "(docs/methods.md §4).")
@@ -173,10 +221,20 @@ if qi:
     st.info(f"**Quality-improvement view.** Counts from 1 to {cells} are shown as "
             f"“{disclosure.small_marker(cells)}”, and “{disclosure.HIDDEN}” marks a value hidden so that "
             "such a count cannot be worked out from it (CMS cell-size rule; docs/methods.md §12). No patient "
-            "identifiers or dates of care are shown.", icon=":material/shield:")
+            "identifiers or dates of care are shown. As in the de-identified exports, an episode is "
+            "included once its follow-up has closed and a further delay of up to a year has passed, so "
+            f"recent episodes are not here yet; filters offer only values shared by more than {cells} "
+            f"patients, and a selection that leaves out only 1 to {cells} patients is not shown "
+            "(docs/privacy.md).",
+            icon=":material/shield:")
+    hidden = reports.qi_suppression(qi_data, series=series, filters=qi_filters, impaired_only=impaired,
+                                    domains=DOMAINS, settings=settings)
+    if hidden:
+        st.warning(hidden, icon=":material/filter_alt_off:")
+        st.stop()
 
 try:
-    counts = data.cohort_table(query, "counts").set_index("domain")
+    counts = cohort_table("counts").set_index("domain")
 except OutcomesError as exc:
     st.error(widgets.message(exc))
     st.stop()
@@ -185,7 +243,8 @@ n_any = max(with_baseline.values())
 n_series, n_patients = int(counts["episodes"].max()), int(counts["patients"].max())
 cohort_text = (f"**{count(n_patients)} patients** (first series of each)" if series == "first" else
                f"**{count(n_series)} series of {count(n_patients)} patients** (all series)")
-cohort_text += f" with a first infusion up to {as_of:%Y-%m-%d}"
+cohort_text += (f" released by the end of {as_of:%B %Y}" if qi
+                else f" with a first infusion up to {as_of:%Y-%m-%d}")
 if not qi:  # for QI, exact baseline counts minus a panel's counts could reveal a small group
     cohort_text += "; with a baseline score: " + ", ".join(f"{label(d).lower()} {with_baseline[d]:,}"
                                                           for d in DOMAINS)
@@ -193,11 +252,16 @@ if impaired:
     cohort_text += "; each domain counts only patients impaired in it at baseline"
 st.markdown(cohort_text + ".  \n" + threshold_text)
 
+if qi and n_series == 0:
+    st.info(f"No episode had been released by the end of {as_of:%B %Y}: an episode is included once its "
+            "follow-up has closed (about 7½ months after the last infusion) and a further delay of up to a "
+            "year has passed. Choose a later month, or clear the filters.", icon=":material/schedule:")
+    st.stop()
 tabs = dict(zip(TABS, st.tabs(TABS, key="cohort.tab", on_change="rerun"), strict=True))
 
 
 def responder_tab() -> None:
-    report = data.cohort_table(query, "responders")
+    report = cohort_table("responders")
     shown = disclosure.suppress(report, disclosure.RESPONDER_SPEC, threshold=cells) if qi else report
     rows = shown.to_dict("records")
     st.dataframe(pd.DataFrame({
@@ -225,7 +289,7 @@ def trajectory_tab() -> None:
         "Show", ["change", "t"], default="change", required=True, key="cohort.measure",
         format_func=lambda m: "Mean T-score" if m == "t" else "Mean change from baseline")
     measure: Literal["change", "t"] = "t" if shown_as == "t" else "change"
-    traj = data.cohort_table(query, "trajectories")
+    traj = cohort_table("trajectories")
     if qi:
         spec = disclosure.TRAJECTORY_CHANGE_SPEC if measure == "change" else disclosure.TRAJECTORY_T_SPEC
         traj = disclosure.suppress(traj, spec, threshold=cells, as_text=False)
@@ -243,7 +307,7 @@ def trajectory_tab() -> None:
 
 
 def distribution_tab() -> None:
-    cdf = data.cohort_table(query, "cdf")
+    cdf = cohort_table("cdf")
     if qi:
         cdf = disclosure.coarsen_cdf(cdf, threshold=cells, pins=mcid)
     for d in DOMAINS:
@@ -266,7 +330,7 @@ def distribution_tab() -> None:
 def survival_panel(estimate: str, group_col: str | None) -> None:
     """Curves per domain with their summary table, for "km", "interval" or "durability"."""
     try:
-        fitted = data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=min_at_risk)
+        fitted = cohort_survival(estimate, group_col)
     except OutcomesError as exc:
         st.info(widgets.message(exc))
         return
@@ -359,7 +423,7 @@ def durability_tab() -> None:
 
 
 def completion_tab() -> None:
-    completion = data.cohort_table(query, "completion")
+    completion = cohort_table("completion")
     table, drawn = completion, completion
     if qi:
         spec = disclosure.COMPLETION_SPEC

@@ -2,6 +2,9 @@
 
 A thin view over ``outcomes.exports.export`` (role check, build, audit entry). The file is built and
 logged when the user presses "Prepare the file"; the download button then hands over those bytes.
+
+De-identified files are cut only at a year end (dataset, FHIR) or a month end (summary tables), and hold
+only released episodes (security issue, finding 1; docs/privacy.md); identified files keep any day.
 """
 
 from __future__ import annotations
@@ -47,9 +50,18 @@ deidentified = choice in ("dataset", "summary", "fhir")
 
 left, right = st.columns(2)
 fmt = left.radio("Format", exports.FORMATS[kind], format_func=FORMAT_LABELS.get, key=f"exports.format.{kind}")
-as_of = right.date_input("Data as of", value=today, max_value=today, key="exports.as_of",
-                         help="The data cut: scores after this day and series starting after it are "
-                              "left out.")
+if deidentified:  # a cut chosen by the day would date episodes by differencing two files
+    unit = exports.cut_unit(kind, True)
+    as_of = right.selectbox(
+        f"Data as of (end of {unit})", exports.cut_choices(kind, deidentified=True, today=today),
+        key=f"exports.cut.{unit}", format_func=lambda d: f"{d:%Y}" if unit == "year" else f"{d:%B %Y}",
+        help="Only episodes whose follow-up had closed, each after a further delay of up to a year, by the "
+             f"end of this {unit} are in the file, with all their scores. Recent episodes come in a later "
+             "file.")
+else:
+    as_of = right.date_input("Data as of", value=today, max_value=today, key="exports.as_of",
+                             help="The data cut: scores after this day and series starting after it are "
+                                  "left out.")
 series = "first"
 if kind == "summary":
     series = right.radio("Analysis set", list(SERIES_LABELS), format_func=SERIES_LABELS.get,
@@ -68,10 +80,14 @@ with st.expander("What de-identified means here"):
         "* **Patients** appear as pseudonyms such as `ps_3fa94c1e0b7d2a58`: the same patient gets the same "
         "pseudonym in every export from this clinic, and nobody can compute it from the clinic's ID.\n"
         "* **Dates** become days since the first infusion of the episode (day 0; a baseline is day −7, "
-        "say).\n"
+        "say). The file is cut at the end of a year (the dataset and FHIR) or a month (summary tables), and "
+        "holds an episode only once its follow-up has closed and a further delay of up to a year, fixed per "
+        "patient and kept secret, has passed: files with different cuts then differ only by whole episodes, "
+        "and when one appears dates nobody's care to better than a year. Recent episodes are not in these "
+        "files yet; the identified dataset has them.\n"
         "* **Age** is a band (18–29 … 80–89, 90+) at the first infusion; the birth year is not exported.\n"
-        f"* **Notes** and staff names are left out. Diagnoses and protocols of 1 to {cells} patients become "
-        f"'{exports.OTHER}'.\n"
+        f"* **Notes** and staff names are left out, the diagnosis note too: the diagnosis is the clinic's "
+        f"code. Diagnoses and protocols of 1 to {cells} patients become '{exports.OTHER}'.\n"
         "* **Corrections** are applied: voided entries, planned or cancelled series and replaced scores are "
         "left out. A patient's disposition (withdrawn, lost to follow-up…) is kept without its date or "
         "reason; the history of corrections is only in the identified dataset.\n"
@@ -97,7 +113,8 @@ if ready and ready[0] == request:
     counts = ", ".join(f"{name} {len(table):,} rows" for name, table in file.tables.items())
     if kind == "fhir":
         counts = f"{file.rows:,} Observations"
-    st.success(f"**{file.filename}** is ready ({counts}; {level}; data as of {as_of:%Y-%m-%d}). "
+    through = exports.cut_label(kind, as_of, deidentified=file.deidentified)
+    st.success(f"**{file.filename}** is ready ({counts}; {level}; data as of {through}). "
                "This export is recorded in the audit log.", icon=":material/check_circle:")
     for note in file.notes:
         st.info(note)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from outcomes import auth
-from outcomes.errors import OutcomesError
+from outcomes.errors import OutcomesError, PermissionDenied
 from ui import data, session, widgets
 
 st.title("Create your login")
@@ -22,12 +22,16 @@ if submitted:
         st.error("The two passwords are not the same. Type them again.")
     else:
         try:
+            if problem := session.browser_problem():  # a session that could not be kept to this browser
+                raise PermissionDenied(problem)
             with data.database() as db:
-                user = auth.redeem_invitation(db, code, username, password, now=session.now())
+                user = auth.redeem_invitation(db, code, username, password, now=session.now(),
+                                              settings=data.settings(), address=session.address(),
+                                              browser=session.browser())
+            session.sign_in(user)
         except OutcomesError as exc:
             st.error(widgets.message(exc))
         else:
-            session.sign_in(user)
             st.rerun()
 
 st.page_link("app_pages/login.py", label="I already have a login", icon=":material/login:")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from outcomes import auth
-from outcomes.errors import OutcomesError
+from outcomes.errors import OutcomesError, PermissionDenied
 from ui import data, session, widgets
 
 st.title("Sign in")
@@ -29,12 +29,15 @@ with st.form("login"):
     submitted = st.form_submit_button("Sign in", type="primary")
 if submitted:
     try:
+        if problem := session.browser_problem():  # a session that could not be kept to this browser
+            raise PermissionDenied(problem)
         with data.database() as db:
-            user = auth.login(db, username, password, now=session.now(), settings=data.settings())
+            user = auth.login(db, username, password, now=session.now(), settings=data.settings(),
+                              browser=session.browser(), address=session.address())
+        session.sign_in(user)
     except OutcomesError as exc:
         st.error(widgets.message(exc))
     else:
-        session.sign_in(user)
         st.rerun()
 
 st.page_link("app_pages/invitation.py", label="First time here? Use the invitation code from your clinic.",

@@ -1,10 +1,13 @@
-"""First run: create the first administrator, or look around a demo with synthetic patients."""
+"""First run: create the first administrator (with the one-time setup token from the server's log), or look
+around a demo with synthetic patients."""
 
 import streamlit as st
 
 from outcomes import auth
-from outcomes.errors import OutcomesError
+from outcomes.errors import OutcomesError, PermissionDenied
 from ui import data, session, widgets
+
+session.announce_setup_token()  # into the server's log, once per server start: only its operator reads it
 
 st.title("Welcome to Infusion outcomes")
 st.write("This installation has no accounts yet. Create the first administrator to start using it with "
@@ -13,7 +16,11 @@ st.write("This installation has no accounts yet. Create the first administrator 
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Create the administrator")
+    st.caption("Creating the administrator needs the setup token that the server printed in its log when this "
+               "page was first opened (a line starting \"Setup token for the first administrator\"). Whoever "
+               "runs the server can also make a new one with `python -m outcomes setup-token`.")
     with st.form("first_admin"):
+        token = st.text_input("Setup token", autocomplete="off", placeholder="XXXXX-XXXXX-XXXXX-XXXXX")
         username = st.text_input("Username", autocomplete="username")
         email = st.text_input("Email (optional; needed only for hospital sign-in)")
         password = st.text_input("Password", type="password", autocomplete="new-password",
@@ -25,13 +32,17 @@ with left:
             st.error("The two passwords are not the same. Type them again.")
         else:
             try:
+                if problem := session.browser_problem():  # a session that could not be kept to this browser
+                    raise PermissionDenied(problem)
                 with data.database() as db:
                     user = auth.create_first_admin(db, username, password, now=session.now(),
-                                                   email=email.strip() or None)
+                                                   email=email.strip() or None, setup_token=token,
+                                                   settings=data.settings(), address=session.address(),
+                                                   browser=session.browser())
+                session.sign_in(user)
             except OutcomesError as exc:
                 st.error(widgets.message(exc))
             else:
-                session.sign_in(user)
                 st.rerun()
 
 with right:

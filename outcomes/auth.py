@@ -8,9 +8,18 @@ sign-in, denial and account change is written to the append-only audit log.
 Passwords follow NIST SP 800-63B: 10 to 128 characters, any characters (spaces included,
 normalised to Unicode NFKC), not containing the username, not one character repeated and not on a
 list of common passwords; no composition rules and no expiry. Hashes are argon2id (argon2-cffi's
-defaults: t=3, 64 MiB, p=4) and are upgraded on sign-in when the parameters change. A wrong
-password counts in the database, not in the session: ``settings.lockout_attempts`` failures in a
-row lock the account for ``settings.lockout_minutes``, during which even the right password fails.
+defaults: t=3, 64 MiB, p=4) and are upgraded on sign-in when the parameters change.
+
+Failed sign-ins are throttled in the database, not in the session (docs/authentication.md): each attempt is
+counted before its password is checked, per username and client (a browser the account has signed in on
+before, or all other clients together), and per client address. After ``settings.lockout_attempts``
+failures a client waits ``settings.lockout_minutes``, twice as long after each further failure; the
+account's usual browsers are not held up by anybody else's failures. ``python -m outcomes unlock USER``
+and the Users page lift the waits.
+
+Sessions: a password change or reset, a deactivation or a reactivation bumps the user's credential
+version, and :func:`require_role` refuses a session signed in with an older one; a session lasts at most
+:data:`MAX_SESSION_AGE` (``ui.session``).
 
 Example
 -------
@@ -26,13 +35,14 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import math
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +51,7 @@ import pandas as pd
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from . import storage
+from . import deployment, storage
 from .errors import (
     DuplicateRecord,
     IdentityNotRegistered,
@@ -51,6 +61,7 @@ from .errors import (
     NotFound,
     PermissionDenied,
     SessionExpired,
+    StorageUnavailable,
     ValidationError,
     WeakPassword,
     WrongPassword,
@@ -61,13 +72,21 @@ ROLES = storage.ROLES
 ROLE_LABELS = {"admin": "Administrator", "clinician": "Clinician", "qi": "Quality improvement",
                "patient": "Patient"}
 
-#: Shown for every failed sign-in, whatever the reason, so it reveals nothing about the account.
-LOGIN_FAILED = ("Sign-in failed: the username or password is wrong, or the account is locked after too "
-                "many failed attempts or deactivated. Check both and try again in a few minutes, or ask "
-                "an administrator.")
+#: Shown for every sign-in whose password was checked and failed, whatever the reason, so it reveals nothing
+#: about the account (a client that must wait is told so, for existing and unknown usernames alike).
+LOGIN_FAILED = ("Sign-in failed: the username or password is wrong, or the account is deactivated. Check both "
+                "and try again, or ask an administrator.")
 
-#: Oldest identity-provider sign-in accepted (toolchain notes 5a: the OIDC cookie lasts 30 days).
+#: The longest a session lasts from its sign-in, whatever the activity (one clinic shift); also the oldest
+#: identity-provider sign-in accepted (toolchain notes 5a: the OIDC cookie lasts 30 days).
 MAX_SESSION_AGE = timedelta(hours=8)
+
+#: Failures a client address may make (sign-in, invitation code, setup token) before it is rate-limited to
+#: one a minute, as a multiple of ``settings.lockout_attempts``; and how often repeated failures from one
+#: address are summed up in one audit entry once its first failures are each logged (finding 16).
+ADDRESS_ALLOWANCE = 10
+ADDRESS_LEAK = timedelta(minutes=1)
+AUDIT_SUMMARY_EVERY = timedelta(minutes=15)
 
 MIN_PASSWORD, MAX_PASSWORD = 10, 128
 
@@ -107,6 +126,8 @@ class User:
     display_name: str | None = None
     email: str | None = None
     must_change_password: bool = False
+    #: The account's credential version when this session signed in (see :func:`require_role`).
+    credential_version: int = 0
 
     @property
     def name(self) -> str:
@@ -200,9 +221,78 @@ def _verify(password_hash: str | None, password: Any) -> bool:
         return False
 
 
-def session_expired(last_seen: datetime, now: datetime, settings: Settings) -> bool:
-    """True when a session idle since ``last_seen`` must sign in again (``settings.session_idle_minutes``)."""
-    return now - last_seen > timedelta(minutes=settings.session_idle_minutes)
+def session_expired(last_seen: datetime, now: datetime, settings: Settings, *,
+                    signed_in_at: datetime | None = None) -> bool:
+    """True when a session must sign in again: idle since ``last_seen`` for longer than
+    ``settings.session_idle_minutes``, or signed in at ``signed_in_at`` more than :data:`MAX_SESSION_AGE` ago."""
+    too_old = signed_in_at is not None and now - signed_in_at > MAX_SESSION_AGE
+    return too_old or now - last_seen > timedelta(minutes=settings.session_idle_minutes)
+
+
+def credentials_changed(stored: Mapping[str, Any], actor: User) -> bool:
+    """Whether the stored account (``storage.get_user``) had its password changed or reset, or was
+    deactivated or reactivated, since ``actor`` signed in."""
+    return int(stored.get("credential_version") or 0) != actor.credential_version
+
+
+#: Said to a session whose credentials changed (and the reason in its audit entry).
+CREDENTIALS_CHANGED = ("Your password was changed or reset, or your account was switched off and on again, "
+                       "since you signed in here. Sign in again with your current password.")
+
+
+# Throttling failed attempts (findings 4, 5 and 16) ----------------------------------------------------------
+
+
+def _account_bucket(db: storage.Database, typed: str, stored: Mapping[str, Any] | None, browser: str | None,
+                    settings: Settings) -> storage.Bucket:
+    """The bucket of a username as typed (existing or not, so that waits reveal nothing) and client: the
+    browser when the account has signed in on it before, otherwise the one shared by all other clients."""
+    known = stored is not None and browser is not None and storage.known_browser(db, stored["id"], browser)
+    return storage.Bucket("account", typed.strip().casefold(), f"browser:{browser}" if known else "new",
+                          allowance=settings.lockout_attempts, base=timedelta(minutes=settings.lockout_minutes))
+
+
+def _address_buckets(address: str | None, settings: Settings | None) -> list[storage.Bucket]:
+    """The rate limit of one client address; none for a caller without a client (the command line, tests)."""
+    if address is None or settings is None:
+        return []
+    return [storage.Bucket("address", address, "", allowance=ADDRESS_ALLOWANCE * settings.lockout_attempts,
+                           leak=ADDRESS_LEAK, audit_every=AUDIT_SUMMARY_EVERY)]
+
+
+@contextlib.contextmanager
+def _giving_back_on_failure(db: storage.Database, buckets: list[storage.Bucket]) -> Iterator[None]:
+    """A right password whose sign-in cannot be stored (disk full...) is not a failure: give its claim back
+    if the database takes that much, so that the refused action leaves nothing behind."""
+    try:
+        yield
+    except StorageUnavailable:
+        with contextlib.suppress(StorageUnavailable):
+            storage.settle_attempt(db, give_back=buckets)
+        raise
+
+
+def _client(db: storage.Database, address: str | None) -> dict[str, str]:
+    """What an audit entry says about where an attempt came from: a keyed digest, never the address."""
+    return {"client": storage.client_label(db, address)} if address else {}
+
+
+def wait_message(until: datetime, now: datetime, what: str = "sign-ins") -> str:
+    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+    return (f"Too many failed {what} from here. Try again in {minutes} minute{'s' if minutes != 1 else ''} "
+            f"(after {until.astimezone(UTC):%H:%M} UTC), or ask an administrator to lift the wait (Users page, "
+            "or `python -m outcomes unlock USERNAME` on the server).")
+
+
+def _audit_attempt(db: storage.Database, claim: storage.Claim, *, actor: str, action: str,
+                   patient_id: str | None = None, details: dict[str, Any]) -> None:
+    """One audit entry per failure at first; later ones summed up per address (``attempts``)."""
+    if claim.report == 0:
+        return
+    if claim.report > 1:
+        details = {**details, "attempts": claim.report, "summary": "this and the failed or refused attempts from "
+                                                                   "this address since its previous entry"}
+    storage.append_audit(db, actor=actor, action=action, patient_id=patient_id, details=details)
 
 
 # Users, roles and authorisation --------------------------------------------------------------------
@@ -211,7 +301,8 @@ def session_expired(last_seen: datetime, now: datetime, settings: Settings) -> b
 def _user(row: Mapping[str, Any]) -> User:
     return User(id=int(row["id"]), username=row["username"], role=row["role"], patient_id=row["patient_id"],
                 display_name=row["display_name"], email=row["email"],
-                must_change_password=bool(row["must_change_password"]))
+                must_change_password=bool(row["must_change_password"]),
+                credential_version=int(row.get("credential_version") or 0))
 
 
 def _audit_denial(db: storage.Database, who: str, action: str, patient_id: str | None, reason: str) -> None:
@@ -229,7 +320,8 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
     """The acting user as stored now, if their role is one of ``roles``; else deny and audit.
 
     The account is re-read, so a user deactivated or given another role while signed in loses
-    access at their next action.
+    access at their next action, and so does a session signed in before the account's password was
+    changed or reset (its credential version).
 
     Parameters
     ----------
@@ -251,6 +343,9 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
     if stored is None or not stored["active"] or stored["username"] != actor.username:
         _audit_denial(db, actor.username, action, patient_id, "account inactive or unknown")
         raise PermissionDenied("Your account is no longer active. Sign in again, or ask an administrator.")
+    if credentials_changed(stored, actor):
+        _audit_denial(db, actor.username, action, patient_id, "credentials changed")
+        raise PermissionDenied(CREDENTIALS_CHANGED)
     current = _user(stored)
     if current.role not in roles:
         _audit_denial(db, current.username, action, patient_id, f"role {current.role}")
@@ -278,65 +373,111 @@ def require_patient_access(db: storage.Database, actor: User, patient_id: str, *
 
 
 def create_first_admin(db: storage.Database, username: str, password: str, *, now: datetime,
-                       email: str | None = None, display_name: str | None = None) -> User:
+                       email: str | None = None, display_name: str | None = None,
+                       setup_token: str | None = None, settings: Settings | None = None,
+                       address: str | None = None, browser: str | None = None) -> User:
     """Create the first administrator of an empty database (there is no default password).
+
+    From a web page, pass what the visitor typed as ``setup_token``: it must be the installation's pending
+    one-time token (``deployment.issue_setup_token``, shown only in the server's log or by
+    ``python -m outcomes setup-token``), and wrong tokens are throttled per ``address`` like failed
+    sign-ins (``settings`` needed). ``setup_token=None`` is for callers that have the database file
+    itself (the command line, tests, a notebook), who can do anything anyway.
 
     Raises
     ------
     PermissionDenied
-        Some user already exists: administrators then create users from the admin page.
+        Some user already exists (administrators then create users from the admin page), or the setup
+        token is missing, wrong or expired.
+    LoginFailed
+        Too many wrong setup tokens from this address: wait.
     WeakPassword, ValidationError
         The password or username breaks a rule.
     """
+    if setup_token is not None:
+        if storage.count_users(db):
+            raise PermissionDenied("An administrator already exists; sign in and create users from the "
+                                   "Users page instead.")
+        claim = storage.claim_attempt(db, _address_buckets(address, settings), now=now)
+        if not claim.allowed:
+            _audit_attempt(db, claim, actor="(setup)", action="setup_failed",
+                           details={"reason": "throttled", **_client(db, address)})
+            raise LoginFailed(wait_message(claim.until, now, "setup tokens"))
+        if not deployment.setup_token_matches(db, setup_token, now=now):
+            _audit_attempt(db, claim, actor="(setup)", action="setup_failed",
+                           details={"reason": "wrong or expired setup token", **_client(db, address)})
+            raise PermissionDenied(
+                "The setup token is not right or has expired, so no administrator was created. Copy the token "
+                "from the server's log (the line 'Setup token for the first administrator'), or make a new one "
+                "on the server with `python -m outcomes setup-token`.")
+        storage.settle_attempt(db, give_back=_address_buckets(address, settings))  # the right token
     check_password(password, username)
     password_hash = hash_password(password)
     with storage.transaction(db):
         if storage.count_users(db):
             raise PermissionDenied("An administrator already exists; sign in and create users from the "
                                    "Users page instead.")
+        if setup_token is not None and not deployment.setup_token_matches(db, setup_token, now=now):
+            raise PermissionDenied("The setup token has just been replaced or has expired; copy the newest one "
+                                   "from the server's log and try again.")
         user_id = storage.add_user(db, username=username, role="admin", password_hash=password_hash,
                                    email=email, display_name=display_name, now=now)
-        storage.append_audit(db, actor=username.strip(), action="create_first_admin")
+        details = {"setup_token": True} if setup_token is not None else None
+        if setup_token is not None:
+            deployment.forget_setup_token(db)
+        if browser is not None:
+            storage.remember_browser(db, user_id, browser, now=now)
+        storage.append_audit(db, actor=username.strip(), action="create_first_admin", details=details)
     return _user(storage.get_user(db, user_id=user_id))
 
 
-def login(db: storage.Database, username: str, password: str, *, now: datetime, settings: Settings) -> User:
+def login(db: storage.Database, username: str, password: str, *, now: datetime, settings: Settings,
+          browser: str | None = None, address: str | None = None) -> User:
     """Sign in with a local username and password.
+
+    ``browser`` is the digest of the browser's HttpOnly cookie (``ui.session``) and ``address`` the client's
+    network address; both only decide which throttle counts the attempt (see the module's notes). The
+    attempt is counted *before* the password is checked (``storage.claim_attempt``), so simultaneous
+    guesses are checked only up to the allowance.
 
     Raises
     ------
     LoginFailed
-        With :data:`LOGIN_FAILED` for an unknown username, a wrong password, a locked or a
-        deactivated account alike (the audit log records which).
+        With :data:`LOGIN_FAILED` for an unknown username, a wrong password or a deactivated account alike
+        (the audit log records which); with :func:`wait_message` when this client must wait first, which
+        happens alike for existing and unknown usernames.
     """
-    stored = storage.get_user(db, username=username.strip()) if isinstance(username, str) else None
+    typed = username.strip() if isinstance(username, str) else ""
+    stored = storage.get_user(db, username=typed) if typed else None
+    buckets = [_account_bucket(db, typed, stored, browser, settings), *_address_buckets(address, settings)]
+    who = stored["username"] if stored else "(unknown user)"  # the typed name may be a password
+    patient = stored["patient_id"] if stored else None
+    where = {"from": "known browser" if buckets[0].client != "new" else "new browser", **_client(db, address)}
+    claim = storage.claim_attempt(db, buckets, now=now)
+    if not claim.allowed:
+        _audit_attempt(db, claim, actor=who, action="login_failed", patient_id=patient,
+                       details={"reason": "throttled", "until": claim.until.isoformat(), **where})
+        raise LoginFailed(wait_message(claim.until, now))
     # One verify on every path, so the response time does not reveal whether the username exists.
     ok = _verify(stored["password_hash"] if stored else None, password)
-    if stored is None:
-        storage.append_audit(db, actor="(unknown user)", action="login_failed",
-                             details={"reason": "unknown username"})  # the typed name may be a password
-        raise LoginFailed(LOGIN_FAILED)
-    who, patient = stored["username"], stored["patient_id"]
-    locked = stored["locked_until"] is not None and stored["locked_until"] > now
-    if not stored["active"] or locked or not ok:
-        reason = "deactivated" if not stored["active"] else "locked" if locked else "wrong password"
-        with storage.transaction(db, bump=False):
-            details: dict[str, Any] = {"reason": reason}
-            if reason == "wrong password":
-                until = storage.record_failed_login(db, stored["id"], now=now,
-                                                    max_attempts=settings.lockout_attempts,
-                                                    lock_minutes=settings.lockout_minutes)
-                if until is not None:
-                    details["locked_until"] = until.isoformat()
-            storage.append_audit(db, actor=who, action="login_failed", patient_id=patient, details=details)
+    if stored is None or not stored["active"] or not ok:
+        reason = "unknown username" if stored is None else "deactivated" if not stored["active"] else "wrong password"
+        details: dict[str, Any] = {"reason": reason, "failures": claim.failures[0], **where}
+        if claim.failures[0] >= buckets[0].allowance:
+            details["delayed_until"] = (now + buckets[0].delay(claim.failures[0])).isoformat()
+        _audit_attempt(db, claim, actor=who, action="login_failed", patient_id=patient, details=details)
         raise LoginFailed(LOGIN_FAILED)
     changes: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
     if HASHER.check_needs_rehash(stored["password_hash"]):
         changes["password_hash"] = hash_password(password)
-    with storage.transaction(db, bump=False):
-        storage.update_user(db, stored["id"], bump=False, **changes)
-        storage.append_audit(db, actor=who, action="login", patient_id=patient,
-                             details={"method": "password", "rehashed": "password_hash" in changes})
+    with _giving_back_on_failure(db, buckets):
+        with storage.transaction(db, bump=False):
+            storage.settle_attempt(db, reset=buckets[:1], give_back=buckets[1:])
+            storage.update_user(db, stored["id"], bump=False, **changes)
+            if browser is not None:
+                storage.remember_browser(db, stored["id"], browser, now=now)
+            storage.append_audit(db, actor=stored["username"], action="login", patient_id=patient,
+                                 details={"method": "password", "rehashed": "password_hash" in changes, **where})
     return _user(stored)
 
 
@@ -357,22 +498,37 @@ def identity_expired(claims: Mapping[str, Any], now: datetime, max_age: timedelt
     return now - datetime.fromtimestamp(stamp, UTC) > max_age
 
 
+def _claim_text(claims: Mapping[str, Any], key: str) -> str | None:
+    value = claims.get(key)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _verified(value: Any) -> bool:
+    # Some providers send the boolean as text.
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 def user_for_identity(db: storage.Database, claims: Mapping[str, Any], *, now: datetime,
                       max_age: timedelta = MAX_SESSION_AGE) -> User:
-    """Map the verified ID-token claims of an OIDC sign-in (``st.user``) to an active user.
+    """Map the ID-token claims of an OIDC sign-in (``st.user``) to an active user.
 
-    The ``email`` claim is matched, without case, to a user's email; the identity provider has
-    already authenticated the person, and the clinic decides here whether and as what they may enter.
+    The identity is the provider's issuer and subject (``iss``, ``sub``). The first time, it is matched to
+    the user whose email an administrator entered, and only through an email the provider marks verified
+    (``email_verified`` true): an unverified email is whatever the person typed at the provider. The match is
+    then kept on the user, and later sign-ins are recognised by issuer and subject alone; another identity
+    with the same email, from any issuer, is refused. Changing the user's email forgets the match.
 
     Raises
     ------
     SessionExpired
         The provider's sign-in is older than ``max_age`` (see :func:`identity_expired`).
     IdentityNotRegistered
-        No email, an email the provider marks unverified, or no active user with that email.
+        No issuer or subject, no email, an email not marked verified, no active user with that email, or a
+        user already matched to another identity.
     """
     email = claims.get("email")
     who = email.strip().lower() if isinstance(email, str) and email.strip() else "(no email claim)"
+    issuer, subject = _claim_text(claims, "iss"), _claim_text(claims, "sub")
 
     def refuse(reason: str, message: str) -> IdentityNotRegistered:
         storage.append_audit(db, actor=who, action="login_failed",
@@ -384,61 +540,79 @@ def user_for_identity(db: storage.Database, claims: Mapping[str, Any], *, now: d
                                                                              "reason": "sign-in too old"})
         raise SessionExpired(f"Your sign-in is more than {max_age.total_seconds() / 3600:g} hours old; "
                              "sign out and sign in again.")
-    if who == "(no email claim)":
-        raise refuse("no email", "Your identity provider did not send an email address, which this app "
-                                 "needs to recognise you; ask IT to release the email claim.")
-    if claims.get("email_verified") is False:
-        raise refuse("email not verified", f"Your identity provider says {who} is not verified; verify it "
-                                           "there, then sign in again.")
-    stored = storage.get_user(db, email=who)
+    if issuer is None or subject is None:
+        raise refuse("no issuer or subject", "Your identity provider did not say who you are (the iss and sub "
+                                             "claims), so this app cannot recognise you; ask IT to check the "
+                                             "sign-in set-up.")
+    stored = storage.get_user_by_identity(db, issuer=issuer, subject=subject)
+    if stored is None:
+        if who == "(no email claim)":
+            raise refuse("no email", "Your identity provider did not send an email address, which this app "
+                                     "needs to recognise you the first time; ask IT to release the email claim.")
+        if not _verified(claims.get("email_verified")):
+            raise refuse("email not verified", f"{who} is not verified by your identity provider (its "
+                                               "email_verified claim is not true), so this app cannot match it to "
+                                               "a user. Verify the address with the provider, or ask IT to send "
+                                               "that claim, then sign in again.")
+        stored = storage.get_user(db, email=who)
+        if stored is not None and stored["oidc_subject"] is not None:
+            raise refuse("email bound to another identity",
+                         f"The user with {who} signs in with another hospital account. Ask an administrator "
+                         "to check the user's email (changing it lets a new hospital account be matched).")
     if stored is None or not stored["active"]:
         raise refuse("unknown email" if stored is None else "deactivated",
-                      f"{who} is not registered as an active user of this clinic's outcomes app. Ask an "
-                      "administrator to add this email to a user.")
+                     f"{who} is not registered as an active user of this clinic's outcomes app. Ask an "
+                     "administrator to add this email to a user.")
     with storage.transaction(db, bump=False):
-        storage.update_user(db, stored["id"], bump=False, last_login_at=now)
+        changes: dict[str, Any] = {"last_login_at": now}
+        if stored["oidc_subject"] is None:
+            changes.update(oidc_issuer=issuer, oidc_subject=subject)
+        storage.update_user(db, stored["id"], bump=False, **changes)
         storage.append_audit(db, actor=stored["username"], action="login", patient_id=stored["patient_id"],
-                             details={"method": "oidc", "issuer": str(claims.get("iss")),
-                                      "subject": str(claims.get("sub"))})
+                             details={"method": "oidc", "issuer": issuer, "subject": subject})
     # The identity provider owns the credential here, so a pending local password change does not apply.
     return dataclasses.replace(_user(stored), must_change_password=False)
 
 
 def change_password(db: storage.Database, actor: User, current: str, new: str, *, now: datetime,
-                    settings: Settings) -> None:
+                    settings: Settings, browser: str | None = None, address: str | None = None) -> User:
     """Change the signed-in user's own password; the current password is needed.
 
-    A wrong current password counts towards the lockout like a failed sign-in.
+    A wrong current password counts like a failed sign-in of this user from this browser. Every other
+    session of the user ends (the credential version changes); returns the user as this session should now
+    hold it.
 
     Raises
     ------
     WrongPassword
-        The current password is wrong (or the account is locked).
+        The current password is wrong (or this browser must wait after too many wrong ones).
     WeakPassword
         The new password breaks a rule (every rule broken is listed).
     """
     stored = storage.get_user(db, user_id=actor.id)
     if stored is None or not stored["active"]:
         raise PermissionDenied("Your account is no longer active. Sign in again, or ask an administrator.")
-    ok = _verify(stored["password_hash"], current)
-    locked = stored["locked_until"] is not None and stored["locked_until"] > now
-    if not ok or locked:
-        with storage.transaction(db, bump=False):
-            if not locked:
-                storage.record_failed_login(db, stored["id"], now=now, max_attempts=settings.lockout_attempts,
-                                            lock_minutes=settings.lockout_minutes)
-            storage.append_audit(db, actor=stored["username"], action="change_password_failed",
-                                 details={"reason": "locked" if locked else "wrong current password"})
+    bucket = _account_bucket(db, stored["username"], stored, browser, settings)
+    claim = storage.claim_attempt(db, [bucket], now=now)
+    if not claim.allowed:
+        storage.append_audit(db, actor=stored["username"], action="change_password_failed",
+                             details={"reason": "throttled", "until": claim.until.isoformat()})
+        raise WrongPassword(wait_message(claim.until, now, "password checks"))
+    if not _verify(stored["password_hash"], current):
+        storage.append_audit(db, actor=stored["username"], action="change_password_failed",
+                             details={"reason": "wrong current password", "failures": claim.failures[0]})
         raise WrongPassword("The current password is not right, so the password was not changed. "
                             "Type your current password again.")
+    storage.settle_attempt(db, reset=[bucket])
     check_password(new, stored["username"])
     if _normalise(new) == _normalise(current):
         raise WeakPassword("Choose another password: nothing was saved.",
                            ["it is the same as the current password"])
     with storage.transaction(db):
-        storage.update_user(db, stored["id"], password_hash=hash_password(new), must_change_password=False,
-                            failed_logins=0)
+        storage.update_user(db, stored["id"], new_credentials=True, password_hash=hash_password(new),
+                            must_change_password=False, failed_logins=0)
         storage.append_audit(db, actor=stored["username"], action="change_password")
+    return _user(storage.get_user(db, user_id=stored["id"]))
 
 
 def create_user(db: storage.Database, actor: User, *, username: str, role: str, password: str | None = None,
@@ -483,56 +657,77 @@ def _target(db: storage.Database, username: str) -> dict[str, Any]:
     return stored
 
 
-def _admin_change(db: storage.Database, actor: User, username: str, action: str, **changes: Any) -> None:
+def _admin_change(db: storage.Database, actor: User, username: str, action: str, *,
+                  new_credentials: bool = False, unlock: bool = False, **changes: Any) -> None:
     admin = require_role(db, actor, "admin", action=action)
     target = _target(db, username)
     if target["id"] == admin.id and changes.get("active") is False:
         raise ValidationError("Cannot deactivate your own account: another administrator must do it, so "
                               "the clinic is never left without one.")
     with storage.transaction(db):
-        storage.update_user(db, target["id"], **changes)
+        storage.update_user(db, target["id"], new_credentials=new_credentials, **changes)
+        if unlock:
+            storage.clear_throttle(db, scope="account", subject=target["username"])
         storage.append_audit(db, actor=admin.username, action=action, patient_id=target["patient_id"],
                              details={"username": target["username"]})
 
 
 def deactivate_user(db: storage.Database, actor: User, username: str) -> None:
     """Stop a user from signing in (admin only; accounts are never deleted, for the audit trail)."""
-    _admin_change(db, actor, username, "deactivate_user", active=False)
+    _admin_change(db, actor, username, "deactivate_user", new_credentials=True, active=False)
 
 
 def reactivate_user(db: storage.Database, actor: User, username: str) -> None:
-    """Let a deactivated user sign in again (admin only)."""
-    _admin_change(db, actor, username, "reactivate_user", active=True, failed_logins=0, locked_until=None)
+    """Let a deactivated user sign in again (admin only); sessions from before the deactivation stay ended."""
+    _admin_change(db, actor, username, "reactivate_user", new_credentials=True, unlock=True, active=True,
+                  failed_logins=0, locked_until=None)
 
 
 def unlock_user(db: storage.Database, actor: User, username: str) -> None:
-    """Lift a lockout before it runs out (admin only)."""
-    _admin_change(db, actor, username, "unlock_user", failed_logins=0, locked_until=None)
+    """Lift every sign-in wait of the user, from every client, before it runs out (admin only).
+
+    ``python -m outcomes unlock USER`` does the same on the server, for when no administrator can sign in.
+    """
+    _admin_change(db, actor, username, "unlock_user", unlock=True, failed_logins=0, locked_until=None)
 
 
 def reset_password(db: storage.Database, actor: User, username: str, new_password: str) -> None:
-    """Set a temporary password (admin only); the user must change it at the next sign-in."""
+    """Set a temporary password (admin only); the user must change it at the next sign-in, and every
+    session of the user ends."""
     require_role(db, actor, "admin", action="reset_password")
     check_password(new_password, _target(db, username)["username"])
-    _admin_change(db, actor, username, "reset_password", password_hash=hash_password(new_password),
-                  must_change_password=True, failed_logins=0, locked_until=None)
+    _admin_change(db, actor, username, "reset_password", new_credentials=True, unlock=True,
+                  password_hash=hash_password(new_password), must_change_password=True, failed_logins=0,
+                  locked_until=None)
 
 
 def list_users(db: storage.Database, actor: User, *, now: datetime) -> pd.DataFrame:
-    """Every user for the admin page, without password hashes, with ``locked`` as of ``now``."""
+    """Every user for the admin page, without password hashes; ``locked`` when some client must wait
+    before signing in as the user at ``now``, and ``locked_until`` the latest such wait."""
     require_role(db, actor, "admin", action="list_users")
     users = storage.load_users(db)
-    users["locked"] = users["locked_until"].notna() & (users["locked_until"] > pd.Timestamp(now))
+    waits = storage.throttled(db, users["username"], scope="account", now=now)
+    users["locked_until"] = pd.to_datetime([waits.get(name) for name in users["username"]], utc=True)
+    users["locked"] = users["locked_until"].notna()
     return users
 
 
 # Invitations ---------------------------------------------------------------------------------------
 
 
-def _code_hash(db: storage.Database, normalised: str) -> str:
-    # Keyed with the database's own secret: a leaked hash list alone cannot be brute-forced offline.
-    key = (storage.get_meta(db, "secret") or "").encode()
+def _code_hash(db: storage.Database, normalised: str, *, legacy: bool = False) -> str:
+    # Keyed with a key derived from the database's own secret for this purpose only (deployment.derive_key):
+    # a leaked hash list alone cannot be brute-forced offline, and the pseudonym key is not reused.
+    secret = storage.get_meta(db, "secret") or ""
+    # Codes issued before the keys were separated were keyed with the secret itself; they are looked up that
+    # way too until they run out (at most settings.invitation_days, 90 days at the most).
+    key = secret.encode() if legacy else deployment.derive_key(secret, "invitation code")
     return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
+
+
+def _find_invitation(db: storage.Database, normalised: str) -> dict[str, Any] | None:
+    return (storage.get_invitation(db, _code_hash(db, normalised))
+            or storage.get_invitation(db, _code_hash(db, normalised, legacy=True)))
 
 
 def _normalise_code(code: Any) -> str | None:
@@ -575,18 +770,29 @@ def issue_invitation(db: storage.Database, actor: User, patient_id: str, *, now:
 
 
 def redeem_invitation(db: storage.Database, code: str, username: str, password: str, *,
-                      now: datetime) -> User:
+                      now: datetime, settings: Settings | None = None, address: str | None = None,
+                      browser: str | None = None) -> User:
     """Create a patient's own login from their invitation code.
+
+    Each attempt is counted against the client's ``address`` first (with ``settings``): after many
+    failures it must wait, and repeated failures are summed up in the audit log instead of one entry each.
 
     Raises
     ------
     InvitationInvalid
-        Unknown, expired, replaced or already used code (the message never names the patient).
+        Unknown, expired, replaced or already used code (the message never names the patient), or too
+        many failures from this address (wait).
     WeakPassword, ValidationError, DuplicateRecord
         The chosen password or username is not acceptable, or the patient already has a login.
     """
+    buckets = _address_buckets(address, settings)
+    claim = storage.claim_attempt(db, buckets, now=now)
+    if not claim.allowed:
+        _audit_attempt(db, claim, actor="(invitation)", action="invitation_failed",
+                       details={"reason": "throttled", **_client(db, address)})
+        raise InvitationInvalid(wait_message(claim.until, now, "invitation codes"))
     normalised = _normalise_code(code)
-    invitation = storage.get_invitation(db, _code_hash(db, normalised)) if normalised else None
+    invitation = _find_invitation(db, normalised) if normalised else None
     problem = None
     if invitation is None:
         problem = ("unknown code", "This invitation code is not valid. Check it for typos (it has 10 letters "
@@ -601,10 +807,12 @@ def redeem_invitation(db: storage.Database, code: str, username: str, password: 
         problem = ("expired", f"This invitation code expired on {invitation['expires_at']:%Y-%m-%d}. Ask the "
                               "clinic for a new one.")
     if problem:
-        storage.append_audit(db, actor="(invitation)", action="invitation_failed",
-                             patient_id=invitation["patient_id"] if invitation else None,
-                             details={"reason": problem[0]})
+        _audit_attempt(db, claim, actor="(invitation)", action="invitation_failed",
+                       patient_id=invitation["patient_id"] if invitation else None,
+                       details={"reason": problem[0], **_client(db, address)})
         raise InvitationInvalid(problem[1])
+    if buckets:  # a valid code: not a failure of this address
+        storage.settle_attempt(db, give_back=buckets)
     check_password(password, username)
     if storage.patient_has_login(db, invitation["patient_id"]):
         raise DuplicateRecord("An account already exists for you. Sign in with it, or ask the clinic to "
@@ -614,6 +822,8 @@ def redeem_invitation(db: storage.Database, code: str, username: str, password: 
         user_id = storage.add_user(db, username=username, role="patient", password_hash=password_hash,
                                    patient_id=invitation["patient_id"], now=now)
         storage.use_invitation(db, invitation["id"], user_id=user_id, now=now)
+        if browser is not None:
+            storage.remember_browser(db, user_id, browser, now=now)
         storage.append_audit(db, actor=username.strip(), action="redeem_invitation",
                              patient_id=invitation["patient_id"])
     return _user(storage.get_user(db, user_id=user_id))
@@ -666,8 +876,9 @@ def create_demo_accounts(db: storage.Database, *, now: datetime) -> list[DemoAcc
                 raise DuplicateRecord(f"User {username!r} exists with another role or patient; rename it "
                                       "before creating the demo accounts.")
             else:
-                storage.update_user(db, stored["id"], password_hash=hashes[username], active=True,
-                                    failed_logins=0, locked_until=None, must_change_password=False)
+                storage.update_user(db, stored["id"], new_credentials=True, password_hash=hashes[username],
+                                    active=True, failed_logins=0, locked_until=None, must_change_password=False)
+                storage.clear_throttle(db, scope="account", subject=username)
             accounts.append(DemoAccount(username, password, role,
                                         note + (f" Linked to {patient_id}." if linked else "")))
         storage.append_audit(db, actor="(demo setup)", action="create_demo_accounts",

@@ -19,18 +19,33 @@ Example
 64
 >>> ensure_cookie_secret(path).action
 'kept'
+
+Per-purpose keys: each use of an installation's secrets gets its own key, derived with a label
+(:func:`derive_key`), so that what one use reveals or lets an attacker choose can never serve another: the
+browser cookie that binds a sign-in to its browser (``ui.session``), invitation codes (``outcomes.auth``) and
+the one-time setup token below. Pseudonyms keep the database secret itself as their key, so that every
+pseudonym already handed out stays the same (docs/privacy.md).
+
+The setup token: on a new installation (no user at all) the first administrator can only be created with
+a one-time token that is shown where only the server's operator can read it, the server's log or
+``python -m outcomes setup-token`` (:func:`issue_setup_token`); a visitor of the web page cannot.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
 import secrets
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import ConfigError
+from . import storage
+from .errors import ConfigError, PermissionDenied
 
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 SECRET_BYTES = 32  # 256 bits, written as 64 hex digits
@@ -116,3 +131,94 @@ def ensure_cookie_secret(path: str | Path = SECRETS_FILE, *, rotate: bool = Fals
         f.write(new)
     os.replace(partial, path)
     return SecretResult(path, action)
+
+
+# Per-purpose keys ------------------------------------------------------------------------------------------
+
+
+def derive_key(secret: str | bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose`` from an installation's ``secret``.
+
+    HKDF-Expand (RFC 5869) for one block: HMAC-SHA256(secret, ``outcomes`` NUL purpose 0x01). The label holds a
+    NUL byte, which no patient ID may contain, so a derived key is never a pseudonym of the same secret.
+
+    Example
+    -------
+    >>> derive_key("s" * 64, "invitation code") != derive_key("s" * 64, "setup token")
+    True
+    """
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, b"outcomes\x00" + purpose.encode() + b"\x01", hashlib.sha256).digest()
+
+
+# The one-time setup token of a new installation --------------------------------------------------------------
+
+#: 20 characters of Crockford's base 32 (100 bits), shown in groups of 5 for reading off a log.
+SETUP_TOKEN_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+SETUP_TOKEN_LENGTH = 20
+SETUP_TOKEN_HOURS = 24
+_SETUP_META = "setup_token"
+
+
+@dataclass(frozen=True)
+class SetupToken:
+    token: str
+    expires_at: datetime
+
+    def describe(self) -> str:
+        return (f"Setup token for the first administrator: {self.token} (valid once, until "
+                f"{self.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC; any earlier token no longer works).")
+
+
+def _token_hash(db: storage.Database, token: str) -> str:
+    normalised = "".join(token.split()).replace("-", "").upper() if isinstance(token, str) else ""
+    key = derive_key(storage.get_meta(db, "secret") or "", "setup token")
+    return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
+
+
+def issue_setup_token(db: storage.Database, *, now: datetime, by: str = "(server start)") -> SetupToken:
+    """A new one-time token to create the first administrator with (any earlier one stops working).
+
+    Only its keyed hash is stored (``meta``); show the token where only the server's operator can read it.
+
+    Raises
+    ------
+    PermissionDenied
+        A user exists already: administrators create users on the Users page.
+    """
+    raw = "".join(secrets.choice(SETUP_TOKEN_ALPHABET) for _ in range(SETUP_TOKEN_LENGTH))
+    token = "-".join(raw[i:i + 5] for i in range(0, SETUP_TOKEN_LENGTH, 5))
+    expires_at = now + timedelta(hours=SETUP_TOKEN_HOURS)
+    with storage.transaction(db, bump=False):
+        if storage.count_users(db):
+            raise PermissionDenied("This installation has users already, so it needs no setup token: sign in, "
+                                   "and create users on the Users page.")
+        storage.set_meta(db, _SETUP_META, json.dumps({"hash": _token_hash(db, token),
+                                                      "expires_at": expires_at.isoformat()}))
+        storage.append_audit(db, actor=by, action="issue_setup_token",
+                             details={"expires_at": expires_at.isoformat()})
+    return SetupToken(token, expires_at)
+
+
+def setup_token_pending(db: storage.Database, *, now: datetime) -> bool:
+    """Whether a setup token that has not expired is waiting to be used."""
+    record = storage.get_meta(db, _SETUP_META)
+    if not record:
+        return False
+    return datetime.fromisoformat(json.loads(record)["expires_at"]) > now
+
+
+def setup_token_matches(db: storage.Database, token: object, *, now: datetime) -> bool:
+    """Whether ``token`` is the pending setup token (not expired). Compared in constant time."""
+    record = storage.get_meta(db, _SETUP_META)
+    if not record or not isinstance(token, str):
+        return False
+    stored = json.loads(record)
+    if datetime.fromisoformat(stored["expires_at"]) <= now:
+        return False
+    return hmac.compare_digest(stored["hash"], _token_hash(db, token))
+
+
+def forget_setup_token(db: storage.Database) -> None:
+    """The token was used: it can never be used again."""
+    storage.set_meta(db, _SETUP_META, "")

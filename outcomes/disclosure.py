@@ -28,6 +28,8 @@ Example
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -498,3 +500,139 @@ def suppress_curves(summary: pd.DataFrame, at_risk: pd.DataFrame, *, threshold: 
     risk = risk[[(str(d), str(g)) not in hidden for d, g in zip(risk["domain"], risk["group"])]]
     risk_shown = suppress(risk.reset_index(drop=True), AT_RISK_SPEC, threshold=threshold).drop(columns="n")
     return shown, risk_shown, hidden
+
+
+# Release of episodes to quality-improvement and de-identified output (security issue, findings 1 and 2) --
+#
+# An exact calendar cut lets whoever can choose it learn dates by differencing: an episode that is in the
+# file cut on one day and not in the file cut the day before started on that day. So de-identified
+# output (row-level files, summary tables, the QI cohort page) never shows an episode while it is still
+# open, and shows all of it at once: an episode is *released* when its follow-up has closed (last
+# infusion + the last window's upper bound) and then a delay of 0 to ``RELEASE_DELAY_DAYS - 1`` days has
+# passed, the same for all of a patient's episodes, computed from the database's secret (never shown).
+# Which of its scores appear is fixed (baseline period to the close of follow-up), so nothing of a
+# released episode depends on the cut. Seen from outside, an episode's release dates its follow-up's
+# close only to within the unknown delay, a year (docs/privacy.md, "Dates and differencing").
+
+#: Days of the secret per-patient delay between the close of an episode's follow-up and its release.
+RELEASE_DELAY_DAYS = 365
+#: The label of pooled rare categories in QI filters and de-identified output.
+POOLED = "Other (pooled)"
+
+
+def release_delay(secret: str, patient_id: Any) -> int:
+    """The patient's release delay in days, 0 to ``RELEASE_DELAY_DAYS - 1``: HMAC-SHA256 of the patient ID
+    keyed with the database's secret, so nobody without the secret can work it out.
+
+    Examples
+    --------
+    >>> delay = release_delay("0" * 64, "P001")
+    >>> delay == release_delay("0" * 64, "P001") and 0 <= delay < 365
+    True
+    """
+    digest = hmac.new(str(secret).encode(), f"release-delay:{patient_id}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % RELEASE_DELAY_DAYS
+
+
+def follow_up_days(windows: Sequence[Any]) -> int:
+    """Days from the last infusion to the close of follow-up: the last window's upper bound."""
+    return max((int(w.high) for w in windows), default=0)
+
+
+def released(episodes: pd.DataFrame, scores: pd.DataFrame, *, cut: Any, secret: str, windows: Sequence[Any],
+             baseline_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The episodes released by ``cut`` and the scores they hold (module comment above).
+
+    Parameters
+    ----------
+    episodes
+        Every series given of the clinic (``analysis.EPISODE_COLUMNS`` and any others): all of them, so
+        that a later series still ends an earlier one's follow-up.
+    scores
+        Active scores with ``patient_id`` and ``assessed_on``.
+
+    Returns
+    -------
+    (episodes, scores)
+        Released episodes with ``closes`` (close of follow-up), ``released_on`` and ``follow_up_end``
+        capped at ``closes`` (the day before a next series that began earlier); and the scores from
+        ``baseline_days`` before an episode's first infusion to its ``follow_up_end``, each once.
+    """
+    from .analysis import with_follow_up_end
+
+    cut = pd.Timestamp(cut).normalize()
+    eps = with_follow_up_end(episodes)
+    last = pd.to_datetime(eps["last_infusion"]).dt.normalize()
+    closes = last + pd.Timedelta(days=follow_up_days(windows))
+    delays = {pid: release_delay(secret, pid) for pid in pd.unique(eps["patient_id"])}
+    delay = pd.to_timedelta(eps["patient_id"].map(delays).astype("int64"), unit="D")
+    eps = eps.assign(closes=closes, released_on=closes + delay)
+    eps = eps[eps["released_on"] <= cut].copy()
+    eps["follow_up_end"] = eps["follow_up_end"].where(eps["follow_up_end"] < eps["closes"], eps["closes"])
+    first = pd.to_datetime(eps["first_infusion"]).dt.normalize()
+    spans = pd.DataFrame({"patient_id": eps["patient_id"].astype(str).to_numpy(),
+                          "_from": (first - pd.Timedelta(days=int(baseline_days))).to_numpy(),
+                          "_to": eps["follow_up_end"].to_numpy()})
+    numbered = scores.assign(_row=np.arange(len(scores)), _pid=scores["patient_id"].astype(str))
+    joined = numbered[["_row", "_pid", "assessed_on"]].merge(spans, left_on="_pid", right_on="patient_id")
+    inside = joined.loc[(joined["assessed_on"] >= joined["_from"]) & (joined["assessed_on"] <= joined["_to"]),
+                        "_row"]
+    keep = np.zeros(len(scores), dtype=bool)
+    keep[np.unique(inside.to_numpy())] = True
+    return eps.reset_index(drop=True), scores[keep].reset_index(drop=True)
+
+
+def pool_rare(values: pd.Series, owners: pd.Series, threshold: int, label: str = POOLED) -> pd.Series:
+    """Values shared by 1 to ``threshold`` distinct owners (patients) replaced by ``label``.
+
+    Examples
+    --------
+    >>> pool_rare(pd.Series(["A", "A", "B"]), pd.Series([1, 2, 3]), 1).tolist()
+    ['A', 'A', 'Other (pooled)']
+    """
+    counts = pd.DataFrame({"v": values, "o": owners}).dropna().drop_duplicates().groupby("v")["o"].size()
+    rare = set(counts.index[(counts >= 1) & (counts <= threshold)])
+    return values.where(~values.isin(rare), label)
+
+
+def complement_problem(filters: Mapping[str, np.ndarray], owners: np.ndarray, *,
+                       threshold: int = DEFAULT_THRESHOLD) -> tuple[str, ...] | None:
+    """The complementary-cell rule across filters: whether a filtered view may be shown.
+
+    ``filters`` maps each active filter to a boolean mask over the rows (episodes) of the unfiltered view;
+    the view is the rows passing all of them. For every set of filters widened back to "all", the rows
+    the view leaves out of that wider view must not belong to 1 to ``threshold`` owners (patients), nor
+    number 1 to ``threshold`` rows: otherwise the wider view minus this one is a small group's result.
+    Returns the first set of filters whose widening gives such a difference, or None when the view may
+    be shown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> everyone = np.arange(30)
+    >>> complement_problem({"diagnosis": everyone != 7}, everyone)  # "all but X" when X is one patient
+    ('diagnosis',)
+    >>> complement_problem({"diagnosis": everyone < 15}, everyone) is None
+    True
+    """
+    from itertools import combinations
+
+    names = list(filters)
+    owners = np.asarray(owners)
+    passing = {name: np.asarray(mask, dtype=bool) for name, mask in filters.items()}
+    view = np.ones(len(owners), dtype=bool)
+    for mask in passing.values():
+        view &= mask
+    seen_view = set(owners[view].tolist())
+    for size in range(1, len(names) + 1):
+        for widened in combinations(names, size):
+            wider = np.ones(len(owners), dtype=bool)
+            for name in names:
+                if name not in widened:
+                    wider &= passing[name]
+            left_out = wider & ~view
+            people = len(set(owners[left_out].tolist()) - seen_view)
+            rows = int(left_out.sum())
+            if is_small(people, threshold) or is_small(rows, threshold):
+                return widened
+    return None

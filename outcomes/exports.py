@@ -6,11 +6,17 @@ the role, loads, builds and writes the audit entry, for the exports page and ``p
 De-identification (``docs/privacy.md``, HIPAA Safe Harbor): patient IDs become :func:`pseudonym`\\ s
 (HMAC-SHA256 keyed with the database's own secret, so nobody can recompute them from the clinic's IDs);
 dates become days since the episode's first infusion; the birth year becomes an age band with 90+
-collapsed; free-text notes, staff names and internal row ids are dropped; diagnosis, sex and protocol
-stay, with categories of 1 to ``small_cell_max`` patients pooled into "Other"; a patient's disposition
-stays as its category only (no date, no reason). Summary tables go through the small-cell rules of
-:mod:`outcomes.disclosure`. Text written to CSV or Excel is neutralised against formula injection
-(:func:`neutralise`).
+collapsed; free-text notes (the diagnosis note included), staff names and internal row ids are dropped;
+the diagnosis is the clinic's code, sex and protocol stay, with categories of 1 to ``small_cell_max``
+patients pooled into "Other (pooled)"; a patient's disposition stays as its category only (no date, no
+reason). Summary tables go through the small-cell rules of :mod:`outcomes.disclosure`. Text written to
+CSV or Excel is neutralised against formula injection (:func:`neutralise`).
+
+Dates by differencing (security issue, finding 1): de-identified files hold only *released* episodes
+(:func:`outcomes.disclosure.released`: follow-up closed, then a secret per-patient delay of up to a
+year), each with all of its scores, and are cut only at a year end (row-level: dataset, FHIR) or a
+month end (summary tables; :func:`release_cut`). So files with different cuts differ only by whole
+episodes, and when one appears says nothing finer than a year about its dates.
 
 Every export follows the corrected record (the storage reads' defaults): voided records, planned and
 cancelled series (no infusion given) and replaced scores are left out, corrected values go in. The
@@ -65,8 +71,11 @@ PSEUDONYM_HEX = 16  # 64 bits: a collision among 100,000 patients has a probabil
 #: OWASP "CSV injection": a spreadsheet may run a cell that starts with one of these as a formula.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-OTHER = "Other"
+OTHER = disclosure.POOLED  # "Other (pooled)"
+NOT_CODED = "Not coded"
 MAX_REASON = 500
+#: The data cut of de-identified output: row-level files at a year end, summary tables at a month end.
+CUT_UNITS: Mapping[str, str] = MappingProxyType({"dataset": "year", "fhir": "year", "summary": "month"})
 
 #: Column dictionary, written into every README.
 DEFINITIONS: Mapping[str, str] = MappingProxyType({
@@ -75,8 +84,9 @@ DEFINITIONS: Mapping[str, str] = MappingProxyType({
                  "pseudonym in every export from this database, and nobody without the secret can compute it",
     "patient_id": "the clinic's own patient ID (identified exports only)",
     "episode": "the patient's infusion series number: 1 for the first series, 2 for the next...",
-    "diagnosis": f"as entered by the clinic; in de-identified exports a diagnosis of 1 to the small-cell "
-                 f"maximum patients is pooled into '{OTHER}'",
+    "diagnosis": f"the diagnosis code from the clinic's list ('{NOT_CODED}': none given); in de-identified "
+                 f"exports a code held by 1 to the small-cell maximum patients is pooled into '{OTHER}'",
+    "diagnosis_note": "the diagnosis as the clinician typed it, free text (identified exports only)",
     "sex": "F, M or X as entered (empty: not recorded)",
     "age_band": "age at the episode's first infusion (year of the infusion minus birth year, so possibly "
                 "a year high): 18–29 … 80–89, 90+ (ages above 89 are collapsed, as Safe Harbor requires)",
@@ -85,7 +95,8 @@ DEFINITIONS: Mapping[str, str] = MappingProxyType({
     "dose_mg_per_kg": "ketamine dose of the series, mg/kg (empty: not recorded)",
     "last_infusion_day": "days from the first to the last infusion of the series",
     "next_episode_day": "days from this series' first infusion to the next series' first infusion (empty: "
-                        "no next series by the data cut); follow-up of this episode ends the day before",
+                        "no next series by the data cut; de-identified: none in this file); follow-up of "
+                        "this episode ends the day before",
     "day": "days since the episode's first infusion (negative: before it, e.g. a baseline)",
     "domain": "pain_interference, depression or physical_function",
     "t_score": "PROMIS T-score (mean 50, SD 10 in the reference population); higher = more of the domain, "
@@ -102,9 +113,9 @@ DEFINITIONS: Mapping[str, str] = MappingProxyType({
     "last_infusion": "date of the last infusion of the series (identified exports only)",
     "assessed_on": "date of the questionnaire (identified exports only)",
     "notes": "free-text notes of the series (identified exports only)",
-    "disposition": "the patient's disposition when the file was made (not as of the data cut): active, "
-                   "discharged (follow-up complete), withdrawn, lost_to_follow_up or deceased; the same on "
-                   "each of the patient's episodes",
+    "disposition": "the patient's disposition when the file was made (identified) or as released by the data "
+                   "cut, with the patient's delay (de-identified): active, discharged (follow-up complete), "
+                   "withdrawn, lost_to_follow_up or deceased; the same on each of the patient's episodes",
     "disposition_on": "date of the disposition (identified exports only; empty: never changed from active)",
     "disposition_reason": "free-text reason of the disposition (identified exports only)",
     "at": "when the change was made (UTC)",
@@ -154,7 +165,9 @@ def load_source(db: Any) -> Source:
     secret = storage.get_meta(db, "secret")
     if not secret:
         raise ConfigError("This database has no pseudonym secret; run `python -m outcomes init` on it")
-    return Source(storage.load_patients(db), storage.load_series(db), storage.load_assessments(db), secret,
+    patients = storage.load_patients(db).merge(
+        storage.load_patient_diagnoses(db)[["patient_id", "diagnosis_label"]], on="patient_id", how="left")
+    return Source(patients, storage.load_series(db), storage.load_assessments(db), secret,
                   storage.load_record_changes(db))
 
 
@@ -207,13 +220,19 @@ def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pool_rare(values: pd.Series, owners: pd.Series, threshold: int) -> pd.Series:
-    """Values shared by 1 to ``threshold`` distinct owners (patients) replaced by ``"Other"``.
+    """Values shared by 1 to ``threshold`` distinct owners (patients) replaced by ``"Other (pooled)"``.
 
     A rare diagnosis or protocol singles a patient out, and free text may even hold a name.
     """
-    counts = pd.DataFrame({"v": values, "o": owners}).dropna().drop_duplicates().groupby("v")["o"].size()
-    rare = set(counts.index[(counts >= 1) & (counts <= threshold)])
-    return values.where(~values.isin(rare), OTHER)
+    return disclosure.pool_rare(values, owners, threshold, OTHER)
+
+
+def diagnosis_labels(patients: pd.DataFrame) -> pd.Series:
+    """Each patient's diagnosis code label (``"Not coded"`` when none), indexed like ``patients``; never the
+    free-text note."""
+    if "diagnosis_label" not in patients:
+        return pd.Series(NOT_CODED, index=patients.index, dtype=object)
+    return patients["diagnosis_label"].astype(object).where(patients["diagnosis_label"].notna(), NOT_CODED)
 
 
 def _age_bands(birth_year: pd.Series, on: pd.Series) -> pd.Series:
@@ -232,6 +251,55 @@ def _day(value: date | str | None, name: str) -> pd.Timestamp:
     return pd.Timestamp(value).normalize()
 
 
+def cut_unit(kind: str, deidentified: bool) -> str:
+    """``year``, ``month`` or ``day``: how finely the data cut of this export can be chosen."""
+    return CUT_UNITS.get(kind, "year") if deidentified else "day"
+
+
+def release_cut(kind: str, as_of: date | str | None, *, deidentified: bool) -> pd.Timestamp:
+    """The data cut an export uses for ``as_of``: for de-identified files the last year end (dataset, FHIR)
+    or month end (summary tables) on or before it; identified files keep the day.
+
+    Examples
+    --------
+    >>> [release_cut(kind, day, deidentified=True).date().isoformat() for kind, day in (
+    ...     ("dataset", "2025-06-01"), ("summary", "2025-06-01"), ("summary", "2025-05-31"))]
+    ['2024-12-31', '2025-05-31', '2025-05-31']
+    """
+    day = _day(as_of, "as_of")
+    unit = cut_unit(kind, deidentified)
+    if unit == "year":
+        return day if (day.month, day.day) == (12, 31) else pd.Timestamp(day.year - 1, 12, 31)
+    if unit == "month":
+        return day if day.is_month_end else (day - pd.offsets.MonthEnd(1)).normalize()
+    return day
+
+
+def cut_choices(kind: str, *, deidentified: bool, today: date, years: int = 10) -> list[date]:
+    """The data cuts the exports page offers, newest first: full past years' ends (row-level), the ends of
+    past months (summary), or nothing for identified exports (any day up to today)."""
+    unit = cut_unit(kind, deidentified)
+    if unit == "day":
+        return []
+    latest = release_cut(kind, today, deidentified=deidentified)
+    if unit == "year":
+        return [date(latest.year - i, 12, 31) for i in range(years)]
+    ends = pd.date_range(end=latest, periods=12 * years, freq="ME")
+    return [d.date() for d in reversed(ends)]
+
+
+def cut_label(kind: str, cut: date | pd.Timestamp, *, deidentified: bool) -> str:
+    """The cut as files and pages name it: ``2024`` (a year end), ``2025-05`` (a month end) or the day."""
+    unit = cut_unit(kind, deidentified)
+    return f"{cut:%Y}" if unit == "year" else f"{cut:%Y-%m}" if unit == "month" else f"{cut:%Y-%m-%d}"
+
+
+def released(source: Source, cut: pd.Timestamp, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The series and scores a de-identified file holds at ``cut`` (:func:`outcomes.disclosure.released`)."""
+    return disclosure.released(source.series, source.assessments, cut=cut, secret=source.secret,
+                               windows=settings.windows, baseline_days=settings.baseline_days)
+
+
 # Datasets -----------------------------------------------------------------------------------------
 
 
@@ -241,30 +309,47 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
     and for the identified dataset ``record_changes`` (:func:`change_table`).
 
     A score belongs to an episode from ``baseline_days`` before its first infusion to the end of its
-    follow-up (the day before the next series, and the data cut), so a score may appear under two
-    episodes. Series starting after ``as_of`` and scores dated after it are left out. The patient's
-    disposition is the current one; de-identified, its category only.
+    follow-up (the day before the next series), so a score may appear under two episodes.
+
+    Identified: series starting after ``as_of`` and scores dated after it are left out, follow-up ends at
+    ``as_of`` too, and ``<window>_closed`` says which windows had closed by then; the disposition is the
+    current one, with its date and reason.
+
+    De-identified: only the episodes released by ``as_of`` (:func:`released`), each with every score of
+    its fixed span (baseline period to the close of follow-up), whatever the cut; no ``_closed`` flags
+    (every window has closed); the disposition's category as released by the cut; the diagnosis code's
+    label, pooled when rare. Nothing in a released episode's rows changes with the cut.
     """
     cut = _day(as_of, "as_of")
     patients = source.patients.set_index("patient_id")
-    eps = analysis.with_follow_up_end(source.series)
-    eps = eps[eps["first_infusion"] <= cut].reset_index(drop=True)
+    labels = diagnosis_labels(patients)
+    if deidentified:
+        eps, scores = released(source, cut, settings)
+        eps = eps.sort_values(["patient_id", "first_infusion"], kind="stable").reset_index(drop=True)
+        following = eps.groupby("patient_id", sort=False)["first_infusion"].shift(-1)
+        ends = eps["follow_up_end"]
+    else:
+        eps = analysis.with_follow_up_end(source.series)
+        eps = eps[eps["first_infusion"] <= cut].reset_index(drop=True)
+        scores = source.assessments[source.assessments["assessed_on"] <= cut]
+        nxt = eps["follow_up_end"] + pd.Timedelta(days=1)
+        following = nxt.where(nxt <= cut)
+        ends = eps["follow_up_end"].where(eps["follow_up_end"] < cut, cut)  # NaT (no next series): the cut
     first, last = eps["first_infusion"], eps["last_infusion"]
-    nxt = eps["follow_up_end"] + pd.Timedelta(days=1)
     eps = eps.assign(
-        diagnosis=eps["patient_id"].map(patients["diagnosis"]), sex=eps["patient_id"].map(patients["sex"]),
+        diagnosis=eps["patient_id"].map(labels), diagnosis_note=eps["patient_id"].map(patients["diagnosis"]),
+        sex=eps["patient_id"].map(patients["sex"]),
         birth_year=eps["patient_id"].map(patients["birth_year"]).astype("Int64"),
         disposition=eps["patient_id"].map(patients["disposition"]),
         disposition_on=eps["patient_id"].map(patients["disposition_on"]),
         disposition_reason=eps["patient_id"].map(patients["disposition_reason"]),
         last_infusion_day=(last - first).dt.days.astype("Int64"),
-        next_episode_day=(nxt - first).dt.days.where(nxt <= cut).astype("Int64"),
+        next_episode_day=(following - first).dt.days.astype("Int64"),
         episode=eps["series_number"].astype("Int64"))
-    for w in settings.windows:
+    windows = [] if deidentified else [f"{w.name}_closed" for w in settings.windows]
+    for w in settings.windows[:len(windows)]:
         eps[f"{w.name}_closed"] = last + pd.Timedelta(days=w.high) <= cut
 
-    scores = source.assessments[source.assessments["assessed_on"] <= cut]
-    ends = eps["follow_up_end"].where(eps["follow_up_end"] < cut, cut)  # NaT (no next series): the cut
     joined = scores.merge(eps[["series_id", "patient_id", "episode", "first_infusion"]].assign(_end=ends),
                           on="patient_id")
     day = (joined["assessed_on"] - joined["first_infusion"]).dt.days
@@ -275,15 +360,19 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
     joined = joined.assign(used_as=joined["used_as"].fillna("")).sort_values(
         ["patient_id", "episode", "domain", "assessed_on"], kind="stable")
 
-    windows = [f"{w.name}_closed" for w in settings.windows]
     if deidentified:
         threshold = settings.small_cell_max
+        delay = pd.to_timedelta(eps["patient_id"].map(
+            lambda pid: disclosure.release_delay(source.secret, pid)).astype("int64"), unit="D")
+        # The disposition as of the cut minus the patient's delay: when it changes says nothing finer either.
+        known = eps["disposition_on"].isna() | (eps["disposition_on"] + delay <= cut)
         eps = eps.assign(pseudonym=_pseudonyms(eps["patient_id"], source.secret),
                          age_band=_age_bands(eps["birth_year"], eps["first_infusion"]),
                          diagnosis=pool_rare(eps["diagnosis"], eps["patient_id"], threshold),
-                         protocol=pool_rare(eps["protocol"], eps["patient_id"], threshold))
+                         protocol=pool_rare(eps["protocol"], eps["patient_id"], threshold),
+                         disposition=eps["disposition"].where(known, "active"))
         episodes = eps[["pseudonym", "episode", "diagnosis", "sex", "age_band", "disposition", "protocol",
-                        "infusions", "dose_mg_per_kg", "last_infusion_day", "next_episode_day", *windows]]
+                        "infusions", "dose_mg_per_kg", "last_infusion_day", "next_episode_day"]]
         joined = joined.assign(pseudonym=_pseudonyms(joined["patient_id"], source.secret))
         long = joined[["pseudonym", "episode", "domain", "day", "t_score", "se", "form", "method", "source",
                        "used_as"]]
@@ -291,8 +380,9 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
         episodes = episodes.sort_values(["pseudonym", "episode"], kind="stable")
         long = long.sort_values(["pseudonym", "episode", "domain", "day"], kind="stable")
     else:
-        episodes = eps[["patient_id", "episode", "birth_year", "diagnosis", "sex", "disposition",
-                        "disposition_on", "disposition_reason", "protocol", "first_infusion", "last_infusion",
+        episodes = eps[["patient_id", "episode", "birth_year", "diagnosis", "diagnosis_note", "sex",
+                        "disposition", "disposition_on", "disposition_reason", "protocol", "first_infusion",
+                        "last_infusion",
                         "infusions", "dose_mg_per_kg", "notes", "last_infusion_day", "next_episode_day",
                         *windows]]
         long = joined[["patient_id", "episode", "assessed_on", "day", "domain", "t_score", "se", "form",
@@ -385,12 +475,23 @@ def table_one(episodes: pd.DataFrame, baselines: pd.DataFrame, *, threshold: int
 
 def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice,
                    settings: Settings) -> dict[str, pd.DataFrame]:
-    """Responder table, follow-up completion and Table 1, suppressed for de-identified release (text)."""
+    """Responder table, follow-up completion and Table 1 of the episodes released by ``as_of``
+    (:func:`released`: the same population as the row-level files, so a month's tables differ from the
+    last month's only by whole released episodes), suppressed for de-identified release (text).
+    Diagnoses are the codes' labels, never the free-text note."""
     cut = _day(as_of, "as_of")
     threshold = settings.small_cell_max
-    patients = source.patients[["patient_id", "diagnosis", "sex", "birth_year"]]
-    episodes = source.series.merge(patients, on="patient_id", how="left")
-    scores = source.assessments[["patient_id", "assessed_on", "domain", "t_score", "se"]]
+    given, scores = released(source, cut, settings)
+    repeats = int((given["series_number"] > 1).sum())
+    if series == "all" and disclosure.is_small(repeats, threshold):
+        # The all-series tables minus the first-series tables would be those few repeat series' results.
+        raise ValidationError(f"Only 1 to {threshold} repeat series had been released by then, so the "
+                              "all-series tables would reveal them next to the first-series tables; export "
+                              "each patient's first series, or a later month")
+    patients = source.patients.assign(diagnosis=diagnosis_labels(source.patients))
+    episodes = given.merge(patients[["patient_id", "diagnosis", "sex", "birth_year"]], on="patient_id",
+                            how="left")
+    scores = scores[["patient_id", "assessed_on", "domain", "t_score", "se"]]
     common: dict[str, Any] = {"as_of": cut, "windows": settings.windows,
                               "baseline_days": settings.baseline_days, "series": series}
     domains = [d for d in DOMAINS if d in settings.mcid]
@@ -542,7 +643,7 @@ def _readme(kind: str, *, deidentified: bool, as_of: date, series: str, settings
         ("export", {"dataset": "analysis dataset", "summary": "summary tables", "fhir": "FHIR R4"}[kind]),
         ("de-identification", "de-identified (HIPAA Safe Harbor; see docs/privacy.md)" if deidentified
          else "IDENTIFIED: contains patient IDs and dates of care; handle as protected health information"),
-        ("as_of", f"{as_of:%Y-%m-%d}: data cut; scores after it and series starting after it are left out"),
+        ("as_of", _as_of_text(kind, as_of, deidentified, settings)),
         ("generated", f"{generated_at:%Y-%m-%d %H:%M} UTC"),
         ("caveat", "Observed outcomes of an uncontrolled cohort, not treatment effects (docs/methods.md)."),
         ("records", "as corrected: voided records, planned and cancelled series (no infusion given) and "
@@ -590,11 +691,29 @@ def _readme(kind: str, *, deidentified: bool, as_of: date, series: str, settings
                     continue
                 seen.add(column)
                 text = DEFINITIONS.get(column)
+                if column == "diagnosis" and deidentified:
+                    text = (f"the diagnosis code from the clinic's list ('{NOT_CODED}': none given); a "
+                            f"code held by 1 to {cells} patients is pooled into '{OTHER}'. The clinician's "
+                            "free-text note is never in a de-identified file")
                 if text is None and column.endswith("_closed"):
                     text = (f"whether the {column.removesuffix('_closed')} window had closed by the data cut "
                             "(last infusion + the window's upper bound <= as_of)")
                 lines.append((column, text or ""))
     return lines
+
+
+def _as_of_text(kind: str, as_of: date, deidentified: bool, settings: Settings) -> str:
+    """The README's data-cut line: the day (identified), or the year or month with the release rule."""
+    if not deidentified:
+        return f"{as_of:%Y-%m-%d}: data cut; scores after it and series starting after it are left out"
+    label = cut_label(kind, as_of, deidentified=True)
+    span = f"the end of {as_of:%Y}" if cut_unit(kind, True) == "year" else f"the end of {as_of:%B %Y}"
+    return (f"{label}: data through {span}. An episode is in this file once its follow-up has closed (last "
+            f"infusion + {disclosure.follow_up_days(settings.windows)} days) and a further delay of 0 to "
+            f"{disclosure.RELEASE_DELAY_DAYS - 1} days, fixed per patient and kept secret, has passed by "
+            f"then; it comes with all its scores from {settings.baseline_days} days before its first "
+            "infusion to the close of its follow-up, whatever the cut. Recent episodes are therefore not "
+            "here yet, and no date finer than this is in the file (docs/privacy.md)")
 
 
 # The entry points ---------------------------------------------------------------------------------
@@ -616,7 +735,9 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
     deidentified
         False only for the identified dataset or FHIR (the caller checks the role and reason).
     as_of, series
-        Data cut, and the analysis set of the summary tables.
+        Data cut, and the analysis set of the summary tables. De-identified files use the last year end
+        (dataset, FHIR) or month end (summary) on or before ``as_of`` (:func:`release_cut`) and hold only
+        the episodes released by then (:func:`released`).
     """
     if kind not in KINDS:
         raise ValidationError(f"Unknown export {kind!r}; choose one of {', '.join(KINDS)}")
@@ -625,13 +746,16 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
     if kind == "summary" and not deidentified:
         raise ValidationError("Summary tables are always de-identified; export the identified dataset "
                               "instead")
-    as_of = _day(as_of, "as_of").date()
+    cut = release_cut(kind, as_of, deidentified=deidentified)
+    as_of = cut.date()
     level = "deidentified" if deidentified else "IDENTIFIED"
-    stem = f"outcomes-{kind}-{level}-{as_of:%Y-%m-%d}"
+    stem = f"outcomes-{kind}-{level}-{cut_label(kind, as_of, deidentified=deidentified)}"
     notes: list[str] = []
     if kind == "fhir":
         subject = (lambda pid: pseudonym(source.secret, pid)) if deidentified else None
-        bundle, notes = fhir.bundle(source.assessments, source.series, as_of=as_of, key=source.secret,
+        series, scores = (released(source, cut, settings) if deidentified
+                          else (source.series, source.assessments))
+        bundle, notes = fhir.bundle(scores, series, as_of=as_of, key=source.secret,
                                     registry=registry or default_registry(), pseudonym=subject,
                                     generated_at=generated_at)
         data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -656,6 +780,11 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
             if pooled:
                 notes.append(f"Diagnoses shared by 1 to {settings.small_cell_max} patients are pooled "
                              f"into '{OTHER}' ({pooled} episodes).")
+    if deidentified:
+        through = f"{as_of:%Y}" if cut_unit(kind, True) == "year" else f"{as_of:%B %Y}"
+        notes.append(f"Data through the end of {through}: only episodes whose follow-up had closed, and "
+                     "whose patient's release delay (up to a year) had passed, are included; recent episodes "
+                     "come in a later file.")
     return ExportFile(kind, fmt, deidentified, f"{stem}.{SUFFIX[fmt]}", MIME[fmt], data, rows,
                       MappingProxyType(dict(tables)), tuple(notes))
 
@@ -693,9 +822,13 @@ def export(db: Any, actor: auth.User | str, kind: str, fmt: str, *, deidentified
     if isinstance(actor, auth.User):  # refuse before reading anything; record_export checks again
         auth.require_role(db, actor, *roles, action="export")
     reason = None if deidentified else check_reason(reason)
+    cut = release_cut(kind, as_of, deidentified=deidentified) if kind in KINDS else _day(as_of, "as_of")
+    if deidentified and cut.date() > now.date():  # a future cut would release episodes before their time
+        raise ValidationError(f"The data cut {cut:%Y-%m-%d} is in the future; choose a "
+                              f"{cut_unit(kind, True)} that has ended")
     file = build(load_source(db), kind, fmt, deidentified=deidentified, as_of=as_of, series=series,
                  settings=settings, registry=registry, generated_at=now)
-    filters = {"as_of": f"{_day(as_of, 'as_of'):%Y-%m-%d}"}
+    filters = {"as_of": f"{cut:%Y-%m-%d}"}
     if kind == "summary":
         filters["series"] = series
     what = f"{kind} ({'de-identified' if deidentified else 'identified'})"

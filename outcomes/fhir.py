@@ -14,6 +14,9 @@ Decisions (docs/privacy.md, "FHIR"):
   replaced by the day relative to the patient's first infusion (extension :data:`STUDY_DAY_URL`).
   No calendar date or year is written: a year plus a relative day can pin a date down to the day
   around New Year. Scores of patients with no infusion series (no day 0) are left out and counted.
+  ``outcomes.exports`` passes only the episodes released by a year-end cut, each with every score of its
+  fixed span (``outcomes.disclosure.released``), so which Observations a bundle holds never dates a score
+  more finely than a year (docs/privacy.md, "Dates and differencing").
 * **The corrected record**: only active scores (replaced and voided ones are not exported; a corrected
   score once, as corrected), and day 0 comes from series given and not voided: a planned, cancelled
   or voided series is no first infusion.

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import io
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
 from argon2 import PasswordHasher
 
-from outcomes import auth, storage
+from outcomes import auth, deployment, storage
+from outcomes.cli import main
 from outcomes.errors import (
     DuplicateRecord,
     IdentityNotRegistered,
@@ -146,20 +151,26 @@ def test_every_failure_gets_the_same_generic_message(db, admin, lee, monkeypatch
     assert "nobody" not in repr(storage.load_audit_log(db).to_dict())
 
 
-def test_lockout_even_with_the_right_password_then_unlock_after_the_period(db, admin):
+def test_a_client_waits_after_too_many_failures_even_with_the_right_password_then_longer(db, admin):
     for i in range(SETTINGS.lockout_attempts):
-        with pytest.raises(LoginFailed):
+        with pytest.raises(LoginFailed, match="username or password is wrong"):
             login(db, password=f"wrong password {i}", now=NOW + timedelta(seconds=i))
-    locked_until = storage.get_user(db, username="root.admin")["locked_until"]
-    assert locked_until == NOW + timedelta(seconds=SETTINGS.lockout_attempts - 1, minutes=SETTINGS.lockout_minutes)
-    with pytest.raises(LoginFailed):
-        login(db, now=locked_until - timedelta(seconds=1))
-    assert storage.get_user(db, username="root.admin")["locked_until"] == locked_until  # not extended
-    assert login(db, now=locked_until).username == "root.admin"
-    stored = storage.get_user(db, username="root.admin")
-    assert (stored["failed_logins"], stored["locked_until"]) == (0, None)
-    reasons = storage.load_audit_log(db, action="login_failed")["details"].tolist()
-    assert sum('"locked"' in r for r in reasons) == 1 and sum("locked_until" in r for r in reasons) == 1
+    last = NOW + timedelta(seconds=SETTINGS.lockout_attempts - 1)
+    until = last + timedelta(minutes=SETTINGS.lockout_minutes)
+    assert auth.list_users(db, admin, now=last)["locked_until"].iloc[0] == until
+    with pytest.raises(LoginFailed, match="Try again in 15 minutes"):
+        login(db, now=last + timedelta(seconds=1))               # the right password, checked or not: waits
+    with pytest.raises(LoginFailed, match="Try again in 1 minute "):
+        login(db, now=until - timedelta(seconds=1))
+    assert auth.list_users(db, admin, now=last)["locked_until"].iloc[0] == until   # not extended by waiting
+    with pytest.raises(LoginFailed, match="username or password is wrong"):
+        login(db, password="one more wrong one", now=until)      # after the wait, one more try...
+    with pytest.raises(LoginFailed, match="Try again in 30 minutes"):
+        login(db, now=until + timedelta(seconds=1))              # ...and the next wait is twice as long
+    assert login(db, now=until + timedelta(minutes=30)).username == "root.admin"
+    assert auth.list_users(db, admin, now=until + timedelta(minutes=30))["locked"].tolist() == [False]
+    reasons = [json.loads(d)["reason"] for d in storage.load_audit_log(db, action="login_failed")["details"]]
+    assert reasons.count("throttled") == 3 and reasons.count("wrong password") == SETTINGS.lockout_attempts + 1
 
 
 def test_failures_count_in_a_row_and_a_success_resets_them(db, admin):
@@ -201,12 +212,18 @@ def test_naive_datetimes_are_refused(db, admin):
 def test_change_password_needs_the_current_one(db, admin):
     with pytest.raises(WrongPassword, match="current password is not right"):
         auth.change_password(db, admin, "not my password", "a brand new password", now=NOW, settings=SETTINGS)
-    assert storage.get_user(db, user_id=admin.id)["failed_logins"] == 1  # counts towards the lockout
+    for _ in range(SETTINGS.lockout_attempts - 1):  # it counts like a failed sign-in
+        with pytest.raises(LoginFailed):
+            login(db, password="wrong password!!")
+    with pytest.raises(LoginFailed, match="Too many failed sign-ins"):
+        login(db)
+    auth.unlock_user(db, admin, "root.admin")
     with pytest.raises(WeakPassword, match="at least 10"):
         auth.change_password(db, admin, PASSWORD, "short", now=NOW, settings=SETTINGS)
     with pytest.raises(WeakPassword, match="same as the current"):
         auth.change_password(db, admin, PASSWORD, PASSWORD, now=NOW, settings=SETTINGS)
-    auth.change_password(db, admin, PASSWORD, "a brand new password", now=NOW, settings=SETTINGS)
+    changed = auth.change_password(db, admin, PASSWORD, "a brand new password", now=NOW, settings=SETTINGS)
+    assert changed.credential_version == admin.credential_version + 1
     with pytest.raises(LoginFailed):
         login(db)
     assert login(db, password="a brand new password").username == "root.admin"
@@ -460,3 +477,169 @@ def test_one_active_login_per_patient(db, admin):
     dr_b = auth.create_user(db, admin, username="dr.b", role="clinician", email="b@h.org", now=NOW)
     with pytest.raises(DuplicateRecord, match="email"):
         storage.update_user(db, dr_b.id, email="a@h.org")
+
+
+# Security issue, finding 5: anyone could lock any account, the only administrator included -------------------
+
+BROWSER = "b" * 40            # a digest of the administrator's browser cookie (ui.session.browser_digest)
+
+
+def test_failing_on_purpose_does_not_hold_an_account_off_the_browsers_it_uses(db, admin):
+    assert login_from(db, BROWSER).username == "root.admin"               # the administrator's usual browser
+    for i in range(4 * SETTINGS.lockout_attempts):                        # an attacker, from many clients
+        with pytest.raises(LoginFailed):
+            auth.login(db, "root.admin", f"guess {i}", now=NOW, settings=SETTINGS, address=f"10.0.0.{i}",
+                       browser=None if i % 2 else f"{i:040d}")
+    assert login_from(db, BROWSER).username == "root.admin"               # still signs in where it always does
+    with pytest.raises(LoginFailed, match="Too many failed sign-ins"):  # a browser it has never used waits
+        login_from(db, "c" * 40)
+    # ...and so do the attacker's guesses, however they vary their address: the right password is not even
+    # checked (at most lockout_attempts guesses per wait for all new browsers together).
+    reasons = [json.loads(d)["reason"] for d in storage.load_audit_log(db, action="login_failed")["details"]]
+    assert reasons.count("wrong password") == SETTINGS.lockout_attempts
+
+
+def test_a_known_browser_that_fails_too_often_waits_on_its_own(db, admin):
+    login_from(db, BROWSER)
+    for _ in range(SETTINGS.lockout_attempts):
+        with pytest.raises(LoginFailed):
+            auth.login(db, "root.admin", "wrong one!", now=NOW, settings=SETTINGS, browser=BROWSER)
+    with pytest.raises(LoginFailed, match="Too many failed sign-ins"):
+        login_from(db, BROWSER)
+    assert login_from(db, "d" * 40).username == "root.admin"              # other clients are not held up
+
+
+def test_the_command_line_lifts_every_wait_when_no_administrator_can_sign_in(tmp_path):
+    path = tmp_path / "clinic.db"
+    db = storage.connect(path)
+    auth.create_first_admin(db, "root.admin", PASSWORD, now=NOW)
+    now = datetime.now(UTC)
+    for _ in range(SETTINGS.lockout_attempts):
+        with pytest.raises(LoginFailed):
+            auth.login(db, "root.admin", "not the password", now=now, settings=SETTINGS)
+    with pytest.raises(LoginFailed, match="Too many"):
+        auth.login(db, "root.admin", PASSWORD, now=now, settings=SETTINGS)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["unlock", "ROOT.ADMIN", "--db", str(path)], out, err) == 0, err.getvalue()
+    assert "root.admin can sign in again from every browser (1 wait lifted)" in out.getvalue()
+    assert auth.login(db, "root.admin", PASSWORD, now=now, settings=SETTINGS).username == "root.admin"
+    entry = storage.load_audit_log(db, action="unlock_user")
+    assert entry["actor"].iloc[0].startswith("cli:") and '"root.admin"' in entry["details"].iloc[0]
+    err = io.StringIO()
+    assert main(["unlock", "nobody", "--db", str(path)], io.StringIO(), err) == 1
+    assert "No user named 'nobody'" in err.getvalue()
+
+
+def login_from(db, browser, now=NOW):
+    return auth.login(db, "root.admin", PASSWORD, now=now, settings=SETTINGS, browser=browser)
+
+
+# Security issue, finding 16: signed-out clients could write unlimited audit entries ---------------------------
+
+
+def test_signed_out_failures_are_rate_limited_per_address_and_summed_up_in_the_audit_log(db, admin, invitation):
+    allowance = auth.ADDRESS_ALLOWANCE * SETTINGS.lockout_attempts
+    refused = 0
+    for i in range(500):                                       # a script, as fast as it can
+        call = (lambda: auth.login(db, f"user{i}", "whatever", now=NOW, settings=SETTINGS, address="10.9.9.9")) \
+            if i % 2 else (lambda: auth.redeem_invitation(db, f"AAAA-AAAA-{i % 90:02d}", "pat.x", "a long password",
+                                                          now=NOW, settings=SETTINGS, address="10.9.9.9"))
+        with pytest.raises((LoginFailed, InvitationInvalid)) as info:
+            call()
+        refused += "Too many failed" in str(info.value)
+    assert refused == 500 - allowance                          # the rest waited, without being checked
+    entries = storage.load_audit_log(db)
+    entries = entries[entries["action"].isin(["login_failed", "invitation_failed"])]
+    assert len(entries) == allowance + 1                       # each of the first, and the first refusal
+    later = NOW + auth.AUDIT_SUMMARY_EVERY                     # a quarter of an hour later, one entry sums up
+    with pytest.raises(LoginFailed):
+        auth.login(db, "user-late", "whatever", now=later, settings=SETTINGS, address="10.9.9.9")
+    summary = json.loads(storage.load_audit_log(db, action="login_failed")["details"].iloc[0])
+    assert summary["attempts"] >= 500 - allowance and summary["client"].startswith("client-")
+    assert "10.9.9.9" not in repr(storage.load_audit_log(db).to_dict())       # addresses are not stored
+    # Another address is not held up, and the right code still works from there.
+    user = auth.redeem_invitation(db, invitation.code, "pat.one", "my own long password", now=NOW,
+                                  settings=SETTINGS, address="10.1.1.1")
+    assert user.patient_id == "P001"
+    # Rate-limited, not locked: one failure a minute passes again.
+    with pytest.raises(LoginFailed, match="username or password is wrong"):
+        auth.login(db, "user-x", "whatever", now=later + auth.ADDRESS_LEAK, settings=SETTINGS, address="10.9.9.9")
+
+
+# Security issue, finding 6: sessions survived a password change or an administrator's reset ------------------
+
+
+@pytest.mark.parametrize("change", ["own change", "admin reset", "deactivated and reactivated"])
+def test_a_session_signed_in_before_the_password_changed_is_refused(db, admin, lee, change):
+    if change == "own change":
+        auth.change_password(db, lee, "lee's long password", "lee's new password", now=NOW, settings=SETTINGS)
+    elif change == "admin reset":
+        auth.reset_password(db, admin, "dr.lee", "a temporary password")
+    else:
+        auth.deactivate_user(db, admin, "dr.lee")
+        auth.reactivate_user(db, admin, "dr.lee")
+    with pytest.raises(PermissionDenied, match="Sign in again with your current password"):
+        auth.require_role(db, lee, "clinician", action="open_page")    # the session's old User
+    denial = storage.load_audit_log(db, action="access_denied")
+    assert denial["actor"].tolist() == ["dr.lee"] and '"credentials changed"' in denial["details"].iloc[0]
+    password = "lee's new password" if change == "own change" else \
+        "a temporary password" if change == "admin reset" else "lee's long password"
+    fresh = auth.login(db, "dr.lee", password, now=NOW, settings=SETTINGS)
+    assert auth.require_role(db, fresh, "clinician", action="open_page").username == "dr.lee"
+
+
+def test_a_session_has_a_maximum_age(db):
+    assert not auth.session_expired(NOW, NOW, SETTINGS, signed_in_at=NOW - auth.MAX_SESSION_AGE)
+    assert auth.session_expired(NOW, NOW, SETTINGS, signed_in_at=NOW - auth.MAX_SESSION_AGE - timedelta(seconds=1))
+
+
+# Suspected: hospital sign-in took any token carrying an administrator's email ------------------------------------
+
+
+def test_oidc_without_a_verified_email_is_refused(db, admin):
+    storage.update_user(db, admin.id, email="root@hospital.org")
+    token = {k: v for k, v in claims("root@hospital.org").items() if k != "email_verified"}
+    with pytest.raises(IdentityNotRegistered, match="root@hospital.org is not verified"):
+        auth.user_for_identity(db, token, now=NOW)                 # what a provider says of a typed-in address
+    with pytest.raises(IdentityNotRegistered, match="verified"):
+        auth.user_for_identity(db, {**token, "email_verified": "no"}, now=NOW)
+    assert storage.load_audit_log(db, action="login").empty
+
+
+def test_oidc_binds_the_first_verified_identity_and_then_recognises_it_by_issuer_and_subject(db, admin, lee):
+    assert auth.user_for_identity(db, claims(), now=NOW) == lee
+    stored = storage.get_user(db, username="dr.lee")
+    assert (stored["oidc_issuer"], stored["oidc_subject"]) == ("https://idp.example", "u-123")
+    # Another identity with the same verified email, from another issuer (another tenant), is refused.
+    with pytest.raises(IdentityNotRegistered, match="signs in with another hospital account"):
+        auth.user_for_identity(db, claims(iss="https://other-tenant.example", sub="evil"), now=NOW)
+    # The bound identity works without the email (a provider that changed it) ...
+    renamed = {**claims(), "email": "lee.renamed@hospital.org", "email_verified": False}
+    assert auth.user_for_identity(db, renamed, now=NOW) == lee
+    # ... and an administrator who changes the user's email lets a new identity be matched.
+    storage.update_user(db, lee.id, email="lee@new-hospital.org")
+    assert storage.get_user(db, username="dr.lee")["oidc_subject"] is None
+    assert auth.user_for_identity(db, claims("lee@new-hospital.org", sub="u-456"), now=NOW).username == "dr.lee"
+
+
+# Suspected: one secret served pseudonyms, invitation codes and FHIR ids ------------------------------------------
+
+
+def test_invitation_codes_are_keyed_with_their_own_key_not_the_pseudonym_secret(db, invitation):
+    secret = storage.get_meta(db, "secret")
+    normalised = invitation.code.replace("-", "")
+    stored = db.conn.execute("SELECT code_hash FROM invitations").fetchone()[0]
+    assert stored != hmac.new(secret.encode(), normalised.encode(), hashlib.sha256).hexdigest()
+    key = deployment.derive_key(secret, "invitation code")
+    assert stored == hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
+    assert key != secret.encode() and key != deployment.derive_key(secret, "setup token")
+
+
+def test_a_code_issued_before_the_keys_were_separated_still_works(db, admin):
+    storage.add_patient(db, patient_id="P009", entered_by="dr.lee")
+    code = "K7QF-M2XD-9P"
+    legacy = hmac.new(storage.get_meta(db, "secret").encode(), b"K7QFM2XD9P", hashlib.sha256).hexdigest()
+    storage.add_invitation(db, patient_id="P009", code_hash=legacy, created_by="dr.lee", now=NOW,
+                           expires_at=NOW + timedelta(days=7))
+    user = auth.redeem_invitation(db, code, "pat.nine", "my own long password", now=NOW)
+    assert user.patient_id == "P009"

@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from outcomes import disclosure as D
+from outcomes import disclosure
 from outcomes.errors import ConfigError, MissingColumns
 
 RESPONDER_ROW = {"n_eligible": 120, "n_observed": 100, "n_improved": 40, "pct_observed": 40.0,
@@ -240,3 +241,78 @@ def test_published_cumulative_points_leave_no_small_gap(drops, extra, data):
     for i in np.flatnonzero(pinned):  # a pinned point is published whenever its own counts allow
         if not D.is_small(at_least[i], THRESHOLD) and not D.is_small(total - at_least[i], THRESHOLD):
             assert keep[i] or any(pinned[i + 1:])
+
+
+# Release of episodes and the complementary rule across filters (security issue, findings 1 and 2) ---------
+
+
+def _episodes(rows):
+    return pd.DataFrame(rows, columns=["series_id", "patient_id", "series_number", "first_infusion",
+                                       "last_infusion"]).astype({"first_infusion": "datetime64[ns]",
+                                                                 "last_infusion": "datetime64[ns]"})
+
+
+def test_release_delay_is_keyed_spread_and_below_a_year():
+    delays = [disclosure.release_delay("s" * 64, f"P{i}") for i in range(2000)]
+    assert min(delays) >= 0 and max(delays) <= disclosure.RELEASE_DELAY_DAYS - 1 == 364
+    assert len(set(delays)) > 300                                     # spread over the year
+    assert disclosure.release_delay("another", "P1") != disclosure.release_delay("s" * 64, "P1") or \
+        disclosure.release_delay("another", "P2") != disclosure.release_delay("s" * 64, "P2")
+
+
+def test_an_episode_is_released_whole_and_only_after_its_follow_up_and_delay():
+    from outcomes.settings import DEFAULT_WINDOWS
+
+    secret = "k" * 64
+    r = disclosure.release_delay(secret, "P1")
+    eps = _episodes([(1, "P1", 1, "2023-01-02", "2023-01-06"), (2, "P1", 2, "2023-05-01", "2023-05-05")])
+    days = ["2022-12-01", "2022-12-20", "2023-01-10", "2023-04-30", "2023-05-20", "2024-06-01"]
+    scores = pd.DataFrame({"patient_id": "P1", "assessed_on": pd.to_datetime(days), "t_score": 60.0})
+    opens = pd.Timestamp("2023-01-06") + pd.Timedelta(days=224 + r)
+    args = dict(secret=secret, windows=DEFAULT_WINDOWS, baseline_days=30)
+    none, _ = disclosure.released(eps, scores, cut=opens - pd.Timedelta(days=1), **args)
+    assert none.empty
+    one, held = disclosure.released(eps, scores, cut=opens, **args)
+    # Episode 1 ends the day before episode 2 (which started within its follow-up); its scores from 30 days
+    # before its first infusion: not 2022-12-01, nor anything after 2023-04-30.
+    assert one["series_id"].tolist() == [1] and one["follow_up_end"].tolist() == [pd.Timestamp("2023-04-30")]
+    assert held["assessed_on"].dt.strftime("%Y-%m-%d").tolist() == ["2022-12-20", "2023-01-10", "2023-04-30"]
+    both, held = disclosure.released(eps, scores, cut="2030-01-01", **args)
+    assert both["series_id"].tolist() == [1, 2]
+    # Episode 2's span closes 224 days after its last infusion: the 2024 score is in no released span.
+    assert held["assessed_on"].max() == pd.Timestamp("2023-05-20") and held["assessed_on"].is_unique
+
+
+def test_complement_problem_finds_every_small_difference_across_filters():
+    owners = np.arange(40)
+    diagnosis = owners < 35           # 5 patients left out by "all but one diagnosis"
+    sex = owners % 2 == 0
+    assert disclosure.complement_problem({"diagnosis": diagnosis}, owners) == ("diagnosis",)
+    assert disclosure.complement_problem({"sex": sex}, owners) is None
+    # Widening sex alone leaves 13 out, widening diagnosis alone 3 (the even ones of 35..39): refused.
+    assert disclosure.complement_problem({"sex": sex, "diagnosis": diagnosis}, owners) == ("diagnosis",)
+    # Rows of one patient count once as a patient, but a few left-out rows are refused too.
+    repeat = np.array([0] * 30 + list(range(1, 6)))
+    assert disclosure.complement_problem({"first": np.arange(35) < 30}, repeat) == ("first",)
+    assert disclosure.complement_problem({}, owners) is None
+
+
+@given(st.lists(st.sampled_from("ABC"), min_size=1, max_size=60), st.data())
+@settings(max_examples=80, deadline=None)
+def test_a_shown_view_never_differs_from_a_wider_one_by_a_small_group(values, data):
+    """Any view complement_problem allows differs from every wider view by 0 or more than 10 patients."""
+    values = np.array(values)
+    other = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))))
+    chosen = data.draw(st.sets(st.sampled_from("ABC"), min_size=1, max_size=3))
+    filters = {"diagnosis": np.isin(values, list(chosen)), "other": other}
+    owners = np.arange(len(values))
+    if disclosure.complement_problem(filters, owners) is None:
+        view = filters["diagnosis"] & other
+        for wider in (filters["diagnosis"], other, np.ones(len(values), dtype=bool)):
+            assert not 1 <= int((wider & ~view).sum()) <= 10
+
+
+def test_pool_rare_counts_owners_not_rows():
+    values = pd.Series(["A"] * 12 + ["B"] * 12)
+    owners = pd.Series(list(range(12)) + [100] * 12)     # B: one patient with twelve episodes
+    assert disclosure.pool_rare(values, owners, 10).tolist() == ["A"] * 12 + ["Other (pooled)"] * 12

@@ -48,7 +48,8 @@ def source(planted):
 
 def build(source, kind, fmt, **kwargs):
     kwargs.setdefault("settings", SETTINGS)
-    return exports.build(source, kind, fmt, as_of=END, generated_at=NOW, **kwargs)
+    kwargs.setdefault("as_of", END)
+    return exports.build(source, kind, fmt, generated_at=NOW, **kwargs)
 
 
 # Small rules -----------------------------------------------------------------------------------------
@@ -126,8 +127,10 @@ def test_deidentified_dataset_content(source):
     episode = tables["episodes"].set_index("pseudonym").loc[me]
     assert (episode["age_band"], episode["sex"], episode["diagnosis"]) == ("90+", "F", PLANT["diagnosis"])
     assert episode["last_infusion_day"] == 4 and pd.isna(episode["next_episode_day"])
-    assert bool(episode["month_6_closed"]) is True
+    # Every episode in a de-identified file has closed: no flag that dates it by when it closed.
+    assert not [c for c in tables["episodes"] if c.endswith("_closed")]
     assert "notes" not in tables["episodes"] and "birth_year" not in tables["episodes"]
+    assert "diagnosis_note" not in tables["episodes"]
     mine = tables["scores"][tables["scores"]["pseudonym"] == me]
     assert mine["day"].tolist() == list(PLANT_DAYS)
     assert mine.set_index("day")["used_as"].to_dict() == {-7: "", 0: "baseline", 4: "end_of_series",
@@ -167,14 +170,32 @@ def test_rare_diagnoses_and_protocols_are_pooled(planted, tmp_path):
     db = planted.open()
     src = exports.load_source(db)
     db.close()
-    rare = src.patients.assign(diagnosis=np.where(src.patients["patient_id"] == PLANT["patient_id"],
-                                                  "Erythromelalgia", src.patients["diagnosis"]))
-    tables = build(exports.Source(rare, src.series, src.assessments, SECRET), "dataset", "csv").tables
-    me = exports.pseudonym(SECRET, PLANT["patient_id"])
-    assert tables["episodes"].set_index("pseudonym").loc[me, "diagnosis"] == "Other"
-    assert "Erythromelalgia" not in tables["episodes"]["diagnosis"].tolist()
+    mine = src.patients["patient_id"] == PLANT["patient_id"]
+    rare = src.patients.assign(
+        diagnosis_label=np.where(mine, "Erythromelalgia", src.patients["diagnosis_label"]),
+        diagnosis=np.where(mine, "Erythromelalgia, Jane Roe 555-0100", src.patients["diagnosis"]))
     file = build(exports.Source(rare, src.series, src.assessments, SECRET), "dataset", "csv")
+    me = exports.pseudonym(SECRET, PLANT["patient_id"])
+    assert file.tables["episodes"].set_index("pseudonym").loc[me, "diagnosis"] == "Other (pooled)"
+    assert "Erythromelalgia" not in "\n".join(file_texts(file.data, file.filename).values())
     assert any("pooled" in n for n in file.notes)
+
+
+def test_the_diagnosis_is_the_code_never_the_free_text_note(planted):
+    """Finding 2: the free-text note (it may hold a name or a phone number) is in identified files only."""
+    db = planted.open()
+    src = exports.load_source(db)
+    db.close()
+    noted = src.patients.assign(diagnosis="CRPS, call Jane Roe 555-0100")   # the same note for everybody
+    source = exports.Source(noted, src.series, src.assessments, SECRET)
+    for kind, fmt in DEIDENTIFIED:
+        file = build(source, kind, fmt)
+        assert "Jane Roe" not in "\n".join(file_texts(file.data, file.filename).values()), (kind, fmt)
+    deidentified = build(source, "dataset", "csv").tables["episodes"]
+    assert set(deidentified["diagnosis"]) <= set(storage.DIAGNOSIS_SEED) | {"Not coded", "Other (pooled)"}
+    identified = build(source, "dataset", "csv", deidentified=False).tables["episodes"]
+    assert set(identified["diagnosis_note"]) == {"CRPS, call Jane Roe 555-0100"}
+    assert identified.set_index("patient_id").loc[PLANT["patient_id"], "diagnosis"] == PLANT["diagnosis"]
 
 
 def test_identified_dataset_keeps_ids_dates_and_notes(source):
@@ -247,12 +268,14 @@ def test_planned_cancelled_and_voided_series_are_not_episodes(planted, source):
     me = exports.pseudonym(SECRET, PLANT["patient_id"])
     episode = _tables(source)["episodes"].set_index("pseudonym").loc[[me]]
     assert episode["episode"].tolist() == [1] and episode["next_episode_day"].isna().all()
-    # Summary tables: every series given counts in the all-series analysis set, and nothing else.
+    # Summary tables: every series given and released counts in the all-series analysis set, nothing else.
     t1 = _tables(source, "summary", series="all")["table1"].set_index(["characteristic", "value"])
     n = int(t1.loc[("Episodes", "analysis set"), "n"])
     everything = storage.load_series(db, every=True)
     given = (everything["state"] == "given") & ~everything["voided"]
-    assert n == len(source.series) == given.sum() and len(everything) - given.sum() >= 3
+    assert len(source.series) == given.sum() and len(everything) - given.sum() >= 3
+    released, _ = exports.released(source, pd.Timestamp("2025-05-31"), SETTINGS)
+    assert n == len(released) and set(released["series_id"]) <= set(source.series["series_id"])
     db.close()
 
 
@@ -286,10 +309,11 @@ def test_a_corrected_t_score_is_exported_once_with_its_corrected_value(db):
     storage.correct_record(db, "assessment", old, changes={"t_score": 55.5}, reason="typed 50.0", by="x",
                            today=END)
     source = exports.load_source(db)
+    later = date(2026, 12, 31)  # the episode (closed 2025-08-22) is released by then, whatever its delay
     for deidentified in (True, False):
-        scores = build(source, "dataset", "csv", deidentified=deidentified).tables["scores"]
+        scores = build(source, "dataset", "csv", deidentified=deidentified, as_of=later).tables["scores"]
         assert scores[["day", "t_score"]].values.tolist() == [[31, 55.5]]
-        bundle = json.loads(build(source, "fhir", "json", deidentified=deidentified).data)
+        bundle = json.loads(build(source, "fhir", "json", deidentified=deidentified, as_of=later).data)
         assert [e["resource"]["valueQuantity"]["value"] for e in bundle["entry"]] == [55.5]
 
 
@@ -306,9 +330,12 @@ def test_identified_episodes_carry_the_disposition_with_its_date_and_reason(sour
 
 
 def test_deidentified_episodes_carry_the_disposition_category_only(source):
-    episodes = _tables(source)["episodes"]
-    assert "disposition_on" not in episodes and "disposition_reason" not in episodes
     me = exports.pseudonym(SECRET, PLANT["patient_id"])
+    # Withdrawn on 2025-03-14: released with the patient's delay like the episodes, so a file cut at the end
+    # of 2024 still says active, and one cut two years on says withdrawn; never the date or the reason.
+    assert _tables(source)["episodes"].set_index("pseudonym").loc[me, "disposition"] == "active"
+    episodes = _tables(source, as_of=date(2026, 12, 31))["episodes"]
+    assert "disposition_on" not in episodes and "disposition_reason" not in episodes
     assert episodes.set_index("pseudonym").loc[me, "disposition"] == PLANT["disposition"]
     assert set(episodes["disposition"]) <= set(storage.DISPOSITIONS)
     assert (episodes["disposition"] == "active").any()
@@ -450,7 +477,8 @@ def test_table_one_never_shows_or_gives_away_a_small_count(sexes, diagnoses, thr
 def test_table_one_describes_the_analysis_set(source):
     t1 = build(source, "summary", "csv").tables["table1"].set_index(["characteristic", "value"])
     n = int(t1.loc[("Episodes", "analysis set"), "n"])
-    assert n == source.series["series_number"].eq(1).sum()
+    released, _ = exports.released(source, pd.Timestamp("2025-05-31"), SETTINGS)
+    assert n == released["series_number"].eq(1).sum() > 0
     ages = t1.loc[("Age, years", "with a birth year")]
     assert 40 < float(ages["mean"]) < 60 and 5 < float(ages["sd"]) < 25
     base = t1.loc[("Baseline T, depression", "with a baseline score")]
@@ -482,7 +510,8 @@ def test_summary_workbook_has_a_readme_and_a_formatted_sheet_per_table(source):
     book = load_workbook(io.BytesIO(file.data))
     assert book.sheetnames == ["README", "responders", "completion", "table1"]
     readme = {r[0].value: r[1].value for r in book["README"].iter_rows()}
-    assert readme["as_of"].startswith("2025-06-01") and "depression 3.5" in readme["meaningful change"]
+    assert readme["as_of"].startswith("2025-05: data through the end of May 2025")
+    assert "depression 3.5" in readme["meaningful change"]
     assert readme["≤10"] == "a count from 1 to 10 (zero is shown as 0)" and "*" in readme
     sheet = book["responders"]
     assert sheet.freeze_panes == "A2" and sheet["A1"].font.bold
@@ -530,12 +559,13 @@ def test_hostile_ids_and_notes_cannot_become_formulas_in_csv(hostile_source):
         episodes = pd.read_csv(io.BytesIO(archive.read("episodes.csv")), dtype=str, keep_default_na=False)
         changes = pd.read_csv(io.BytesIO(archive.read("record_changes.csv")), dtype=str,
                               keep_default_na=False)
-    for table, columns in ((episodes, ("patient_id", "diagnosis", "protocol", "notes", "disposition_reason")),
+    for table, columns in ((episodes, ("patient_id", "diagnosis_note", "protocol", "notes",
+                                       "disposition_reason")),
                            (changes, exports.CHANGE_COLUMNS)):
         for column in columns:
             for cell in table[column]:
                 assert not cell.startswith(exports.FORMULA_TRIGGERS), (column, cell)
-    assert set(episodes["diagnosis"]) == {"'=1+1"} and set(episodes["protocol"]) == {"'@protocol"}
+    assert set(episodes["diagnosis_note"]) == {"'=1+1"} and set(episodes["protocol"]) == {"'@protocol"}
     hostile = sorted("'" + p.strip() for p in HOSTILE)
     assert sorted(episodes["patient_id"]) == sorted(episodes["disposition_reason"]) == hostile
     assert sorted(changes["patient_id"]) == sorted(changes["reason"]) == hostile
@@ -556,8 +586,11 @@ def test_hostile_ids_and_notes_cannot_become_formulas_in_excel(hostile_source):
 
 
 def test_deidentified_export_pools_a_hostile_rare_diagnosis(hostile_source):
-    file = build(hostile_source, "dataset", "csv")
-    assert set(file.tables["episodes"]["diagnosis"]) == {"Other"}  # 6 patients: rare, so pooled
+    file = build(hostile_source, "dataset", "csv", as_of=date(2026, 12, 31))
+    # 6 patients, not coded (the note is no code) and so few that even "Not coded" is pooled; no note.
+    assert set(file.tables["episodes"]["diagnosis"]) == {"Other (pooled)"}
+    assert len(file.tables["episodes"]) == 6
+    assert "=1+1" not in "\n".join(file_texts(file.data, file.filename).values())
 
 
 # The export entry point: roles, reason, audit -------------------------------------------------------------
@@ -578,7 +611,7 @@ def test_export_writes_one_audit_entry_with_filters_and_level(planted):
     assert entry["actor"] == "quinn.qi" and pd.isna(entry["patient_id"])
     assert json.loads(entry["details"]) == {
         "what": "summary (de-identified)", "rows": file.rows, "deidentified": True, "format": "xlsx",
-        "filters": {"as_of": "2025-06-01", "series": "all"}}
+        "filters": {"as_of": "2025-05-31", "series": "all"}}
 
 
 @pytest.mark.parametrize("kind, fmt, deidentified", [*[(k, f, True) for k, f in DEIDENTIFIED],
@@ -646,3 +679,81 @@ def test_the_examples_in_the_docstrings_hold():
     for module in (exports, redcap):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted and not result.failed, module.__name__
+
+
+# Dates by differencing (security issue, finding 1) -------------------------------------------------------
+
+
+def test_deidentified_files_are_cut_at_a_year_or_month_end_never_a_chosen_day(source):
+    for day in (date(2025, 6, 1), date(2025, 1, 1), date(2025, 12, 30)):
+        assert exports.release_cut("dataset", day, deidentified=True).date() == date(day.year - 1, 12, 31)
+        assert exports.release_cut("fhir", day, deidentified=True).date() == date(day.year - 1, 12, 31)
+    assert exports.release_cut("dataset", date(2024, 12, 31), deidentified=True).date() == date(2024, 12, 31)
+    assert exports.release_cut("summary", date(2025, 6, 1), deidentified=True).date() == date(2025, 5, 31)
+    assert exports.release_cut("summary", date(2024, 2, 29), deidentified=True).date() == date(2024, 2, 29)
+    assert exports.release_cut("dataset", date(2025, 6, 1), deidentified=False).date() == date(2025, 6, 1)
+    years = exports.cut_choices("dataset", deidentified=True, today=date(2025, 6, 1))
+    months = exports.cut_choices("summary", deidentified=True, today=date(2025, 6, 1))
+    assert years[:2] == [date(2024, 12, 31), date(2023, 12, 31)]
+    assert months[:2] == [date(2025, 5, 31), date(2025, 4, 30)]
+    assert exports.cut_choices("dataset", deidentified=False, today=date(2025, 6, 1)) == []
+    # Any day asked gives the file of its year end: two days apart, the same bytes.
+    a = build(source, "dataset", "csv", as_of=date(2025, 3, 1))
+    b = build(source, "dataset", "csv", as_of=date(2025, 3, 2))
+    assert a.data == b.data and a.filename == "outcomes-dataset-deidentified-2024.csv.zip"
+    texts = "\n".join(file_texts(a.data, a.filename).values())
+    assert "2024-12-31" not in texts and "2025-03-01" not in texts
+    assert "as_of: 2024: data through the end of 2024" in texts
+
+
+def test_a_released_episode_is_the_same_in_every_later_file(source):
+    early, late = (build(source, "dataset", "csv", as_of=date(y, 12, 31)).tables for y in (2023, 2024))
+    key = ["pseudonym", "episode"]
+    before = early["episodes"].set_index(key)
+    after = late["episodes"].set_index(key).loc[before.index]
+    assert 0 < len(before) < len(late["episodes"])
+    moving = ("next_episode_day", "disposition", "diagnosis", "protocol")   # documented (docs/privacy.md)
+    stable = [c for c in before.columns if c not in moving]
+    pd.testing.assert_frame_equal(before[stable], after[stable])
+    for table in ("scores",):
+        old = early[table].merge(before.reset_index()[key], on=key)
+        new = late[table].merge(before.reset_index()[key], on=key)
+        pd.testing.assert_frame_equal(old.reset_index(drop=True), new.reset_index(drop=True))
+
+
+def test_an_episode_is_released_when_its_follow_up_and_the_patients_delay_have_passed(source):
+    from outcomes import disclosure
+
+    cut = pd.Timestamp("2024-12-31")
+    released, scores = exports.released(source, cut, SETTINGS)
+    series = source.series
+    due = series["last_infusion"] + pd.to_timedelta(
+        224 + series["patient_id"].map(lambda p: disclosure.release_delay(SECRET, p)), unit="D")
+    assert sorted(released["series_id"]) == sorted(series.loc[due <= cut, "series_id"])
+    delays = series["patient_id"].map(lambda p: disclosure.release_delay(SECRET, p))
+    assert delays.between(0, 364).all() and delays.nunique() > 50       # spread over the year
+    assert (released["follow_up_end"] <= released["closes"]).all()
+    assert scores["assessed_on"].max() <= released["closes"].max() <= cut
+
+
+def test_a_future_cut_is_refused(planted):
+    db = planted.open()
+    with pytest.raises(ValidationError, match="in the future"):
+        exports.export(db, planted.users["qi"], "summary", "csv", as_of=date(2025, 7, 31), settings=SETTINGS,
+                       now=NOW)
+    db.close()
+
+
+def test_all_series_tables_are_refused_when_few_repeat_series_were_released(planted):
+    db = planted.open()
+    src = exports.load_source(db)
+    db.close()
+    released, _ = exports.released(src, pd.Timestamp("2025-05-31"), SETTINGS)
+    repeats = released[released["series_number"] > 1]
+    assert len(repeats) > 10
+    keep = set(released.loc[released["series_number"] == 1, "series_id"]) | set(repeats["series_id"][:3])
+    few = exports.Source(src.patients, src.series[src.series["series_id"].isin(keep)], src.assessments,
+                         SECRET)
+    with pytest.raises(ValidationError, match="export each patient's first series"):
+        build(few, "summary", "csv", series="all")
+    assert build(few, "summary", "csv", series="first").tables["table1"] is not None

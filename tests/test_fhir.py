@@ -147,7 +147,10 @@ def test_deidentified_observations_carry_the_pseudonym_and_a_day_not_a_date(sour
     assert {o["subject"]["identifier"]["system"] for o in obs} == {fhir.PSEUDONYM_SYSTEM}
     days = sorted({o["extension"][0]["valueInteger"] for o in obs})
     assert days == sorted({*PLANT_DAYS, (date(2023, 6, 1) - first).days})
-    assert any("without an infusion series" in n for n in file.notes)
+    # Scores outside a released episode (the patient with no series among them) are not Observations.
+    assert any(n.startswith("Data through the end of 2024: only episodes whose follow-up had closed")
+               for n in file.notes)
+    assert file.filename == "outcomes-fhir-deidentified-2024.json"
     assert any("carry no LOINC code" in n and n.startswith(f"{len(PLANT_DAYS) + 1} ") for n in file.notes)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from outcomes import auth, storage
+from outcomes.settings import load_settings
 from tests.conftest import PASSWORD
 from tests.page_helpers import button, messages, new_session, sign_in, text_input
 from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
@@ -38,7 +39,8 @@ def test_the_page_says_who_is_signed_in(app_as, role, line):
 def test_changing_the_password(app_as, clinic_db):
     at = change(app_as("clinician", PAGE), PASSWORD, NEW)
     assert not at.exception
-    assert messages(at, "success") == ["Your password is changed. Use the new one next time you sign in."]
+    assert messages(at, "success") == ["Your password is changed. Use the new one next time you sign in. Any "
+                                       "other browser signed in as you has been signed out."]
     assert messages(sign_in(new_session().run(), "cleo.clinician", PASSWORD), "error") == [auth.LOGIN_FAILED]
     assert sign_in(new_session().run(), "cleo.clinician", NEW).title[0].value == "Roster"
     assert not storage.get_user(clinic_db.open(), username="cleo.clinician")["must_change_password"]
@@ -51,7 +53,10 @@ def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failure(app_as
     assert messages(at, "error") == ["The current password is not right, so the password was not changed. "
                                      "Type your current password again."]
     assert password_hash(clinic_db, "cleo.clinician") == before
-    assert storage.get_user(clinic_db.open(), username="cleo.clinician")["failed_logins"] == 1
+    attempts = load_settings().lockout_attempts
+    for _ in range(attempts - 1):                  # counted like a failed sign-in of the account
+        sign_in(new_session().run(), "cleo.clinician", "wrong again!")
+    assert messages(sign_in(new_session().run(), "cleo.clinician", PASSWORD), "error")[0].startswith("Too many")
     assert not storage.load_audit_log(clinic_db.open(), action="change_password_failed").empty
 
 
@@ -101,3 +106,29 @@ def test_an_administrator_set_password_must_be_changed_before_anything_else(clin
     assert not at.exception
     at.switch_page("app_pages/roster.py").run()   # the whole navigation opens once it is changed
     assert not at.exception and at.title[0].value == "Roster"
+
+
+# Finding 6 of the security issue: sessions survived a password change or an administrator's reset. -------
+
+
+def test_changing_the_password_ends_the_users_other_sessions_but_not_this_one(app_as, clinic_db):
+    other = sign_in(new_session().run(), "cleo.clinician", PASSWORD)          # e.g. a forgotten browser
+    assert other.title[0].value == "Roster"
+    at = change(app_as("clinician", PAGE), PASSWORD, NEW)
+    assert messages(at, "success")
+    at.run()                                                                   # this session goes on
+    assert at.title[0].value == "My account" and "auth.user" in at.session_state
+    other.run()                                                                # the other one has ended
+    assert other.title[0].value == "Sign in" and "auth.user" not in other.session_state
+    assert other.info[0].value == auth.CREDENTIALS_CHANGED
+    reasons = storage.load_audit_log(clinic_db.open(), action="logout", actor="cleo.clinician")["details"]
+    assert '"credentials changed"' in reasons.iloc[0]
+
+
+def test_an_administrators_reset_ends_the_users_sessions(clinic_db):
+    victim = sign_in(new_session().run(), "cleo.clinician", PASSWORD)
+    auth.reset_password(clinic_db.open(), clinic_db.users["admin"], "cleo.clinician", "a temporary password")
+    victim.run()
+    assert victim.title[0].value == "Sign in" and victim.info[0].value == auth.CREDENTIALS_CHANGED
+    at = sign_in(new_session().run(), "cleo.clinician", "a temporary password")   # the new password works
+    assert at.title[0].value == "My account"

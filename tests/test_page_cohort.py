@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +17,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from outcomes import analysis, auth, disclosure, reports, storage, synthetic
-from outcomes.settings import DEFAULT_WINDOWS, MCID_PRESETS, load_settings
+from outcomes.settings import DEFAULT_WINDOWS, DOMAINS, MCID_PRESETS, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "app_pages" / "cohort.py")
@@ -180,9 +180,30 @@ def test_qi_sees_suppressed_counts_and_no_patient_ids_or_dates_of_care(small_cli
     assert not at.exception
     assert "Quality-improvement view" in at.info[0].value
     table = at.dataframe[0].value
-    expected = disclosure.suppress(cli_report(path), disclosure.RESPONDER_SPEC, threshold=10)
+    # The QI view is the released cohort at the last month end (docs/privacy.md): episodes whose follow-up
+    # closed and whose patient's delay passed by then, worked out here from the stored series.
+    s = load_settings({})
+    cut = reports.month_end_cuts(TODAY)[0]
+    db = storage.open_db(path)
+    try:
+        qi = reports.qi_cohort(db, cut=cut, settings=s)
+        series, secret = storage.load_series(db), storage.get_meta(db, "secret")
+    finally:
+        db.close()
+    follow_up = disclosure.follow_up_days(DEFAULT_WINDOWS)  # 224: the 6-month window's upper bound
+    released = [r.series_id for r in series.itertuples() if r.series_number == 1 and r.last_infusion
+                + pd.Timedelta(days=follow_up + disclosure.release_delay(secret, r.patient_id))
+                <= pd.Timestamp(cut)]
+    assert sorted(qi.episodes.loc[qi.episodes["series_number"] == 1, "series_id"]) == sorted(released)
+    assert 0 < len(released) < (series["series_number"] == 1).sum()
+    subsets = reports.qi_subsets(qi, series="first", filters={}, impaired_only=False, domains=DOMAINS,
+                                 baseline_days=s.baseline_days)
+    report = reports.cohort_table(subsets, qi.scores, panel="responders", as_of=qi.cut, mcid=s.mcid,
+                                  series="first", windows=s.windows, baseline_days=s.baseline_days)
+    expected = disclosure.suppress(report, disclosure.RESPONDER_SPEC, threshold=10)
     pd.testing.assert_frame_equal(table[expected_table(expected).columns].reset_index(drop=True),
                                   expected_table(expected))
+    assert f"released by the end of {cut:%B %Y}" in at.markdown[0].value
     cells = " ".join(table.astype(str).to_numpy().ravel())
     assert "≤10" in cells
     counts = " ".join(table[["Improved / observed", "Observed / eligible"]].to_numpy().ravel())
@@ -286,3 +307,52 @@ for tab in ("Responder rates", "Trajectories", "Time to improvement"):
                          cwd=ROOT, check=False)
     expected = ["Responder rates False", "Trajectories False", "Time to improvement True"]
     assert out.stdout.splitlines() == expected, out.stderr[-2000:]
+
+
+def test_qi_chooses_a_month_end_and_no_calendar_filter(small_clinic, monkeypatch):
+    """Finding 1: the QI view is cut at a month end and has no first-infusion date filter (a day-by-day
+    filter or cut would date episodes by differencing two views)."""
+    path, users = small_clinic
+    at = open_page(path, users["qi"], monkeypatch)
+    assert not at.date_input  # neither "Data as of" by the day nor "First infusion between"
+    cut = at.selectbox(key="cohort.as_of_month")
+    ends = reports.month_end_cuts(TODAY)
+    assert cut.value == ends[0] and cut.options[:2] == [f"{d:%B %Y}" for d in ends[:2]]
+    assert all((d + timedelta(days=1)).day == 1 for d in ends) and ends[0] < TODAY
+    clinician = open_page(path, users["clinician"], monkeypatch)
+    assert [d.key for d in clinician.date_input] == ["cohort.as_of", "cohort.span"]
+
+
+def test_qi_filters_offer_pooled_codes_and_hide_a_view_that_leaves_a_few_out(tmp_path, monkeypatch):
+    """Finding 2: the diagnosis filter lists the clinic's codes, pooled, never a note; "all but X" is hidden
+    when X holds 1 to 10 patients, with what to do instead."""
+    path = tmp_path / "clinic.db"
+    db = storage.connect(path)
+    start = TODAY - timedelta(days=3 * 365)
+    groups = {"Fibromyalgia": 14, "Neuropathic pain": 13, "Headache disorder": 3, "EM - Jane Roe 555-0100": 1}
+    n = 0
+    for diagnosis, size in groups.items():
+        for _ in range(size):
+            n += 1
+            storage.add_patient(db, patient_id=f"P{n}", diagnosis=diagnosis, sex="F", birth_year=1970,
+                                entered_by="x")
+            first = start + timedelta(days=n)
+            storage.add_series(db, patient_id=f"P{n}", first_infusion=first, last_infusion=first, infusions=1,
+                               entered_by="x")
+            for day, t in ((0, 65.0), (30, 58.0 + n % 5)):
+                storage.save_assessment(db, patient_id=f"P{n}", assessed_on=first + timedelta(days=day),
+                                        domain="depression", t_score=t, method="imported", source="import",
+                                        entered_by="x")
+    uid = storage.add_user(db, username="qi.user", role="qi", password_hash=None, now=datetime.now(UTC))
+    db.close()
+    at = open_page(path, auth.User(id=uid, username="qi.user", role="qi"), monkeypatch)
+    options = at.multiselect(key="cohort.diagnosis").options
+    assert options == ["Fibromyalgia", "Neuropathic pain", "Other (pooled)"]   # 3 + 1 (not coded) pooled
+    assert at.dataframe  # the whole cohort: shown
+    at.multiselect(key="cohort.diagnosis").set_value(["Fibromyalgia", "Neuropathic pain"]).run()
+    assert not at.exception and not at.dataframe and not at.tabs
+    message = at.warning[-1].value
+    assert "leaves out only 1 to 10 patients" in message and "clear that filter" in message
+    at.multiselect(key="cohort.diagnosis").set_value(["Fibromyalgia", "Other (pooled)"]).run()
+    assert at.dataframe   # leaves out 13: shown
+    assert "Jane Roe" not in everything_shown(at)

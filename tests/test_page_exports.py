@@ -5,14 +5,31 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import date, timedelta
 
 import pytest
 
-from outcomes import storage
+from outcomes import exports, storage
 from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
 from tests.page_helpers import seen
 
 PAGE = "app_pages/exports.py"
+
+
+@pytest.fixture(autouse=True)
+def history(clinic_db):
+    """A series four years ago for each patient, with scores: released (follow-up closed, delay passed) by the
+    last year end, so de-identified files hold something. The clinic's recent series are not released."""
+    db = clinic_db.open()
+    for pid in ("P001", "P002"):
+        first = clinic_db.today - timedelta(days=4 * 365)
+        storage.add_series(db, patient_id=pid, first_infusion=first, last_infusion=first + timedelta(days=4),
+                           infusions=5, protocol="5-day 0.5 mg/kg", entered_by="x", today=clinic_db.today)
+        for day, t in ((-3, 66.0), (4, 60.0), (30, 58.5), (91, 57.0)):
+            storage.save_assessment(db, patient_id=pid, assessed_on=first + timedelta(days=day),
+                                    domain="depression", t_score=t, method="imported", source="import",
+                                    entered_by="x", today=clinic_db.today)
+    db.close()
 
 
 def prepare(at):
@@ -50,7 +67,11 @@ def test_preparing_a_file_audits_it_and_offers_the_download(app_as, clinic_db):
     details = json.loads(log["details"].iloc[0])
     assert details["what"] == "dataset (de-identified)"
     assert details["format"] == "csv" and details["deidentified"] is True
-    assert details["rows"] == file.rows and details["filters"] == {"as_of": clinic_db.today.isoformat()}
+    last_year_end = date(clinic_db.today.year - 1, 12, 31)
+    assert details["rows"] == file.rows and details["filters"] == {"as_of": last_year_end.isoformat()}
+    assert file.filename == f"outcomes-dataset-deidentified-{last_year_end.year}.csv.zip"
+    # Only the series of four years ago: the recent ones are not released yet.
+    assert sorted(file.tables["episodes"]["episode"]) == [1, 1]
     # The preview shows the tables that went into the file.
     assert [t.label for t in at.tabs] == ["episodes", "scores"]
 
@@ -101,3 +122,24 @@ def test_fhir_exports_for_clinical_roles(app_as, role):
     bundle = json.loads(file.data)
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == file.rows > 0
     assert [t.label for t in at.tabs] == ["observations"]
+
+
+def test_deidentified_files_offer_year_or_month_ends_and_identified_any_day(app_as, clinic_db):
+    """Finding 1: a de-identified file's cut cannot be chosen by the day (two files a day apart would date
+    the episodes that differ); identified exports keep any day."""
+    today = clinic_db.today
+    at = app_as("qi", PAGE)
+    assert not at.date_input
+    years = at.selectbox(key="exports.cut.year")
+    assert years.value == date(today.year - 1, 12, 31) and years.options[:2] == [str(today.year - 1),
+                                                                                str(today.year - 2)]
+    at.radio(key="exports.choice").set_value("summary").run()
+    months = at.selectbox(key="exports.cut.month")
+    assert months.value == exports.release_cut("summary", today, deidentified=True).date()
+    assert not at.date_input
+    prepare(at)
+    assert seen(at, f"data as of {months.value:%Y-%m}", "success")
+    clinician = app_as("clinician", PAGE)
+    clinician.radio(key="exports.choice").set_value("identified").run()
+    assert [d.key for d in clinician.date_input] == ["exports.as_of"]
+    assert clinician.date_input(key="exports.as_of").value == today

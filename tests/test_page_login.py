@@ -67,22 +67,29 @@ def test_a_failed_sign_in_gets_one_generic_message_and_is_audited(clinic_db, use
     assert audit(clinic_db, "login_failed")            # known or unknown user, the attempt is logged
 
 
-def test_the_account_locks_after_too_many_failures_even_for_the_right_password(clinic_db):
-    attempts = load_settings().lockout_attempts
+def test_too_many_failures_make_this_client_wait_even_for_the_right_password(clinic_db):
+    settings = load_settings()
     at = new_session().run()
-    for _ in range(attempts):
+    for _ in range(settings.lockout_attempts):
         sign_in(at, "cleo.clinician", "wrong password, again")
         assert messages(at, "error") == [auth.LOGIN_FAILED]
     sign_in(at, "cleo.clinician", PASSWORD)
-    assert messages(at, "error") == [auth.LOGIN_FAILED]   # the same words: nothing given away
+    error = messages(at, "error")[0]                          # the same for any username: nothing given away
+    assert error.startswith("Too many failed sign-ins from here. Try again in 15 minutes")
+    assert "python -m outcomes unlock USERNAME" in error      # and what to do
     assert at.title[0].value == "Sign in"
     assert "auth.user" not in at.session_state
     reasons = [d["reason"] for d in audit(clinic_db, "login_failed", "cleo.clinician")]
-    assert reasons[0] == "locked" and reasons[1:].count("wrong password") == attempts
-    assert storage.get_user(clinic_db.open(), username="cleo.clinician")["locked_until"] > datetime.now(UTC)
+    assert reasons[0] == "throttled" and reasons[1:].count("wrong password") == settings.lockout_attempts
+    users = auth.list_users(clinic_db.open(), clinic_db.users["admin"], now=datetime.now(UTC)).set_index("username")
+    assert users.loc["cleo.clinician", "locked"] and not users.loc["ada.admin", "locked"]
     # Other accounts are not affected.
     at = sign_in(new_session().run(), "ada.admin", PASSWORD)
     assert at.title[0].value == "Users"
+    # An unknown username is treated alike, so the wait reveals nothing about which accounts exist.
+    for _ in range(settings.lockout_attempts):
+        sign_in(at := new_session().run(), "nobody.here", "wrong password, again")
+    assert messages(sign_in(at, "nobody.here", PASSWORD), "error")[0].startswith("Too many failed sign-ins")
 
 
 def test_an_idle_session_is_signed_out_with_a_notice(app_as, clinic_db):
@@ -98,6 +105,26 @@ def test_an_idle_session_is_signed_out_with_a_notice(app_as, clinic_db):
     assert audit(clinic_db, "logout", "cleo.clinician")[0]["reason"] == "idle timeout"
     at.run()                                            # the notice is shown once
     assert not at.info
+
+
+def test_a_session_ends_at_its_maximum_age_however_active(app_as, clinic_db):
+    """Finding 6 of the security issue: a session had no absolute lifetime."""
+    at = app_as("clinician")
+    at.session_state["auth.signed_in_at"] = datetime.now(UTC) - auth.MAX_SESSION_AGE - timedelta(minutes=1)
+    at.session_state["auth.last_seen"] = datetime.now(UTC) - timedelta(seconds=5)   # busy until now
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Sign in" and "auth.user" not in at.session_state
+    assert "signed in more than 8 hours ago" in at.info[0].value
+    assert audit(clinic_db, "logout", "cleo.clinician")[0]["reason"] == "maximum session age"
+
+
+def test_signing_in_starts_the_clock_of_the_maximum_age(clinic_db):
+    at = sign_in(new_session().run(), "cleo.clinician", PASSWORD)
+    started = at.session_state["auth.signed_in_at"]
+    assert abs((datetime.now(UTC) - started).total_seconds()) < 60
+    at.run()
+    assert at.session_state["auth.signed_in_at"] == started                 # activity does not move it
 
 
 def test_an_active_session_stays_signed_in(app_as):
@@ -165,8 +192,8 @@ def test_before_signing_in_the_hospital_button_is_offered(clinic_db):
 
 
 def test_an_unregistered_hospital_identity_is_told_what_to_do(clinic_db):
-    at = hospital_session({"is_logged_in": True, "email": "stranger@hospital.example",
-                           "iat": time.time() - 60}).run()
+    at = hospital_session({"is_logged_in": True, "email": "stranger@hospital.example", "email_verified": True,
+                           "iss": "https://idp.example", "sub": "s-9", "iat": time.time() - 60}).run()
     assert not at.exception
     assert at.title[0].value == "Sign in"
     assert "cannot use this app with it" in at.error[0].value
@@ -189,13 +216,15 @@ def test_a_hospital_sign_in_older_than_the_maximum_age_is_refused(clinic_db, cle
 
 def test_a_hospital_identity_of_a_deactivated_user_is_refused(clinic_db, cleo_email):
     auth.deactivate_user(clinic_db.open(), clinic_db.users["admin"], "cleo.clinician")
-    at = hospital_session({"is_logged_in": True, "email": cleo_email, "iat": time.time()}).run()
+    at = hospital_session({"is_logged_in": True, "email": cleo_email, "email_verified": True,
+                           "iss": "https://idp.example", "sub": "c-1", "iat": time.time()}).run()
     assert at.title[0].value == "Sign in"
     assert "not registered as an active user" in at.error[0].value
 
 
 def test_an_idle_hospital_session_is_signed_out_of_the_identity_provider_too(clinic_db, cleo_email):
-    at = hospital_session({"is_logged_in": True, "email": cleo_email, "iat": time.time()}).run()
+    at = hospital_session({"is_logged_in": True, "email": cleo_email, "email_verified": True,
+                           "iss": "https://idp.example", "sub": "c-1", "iat": time.time()}).run()
     assert at.title[0].value == "Roster"
     idle = load_settings().session_idle_minutes
     at.session_state["auth.last_seen"] = datetime.now(UTC) - timedelta(minutes=idle + 1)

@@ -1,13 +1,21 @@
-"""First run (app_pages/setup.py): create the first administrator, or open the synthetic demo."""
+"""First run (app_pages/setup.py): create the first administrator with the one-time setup token from the
+server's log, or open the synthetic demo."""
 
 from __future__ import annotations
 
 import functools
+import io
+import json
+import re
+from datetime import UTC, datetime
 
 import pytest
 
 from outcomes import auth, storage, synthetic
-from tests.page_helpers import button, messages, new_session, select_row, sign_in, text_input
+from outcomes.cli import main
+from outcomes.errors import PermissionDenied
+from outcomes.settings import load_settings
+from tests.page_helpers import button, messages, new_session, select_row, sign_in, text_input, texts
 from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
 
 PASSWORD = "first admin password"
@@ -24,7 +32,27 @@ def empty_clinic(tmp_path, monkeypatch, fast_hasher):
     return paths
 
 
-def create_admin(at, username="root.admin", password=PASSWORD, repeat=None, email=""):
+TOKEN_LINE = re.compile(r"Setup token for the first administrator: ([0-9A-Z]{5}(?:-[0-9A-Z]{5}){3})")
+
+
+@pytest.fixture
+def server_log(capsys):
+    """What the server printed to its log (standard error) so far, and the last setup token in it."""
+    printed: list[str] = []
+
+    def read() -> tuple[str, str | None]:
+        printed.append(capsys.readouterr().err)
+        text = "".join(printed)
+        tokens = TOKEN_LINE.findall(text)
+        return text, tokens[-1] if tokens else None
+
+    return read
+
+
+def create_admin(at, token=None, username="root.admin", password=PASSWORD, repeat=None, email=""):
+    """Fill in the form as a visitor would; ``token`` None leaves the setup token empty (or absent)."""
+    if token is not None:
+        text_input(at, "Setup token").input(token)
     text_input(at, "Username").input(username)
     text_input(at, "Email (optional; needed only for hospital sign-in)").input(email)
     text_input(at, "Password").input(password)
@@ -45,21 +73,24 @@ def test_first_run_shows_the_setup_screen(empty_clinic):
         at.switch_page("app_pages/login.py")          # nothing else is reachable before setup
 
 
-def test_creating_the_first_administrator_signs_them_in(empty_clinic):
-    at = create_admin(new_session().run(), email="root@clinic.example")
+def test_creating_the_first_administrator_signs_them_in(empty_clinic, server_log):
+    at = new_session().run()
+    at = create_admin(at, server_log()[1], email="root@clinic.example")
     assert not at.exception
     assert at.title[0].value == "Users"
     assert at.session_state["auth.user"].role == "admin"
     db = storage.open_db(empty_clinic["clinic"])
     assert storage.get_user(db, username="root.admin")["email"] == "root@clinic.example"
     assert storage.load_audit_log(db, action="create_first_admin")["actor"].tolist() == ["root.admin"]
+    assert storage.get_meta(db, "setup_token") == ""            # used up
     # From now on the app opens on the sign-in page, and the new account works there.
     at = sign_in(new_session().run(), "root.admin", PASSWORD)
     assert at.title[0].value == "Users"
 
 
-def test_passwords_that_differ_are_refused_and_nothing_is_created(empty_clinic):
-    at = create_admin(new_session().run(), repeat=PASSWORD + "x")
+def test_passwords_that_differ_are_refused_and_nothing_is_created(empty_clinic, server_log):
+    at = new_session().run()
+    at = create_admin(at, server_log()[1], repeat=PASSWORD + "x")
     assert messages(at, "error") == ["The two passwords are not the same. Type them again."]
     assert at.title[0].value == "Welcome to Infusion outcomes"
     assert users(empty_clinic["clinic"]) == []
@@ -70,16 +101,18 @@ def test_passwords_that_differ_are_refused_and_nothing_is_created(empty_clinic):
     ("root.admin-2025", "it contains the username"),
     ("password123", "commonly used password"),
 ])
-def test_a_weak_password_is_refused_with_the_rule_it_breaks(empty_clinic, password, problem):
-    at = create_admin(new_session().run(), password=password)
+def test_a_weak_password_is_refused_with_the_rule_it_breaks(empty_clinic, server_log, password, problem):
+    at = new_session().run()
+    at = create_admin(at, server_log()[1], password=password)
     assert len(at.error) == 1
     assert "Choose another password: nothing was saved." in at.error[0].value
     assert problem in at.error[0].value
     assert users(empty_clinic["clinic"]) == []
 
 
-def test_an_empty_username_is_refused(empty_clinic):
-    at = create_admin(new_session().run(), username="  ")
+def test_an_empty_username_is_refused(empty_clinic, server_log):
+    at = new_session().run()
+    at = create_admin(at, server_log()[1], username="  ")
     assert len(at.error) == 1 and "username" in at.error[0].value
     assert users(empty_clinic["clinic"]) == []
 
@@ -114,12 +147,13 @@ def test_a_demo_account_signs_in_and_the_banner_stays(empty_clinic):
     assert "Demo with synthetic data." in at.warning[0].value
 
 
-def test_demo_accounts_do_not_work_on_the_clinic_database(empty_clinic):
+def test_demo_accounts_do_not_work_on_the_clinic_database(empty_clinic, server_log):
     at = new_session().run()
     button(at, "Open the demo").click().run()
     clinician = at.dataframe[0].value.set_index("role").loc["clinician"]
     # Another tab without ?demo=1, after the clinic has created its administrator.
-    create_admin(new_session().run())
+    setup = new_session().run()
+    create_admin(setup, server_log()[1])
     at = sign_in(new_session().run(), clinician["username"], clinician["password"])
     assert messages(at, "error") == [auth.LOGIN_FAILED]
     assert "demo-clinician" not in users(empty_clinic["clinic"])
@@ -164,7 +198,8 @@ def test_the_demo_survives_moving_between_pages(empty_clinic):
     sign_in(at, clinician["username"], clinician["password"])
     select_row(at, 0)                                   # the roster opens a patient with st.switch_page
     assert not at.exception
-    assert not at.error, messages(at, "error")
+    # The patient page shows the patient's open alerts as errors; nothing else may be one.
+    assert [m for m in messages(at, "error") if "open alert" not in m] == []
     assert at.title[0].value.startswith("Patient DEMO-")
     assert "Demo with synthetic data." in at.warning[0].value
     assert at.query_params["demo"] == "1"
@@ -173,3 +208,74 @@ def test_the_demo_survives_moving_between_pages(empty_clinic):
     at.sidebar.button[0].click().run()                  # signing out stays in the demo too
     assert at.title[0].value == "Sign in"
     assert "Demo with synthetic data." in at.warning[0].value and len(at.dataframe[0].value) == 4
+
+
+# Finding 15 of the security issue: on a new installation the first visitor became administrator. --------
+
+
+def test_a_visitor_without_the_setup_token_cannot_become_administrator(empty_clinic, server_log):
+    at = new_session().run()
+    create_admin(at)                                            # everything but the token
+    assert users(empty_clinic["clinic"]) == []
+    assert "auth.user" not in at.session_state
+    assert at.title[0].value == "Welcome to Infusion outcomes"
+    error = at.error[0].value
+    assert "setup token is not right" in error and "server's log" in error and "python -m outcomes setup-token" in error
+    for guess in ("AAAAA-AAAAA-AAAAA-AAAAA", "anything"):        # nor with a guess
+        create_admin(at, guess)
+        assert users(empty_clinic["clinic"]) == []
+    db = storage.open_db(empty_clinic["clinic"])
+    details = [json.loads(d) for d in storage.load_audit_log(db, action="setup_failed")["details"]]
+    assert [d["reason"] for d in details] == ["wrong or expired setup token"] * 3
+    # The demo stays open to look around, before any account exists.
+    button(at, "Open the demo").click().run()
+    assert at.title[0].value == "Sign in" and len(at.dataframe[0].value) == 4
+
+
+def test_the_setup_token_is_printed_in_the_servers_log_only_and_works_once(empty_clinic, server_log):
+    at = new_session().run()
+    log, token = server_log()
+    assert token is not None, log
+    assert not any(token in t for t in texts(at)) and token not in str(at.session_state)   # never on the page
+    new_session().run()                                         # another visitor: no new token, nothing printed
+    assert server_log()[1] == token
+    at = create_admin(at, token.lower().replace("-", " "))      # as typed off a screen
+    assert at.title[0].value == "Users"
+    db = storage.open_db(empty_clinic["clinic"])
+    assert storage.load_audit_log(db, action="create_first_admin")["details"].map(json.loads).tolist() == [
+        {"setup_token": True}]
+    with pytest.raises(PermissionDenied):                       # the installation has its administrator now
+        auth.create_first_admin(db, "second.admin", PASSWORD, now=datetime.now(UTC), setup_token=token)
+    assert users(empty_clinic["clinic"]) == ["root.admin"]
+
+
+def test_a_token_from_the_command_line_replaces_the_logged_one(empty_clinic, server_log):
+    at = new_session().run()
+    logged = server_log()[1]
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["setup-token", "--db", str(empty_clinic["clinic"])], out, err) == 0, err.getvalue()
+    fresh = TOKEN_LINE.search(out.getvalue()).group(1)
+    create_admin(at, logged)
+    assert users(empty_clinic["clinic"]) == [] and "setup token is not right" in at.error[0].value
+    create_admin(at, fresh)
+    assert users(empty_clinic["clinic"]) == ["root.admin"]
+    err = io.StringIO()                                         # and none once an administrator exists
+    assert main(["setup-token", "--db", str(empty_clinic["clinic"])], io.StringIO(), err) == 1
+    assert "has users already" in err.getvalue()
+
+
+def test_wrong_setup_tokens_are_throttled_per_address(empty_clinic, server_log):
+    at = new_session().run()
+    token = server_log()[1]
+    allowance = auth.ADDRESS_ALLOWANCE * load_settings().lockout_attempts
+    db = storage.open_db(empty_clinic["clinic"])
+    now = datetime.now(UTC)
+    for i in range(allowance):
+        with pytest.raises(PermissionDenied):
+            auth.create_first_admin(db, "root.admin", PASSWORD, now=now, setup_token=f"guess {i}",
+                                    settings=load_settings(), address="local")
+    create_admin(at, token)                                     # even the right token now waits
+    assert users(empty_clinic["clinic"]) == []
+    assert "Too many failed setup tokens from here" in at.error[0].value
+    logged = storage.load_audit_log(db, action="setup_failed")
+    assert len(logged) <= allowance + 1                         # the refusals are summed up, not one each

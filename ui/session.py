@@ -1,55 +1,332 @@
-"""Who is signed in, in this browser session.
+"""Who is signed in, in this browser session, and what keeps a session to its own browser.
 
 The identity lives in ``st.session_state`` (a reload starts a new session and asks to sign in again;
 nothing a patient typed is lost, because check-in answers are kept as drafts in the database).
 Every page calls :func:`require_roles` first, on top of the navigation only listing the pages of the
 user's role, and every ``outcomes`` call re-checks the role itself.
+
+**Sign-in bound to the browser** (security issue, finding 3). Streamlit resumes a session for any client
+that presents the session's id, and that id travels in upload URLs that proxies log. So:
+
+1. :class:`ServerGuard`, the ASGI middleware app.py puts in front of Streamlit's server (``st.App``), gives
+   every browser an HttpOnly, SameSite=Lax cookie with a random value signed with a key derived from the
+   installation's cookie secret (:data:`BROWSER_COOKIE`), on the app page's response. On every request and
+   websocket it replaces any client-sent ``X-Outcomes-Browser`` header with a digest of that cookie (none
+   without a valid cookie), and ``.streamlit/config.toml`` hands the header to Streamlit as a trusted user
+   header: it becomes part of the session's identity (``st.user``), and Streamlit resumes a session only
+   for a connection that presents the same identity. A script with a leaked session id but another (or no)
+   cookie gets a new, empty session; nothing it sends reaches the signed-in one, not even a callback.
+2. Signing in needs that cookie (:func:`browser_problem`), records its digest, and every script run (and
+   the :func:`watchdog`) signs the session out if the connection's cookie differs.
+
+The middleware also refuses the ``clear_cache`` message (finding 11: any client could empty every user's
+caches) and answers ``/_stcore/metrics`` with 404 (it was public).
+
+Sessions end: after ``OUTCOMES_SESSION_IDLE_MINUTES`` without a script run, :data:`auth.MAX_SESSION_AGE`
+after signing in, and when the account's password is changed or reset (finding 6); :func:`watchdog` checks
+every :data:`WATCH_SECONDS` while the page is open, so the screen is cleared on time (finding 7).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import hashlib
+import hmac
+import logging
+import secrets
+import sys
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import streamlit as st
 
-from outcomes import auth
-from outcomes.errors import OutcomesError, PermissionDenied
+from outcomes import auth, deployment, storage
 from outcomes.auth import User
+from outcomes.errors import OutcomesError, PermissionDenied
 
 from . import data, widgets
 
 USER_KEY = "auth.user"
 LAST_SEEN_KEY = "auth.last_seen"
+SIGNED_IN_AT_KEY = "auth.signed_in_at"
+BROWSER_KEY = "auth.browser"
 NOTICE_KEY = "auth.notice"
 IDENTITY_REFUSED_KEY = "auth.identity_refused"
+
+#: The browser's cookie, its digest's header (set only by ServerGuard) and the key of that digest in st.user
+#: (``[server] trustedUserHeaders`` in .streamlit/config.toml maps the header to it).
+BROWSER_COOKIE = "outcomes_browser"
+BROWSER_HEADER = "X-Outcomes-Browser"
+BROWSER_USER_KEY = "outcomes_browser"
+BROWSER_COOKIE_DAYS = 400  # the longest browsers keep a cookie; the app's usual browsers are remembered
+WATCH_SECONDS = 10
+
+_LOG = logging.getLogger(__name__)
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# The browser's cookie --------------------------------------------------------------------------------------
+
+
+def _cookie_secret() -> str:
+    """The installation's cookie secret: ``[auth] cookie_secret`` in .streamlit/secrets.toml (written by
+    ``python -m outcomes secrets``), else Streamlit's ``server.cookieSecret`` (random per server process
+    unless set, so a restart then issues new cookies, which costs nothing: sessions end with the process)."""
+    try:
+        table = st.secrets.get("auth")
+    except FileNotFoundError:
+        table = None
+    if hasattr(table, "get") and table.get("cookie_secret"):
+        return str(table.get("cookie_secret"))
+    return str(st.get_option("server.cookieSecret"))
+
+
+def _browser_key() -> bytes:
+    return deployment.derive_key(_cookie_secret(), "browser cookie")
+
+
+def _signature(key: bytes, token: str) -> str:
+    return hmac.new(key, b"cookie\x00" + token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_browser_cookie() -> str:
+    """A fresh cookie value: 256 random bits and their signature."""
+    token = secrets.token_urlsafe(32)
+    return f"{token}.{_signature(_browser_key(), token)}"
+
+
+def browser_digest(cookie: str | None) -> str | None:
+    """What identifies the browser that sent ``cookie``: a keyed digest, never the cookie itself; None when
+    the cookie is missing or was not issued by this installation."""
+    if not cookie or len(cookie) > 200 or "." not in cookie:
+        return None
+    key = _browser_key()
+    token, signature = cookie.rsplit(".", 1)
+    if not hmac.compare_digest(signature, _signature(key, token)):
+        return None
+    return hmac.new(key, b"browser\x00" + cookie.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def served() -> bool:
+    """True when this script runs in a Streamlit server for a browser connection (always in production).
+
+    AppTest runs scripts against a stand-in runtime (a mock) with no connection, no cookies and no
+    ServerGuard; there is no browser to bind a session to, and the page tests sign in without one.
+    """
+    from streamlit import runtime
+
+    return runtime.exists() and type(runtime.get_instance()) is runtime.Runtime
+
+
+def browser() -> str | None:
+    """The digest of this connection's browser cookie, or None (no valid cookie, or no connection)."""
+    if not served():
+        return None
+    return browser_digest(st.context.cookies.get(BROWSER_COOKIE))
+
+
+def browser_problem() -> str | None:
+    """Why this connection cannot sign in, or None when it can."""
+    if not served():
+        return None
+    digest = browser()
+    if digest is None:
+        return ("This browser did not send the app's cookie, so signing in here cannot be kept to this browser. "
+                "Allow cookies for this site in the browser's settings, then reload the page.")
+    if st.user.get(BROWSER_USER_KEY) != digest:
+        return ("The server is not set up to keep sessions to their browser (.streamlit/config.toml must map the "
+                f"{BROWSER_HEADER} header in [server] trustedUserHeaders, and the app must be started with "
+                "`streamlit run app.py`). Ask IT; until then nobody can sign in.")
+    return None
+
+
+def address() -> str:
+    """The client's network address as Streamlit sees it (behind a reverse proxy, the forwarded one);
+    "local" for the server itself and for tests."""
+    ip = st.context.ip_address if served() else None
+    return ip if isinstance(ip, str) and ip else "local"
+
+
+# The middleware in front of Streamlit's server ----------------------------------------------------------------
+
+_REFUSED_MESSAGES = frozenset({"clear_cache"})
+_HEADER = BROWSER_HEADER.lower().encode()
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _request_cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The value of :data:`BROWSER_COOKIE` in the request's Cookie headers (the first one), or None."""
+    for name, value in headers:
+        if name.lower() == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                key, _, val = pair.strip().partition("=")
+                if key == BROWSER_COOKIE:
+                    return val.strip().strip('"')
+    return None
+
+
+def _refused(frame: bytes) -> str | None:
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    msg = BackMsg()
+    try:
+        msg.ParseFromString(frame)
+    except Exception:  # noqa: BLE001 - Streamlit itself closes the connection on a malformed frame
+        return None
+    kind = msg.WhichOneof("type")
+    return kind if kind in _REFUSED_MESSAGES else None
+
+
+class ServerGuard:
+    """ASGI middleware in front of Streamlit's own routes (app.py: ``st.App(middleware=...)``).
+
+    * Gives a browser without a valid :data:`BROWSER_COOKIE` a new one on the app page's (HTML) response:
+      ``HttpOnly; SameSite=Lax; Path=/``, ``Secure`` when the request came over HTTPS.
+    * Removes any ``X-Outcomes-Browser`` header a client sent and, for a valid cookie, sets it to the
+      cookie's digest, on every HTTP request and websocket handshake.
+    * Drops ``clear_cache`` messages on the websocket and logs them.
+    * Answers ``/_stcore/metrics`` with 404.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.rstrip("/").endswith("/_stcore/metrics"):
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"Not found"})
+            return
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != _HEADER]
+        digest = browser_digest(_request_cookie(headers))
+        if digest is not None:
+            headers.append((_HEADER, digest.encode()))
+        scope = {**scope, "headers": headers}
+        if scope["type"] == "websocket":
+            await self.app(scope, self._filtered(receive, scope), send)
+        elif digest is None:
+            await self.app(scope, receive, self._with_cookie(send, scope))
+        else:
+            await self.app(scope, receive, send)
+
+    @staticmethod
+    def _filtered(receive: Receive, scope: Scope) -> Receive:
+        async def filtered() -> Message:
+            while True:
+                message = await receive()
+                frame = message.get("bytes") if message.get("type") == "websocket.receive" else None
+                refused = _refused(frame) if frame else None
+                if refused is None:
+                    return message
+                client = scope.get("client") or ("?", 0)
+                _LOG.warning("Refused a %r message from %s (finding 11: it would empty every user's caches)",
+                             refused, client[0])
+        return filtered
+
+    @staticmethod
+    def _with_cookie(send: Send, scope: Scope) -> Send:
+        forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").decode("latin-1")
+        secure = scope.get("scheme") == "https" or forwarded.split(",")[0].strip() == "https"
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                if content_type.startswith(b"text/html"):
+                    cookie = (f"{BROWSER_COOKIE}={new_browser_cookie()}; Path=/; HttpOnly; SameSite=Lax; "
+                              f"Max-Age={BROWSER_COOKIE_DAYS * 86400}" + ("; Secure" if secure else ""))
+                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+                    headers += [(b"set-cookie", cookie.encode()), (b"cache-control", b"no-store")]
+                    message = {**message, "headers": headers}
+            await send(message)
+        return sending
+
+
+# Signing in and out ----------------------------------------------------------------------------------------
+
+
 def current_user() -> User | None:
-    """The signed-in user, or None; signs out a session idle for longer than the setting allows."""
+    """The signed-in user, or None; signs out a session that is idle, too old, on another browser than the
+    one it signed in on, or whose account's password was changed or reset."""
     user = st.session_state.get(USER_KEY)
     if user is None:
         return _identity_user()
-    last_seen = st.session_state.get(LAST_SEEN_KEY)
     moment = now()
-    if last_seen is not None and auth.session_expired(last_seen, moment, data.settings()):
-        with data.database() as db:
-            auth.log_out(db, user, reason="idle timeout")
-        if oidc_configured() and st.user.get("is_logged_in", False):
-            # Otherwise the identity provider's cookie would sign the person straight back in.
-            st.logout()
-        sign_out(notice="You were signed out after a period of inactivity. Please sign in again.")
+    if _ended(user, moment):
         return None
     st.session_state[LAST_SEEN_KEY] = moment
     return user
 
 
+def _ended(user: User, moment: datetime) -> bool:
+    """Sign the session out with a notice if it must end; returns whether it did."""
+    if served() and st.session_state.get(BROWSER_KEY) != browser():
+        reason, notice = "another browser", ("You were signed out because this session was opened from another "
+                                             "browser. Sign in again.")
+    elif _expired(moment):
+        reason, notice = "idle timeout", "You were signed out after a period of inactivity. Please sign in again."
+        signed_in_at = st.session_state.get(SIGNED_IN_AT_KEY)
+        if signed_in_at is not None and moment - signed_in_at > auth.MAX_SESSION_AGE:
+            reason = "maximum session age"
+            notice = (f"You were signed out because you signed in more than "
+                      f"{auth.MAX_SESSION_AGE.total_seconds() / 3600:g} hours ago. Please sign in again.")
+    elif _credentials_changed(user):
+        reason, notice = "credentials changed", auth.CREDENTIALS_CHANGED
+    else:
+        return False
+    with data.database() as db:
+        auth.log_out(db, user, reason=reason)
+    if oidc_configured() and st.user.get("is_logged_in", False):
+        # Otherwise the identity provider's cookie would sign the person straight back in.
+        st.logout()
+    sign_out(notice=notice)
+    return True
+
+
+def _expired(moment: datetime) -> bool:
+    last_seen = st.session_state.get(LAST_SEEN_KEY)
+    if last_seen is None:
+        return False
+    return auth.session_expired(last_seen, moment, data.settings(),
+                                signed_in_at=st.session_state.get(SIGNED_IN_AT_KEY))
+
+
+def _credentials_changed(user: User) -> bool:
+    with data.database() as db:
+        stored = storage.get_user(db, user_id=user.id)
+    # Another account, a deactivated one or an unknown id are refused by every page (require_roles), which says
+    # so; a reactivated account has a new credential version, so its old sessions end here.
+    return (stored is not None and stored["active"] and stored["username"] == user.username
+            and auth.credentials_changed(stored, user))
+
+
 def sign_in(user: User) -> None:
+    """Start a signed-in session on this browser. Check :func:`browser_problem` before signing in."""
+    problem = browser_problem()
+    if problem:
+        raise PermissionDenied(problem)
+    moment = now()
     st.session_state[USER_KEY] = user
-    st.session_state[LAST_SEEN_KEY] = now()
+    st.session_state[LAST_SEEN_KEY] = moment
+    st.session_state[SIGNED_IN_AT_KEY] = moment
+    st.session_state[BROWSER_KEY] = browser()
+
+
+def update_user(user: User) -> None:
+    """Replace the signed-in user of this session (after changing the password, say), keeping the session."""
+    st.session_state[USER_KEY] = user
 
 
 def sign_out(notice: str | None = None) -> None:
@@ -74,6 +351,18 @@ def require_roles(*roles: str) -> User:
     raise AssertionError("unreachable")  # st.stop() raises
 
 
+@st.fragment(run_every=timedelta(seconds=WATCH_SECONDS))
+def watchdog() -> None:
+    """Every few seconds while a signed-in page is open: end the session on time, not at the next click.
+
+    Its runs are not activity (they do not move the idle clock). When the session must end, the whole
+    page is run again, which shows the sign-in page with the reason.
+    """
+    user = st.session_state.get(USER_KEY)
+    if user is not None and _ended(user, now()):
+        st.rerun(scope="app")
+
+
 def sidebar(user: User) -> None:
     with st.sidebar:
         name = user.display_name or user.username
@@ -85,6 +374,7 @@ def sidebar(user: User) -> None:
                 st.logout()
             sign_out(notice="You are signed out.")
             st.rerun()
+        watchdog()
 
 
 def oidc_configured() -> bool:
@@ -113,7 +403,11 @@ def _identity_user() -> User | None:
         return None
     if IDENTITY_REFUSED_KEY in st.session_state:
         return None  # refused once in this session: not again (and not audited again) at every rerun
-    claims = {key: st.user.get(key) for key in st.user.to_dict()}
+    problem = browser_problem()
+    if problem:
+        st.session_state[IDENTITY_REFUSED_KEY] = problem
+        return None
+    claims = {key: st.user.get(key) for key in st.user.to_dict() if key != BROWSER_USER_KEY}
     try:
         with data.database() as db:
             user = auth.user_for_identity(db, claims, now=now())
@@ -124,6 +418,28 @@ def _identity_user() -> User | None:
     return user
 
 
+# The first administrator ----------------------------------------------------------------------------------
+
+_setup_lock = threading.Lock()
+_setup_tokens_shown: set[str] = set()
+
+
+def announce_setup_token() -> None:
+    """On a new installation, make a setup token once per server process and database, and print it to the
+    server's log (standard error), where only the server's operator reads it (finding 15)."""
+    path = data.active_db_path()
+    with _setup_lock, data.database() as db:
+        if storage.count_users(db):
+            return
+        if path in _setup_tokens_shown and deployment.setup_token_pending(db, now=now()):
+            return
+        token = deployment.issue_setup_token(db, now=now())
+        _setup_tokens_shown.add(path)
+    print(f"\n  {token.describe()}\n  (Or run `python -m outcomes setup-token` on the server for a new one.)\n",
+          file=sys.stderr, flush=True)
+
+
 def today():
     """The clinic's calendar day (setting OUTCOMES_TIMEZONE), which is what a check-in is dated by."""
     return now().astimezone(data.settings().zoneinfo).date()
+

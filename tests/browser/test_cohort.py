@@ -50,3 +50,10 @@ def test_cohort_page_shows_the_responder_table_and_charts(browser, start_server,
     screenshot(page, f"cohort-{username.split('.')[1]}-km")
     for secret in ("DEMO-00001", "DEMO-00002"):
         expect(page.get_by_text(secret)).to_have_count(0)
+    sidebar = page.get_by_test_id("stSidebar")
+    if username == "quinn.qi":  # findings 1 and 2: month ends only, no calendar filter, pooled values
+        expect(sidebar.get_by_text("Data as of (end of month)")).to_be_visible()
+        expect(sidebar.get_by_text("First infusion between")).to_have_count(0)
+        expect(page.get_by_text("released by the end of")).to_be_visible()
+    else:
+        expect(sidebar.get_by_text("First infusion between")).to_be_visible()

@@ -93,7 +93,10 @@ def test_qi_downloads_summary_tables_dataset_and_fhir(browser, start_server, pla
     book = load_workbook(path)
     assert book.sheetnames == ["README", "responders", "completion", "table1"]
     readme = {r[0].value: r[1].value for r in book["README"].iter_rows()}
-    assert readme["as_of"].startswith(date.today().isoformat())
+    # De-identified: cut at the last month end, never a day a QI user picks (finding 1).
+    last_month = (date.today().replace(day=1) - timedelta(days=1))
+    assert readme["as_of"].startswith(f"{last_month:%Y-%m}: data through the end of {last_month:%B %Y}")
+    assert path.name == f"outcomes-summary-deidentified-{last_month:%Y-%m}.xlsx"
     markers = {c.value for row in book["table1"].iter_rows(min_row=2) for c in row}
     assert "≤10" in markers
 
@@ -102,6 +105,7 @@ def test_qi_downloads_summary_tables_dataset_and_fhir(browser, start_server, pla
     path = prepare_and_download(page, tmp_path)
     texts = file_texts(path.read_bytes(), path.name)
     assert set(texts) == {"README.txt", "episodes.csv", "scores.csv"}
+    assert path.name == f"outcomes-dataset-deidentified-{date.today().year - 1}.csv.zip"   # a full past year
     everything = "\n".join(texts.values())
     assert not [p for p in planted.patient_ids if p in everything]
     assert exports.pseudonym(SECRET, PLANT["patient_id"]) in everything and PLANT["note"] not in everything
