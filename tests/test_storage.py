@@ -51,7 +51,7 @@ def test_migrations_are_idempotent(db_path):
                                                                       "0005_account_hardening",
                                                                       "0006_audit_hardening",
                                                                       "0007_diagnosis_codes"]
-        assert storage.database_summary(db)["schema_version"] == 6
+        assert storage.database_summary(db)["schema_version"] == 7
 
 
 def test_every_database_gets_its_own_secret(tmp_path):

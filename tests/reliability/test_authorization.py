@@ -62,6 +62,7 @@ class World:
             clinic.submit_checkin(db, self.clinician, patient_id=pid, answers={DEP: full(DEP, 5)},
                                   assessed_on="2025-05-01", today=TODAY, now=NOW, settings=SETTINGS)
         self.alert_id = int(storage.load_alerts(db, patient_id="P001")["alert_id"].iloc[0])
+        self.code = int(clinic.diagnosis_codes(db, self.admin).iloc[0]["code"])
         self.n = 0
 
     def actor(self, role: str):
@@ -121,6 +122,18 @@ MATRIX = {
         w.db, a, patient_id="P001", disposition="withdrawn", on=TODAY, reason="moved " + w.fresh(),
         today=TODAY))],
     "clinic.record_history": [("", {"clinician"}, lambda w, a: clinic.record_history(w.db, a, "P001"))],
+    "clinic.diagnosis_codes": [("", {"clinician", "admin"}, lambda w, a: clinic.diagnosis_codes(w.db, a))],
+    "clinic.add_diagnosis_code": [("", {"admin"}, lambda w, a: clinic.add_diagnosis_code(
+        w.db, a, label="Code " + w.fresh()))],
+    "clinic.rename_diagnosis_code": [("", {"admin"}, lambda w, a: clinic.rename_diagnosis_code(
+        w.db, a, code=w.code, label="Renamed " + w.fresh()))],
+    "clinic.retire_diagnosis_code": [("", {"admin"}, lambda w, a: clinic.retire_diagnosis_code(
+        w.db, a, code=w.code, retired=bool(int(w.fresh()) % 2)))],
+    "clinic.set_diagnosis_code": [("", {"clinician"}, lambda w, a: clinic.set_diagnosis_code(
+        w.db, a, patient_id="P001", code=w.code if int(w.fresh()) % 2 else None, reason="coded"))],
+    "clinic.diagnosis_notes": [("", {"admin"}, lambda w, a: clinic.diagnosis_notes(w.db, a))],
+    "clinic.code_patients_by_note": [("", {"admin"}, lambda w, a: clinic.code_patients_by_note(
+        w.db, a, note="CRPS", code=w.code, reason="coded from the note"))],
     "clinic.submit_checkin": [("", {"clinician", "patient"}, lambda w, a: clinic.submit_checkin(
         w.db, a, patient_id="P001", answers={PI: full(PI)}, assessed_on=TODAY, today=TODAY, now=NOW,
         settings=SETTINGS, replace=True))],
@@ -236,7 +249,9 @@ IDENTIFIERS = ("P001", "P002", "P003", "pat.one", "pat.two", "dr.lee", "root.adm
 
 def test_nothing_a_qi_user_may_call_returns_an_identifier(w):
     got = []
-    for name, rows in MATRIX.items():
+    # Changing one's password or signing out ends the session (credential version): those go last.
+    last = ("auth.change_password", "auth.log_out")
+    for name, rows in sorted(MATRIX.items(), key=lambda item: item[0] in last):
         for label, allowed, call in rows:
             if "qi" in allowed:
                 got.append((f"{name}[{label}]", call(w, w.qi)))

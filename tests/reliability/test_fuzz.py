@@ -100,7 +100,8 @@ def attempt(db, tally: Tally, call, *, stored=None, audited: bool = False) -> An
     """Run one hostile call: an OutcomesError leaves ``db`` unchanged; anything else but success fails.
 
     ``audited``: a refusal that is itself recorded (a failed sign-in, a bad invitation code) may add audit
-    entries and count the failure against the account, and change nothing else.
+    entries and count the failure against the account and the client (``sign_in_throttle``), and change
+    nothing else.
     """
     before = dump(db) if db is not None else None
     try:
@@ -112,8 +113,8 @@ def attempt(db, tally: Tally, call, *, stored=None, audited: bool = False) -> An
             after = dump(db)
             if audited:
                 assert after["audit_log"][:len(before["audit_log"])] == before["audit_log"]  # appended only
-                for table in ("audit_log", "users"):
-                    before.pop(table), after.pop(table)
+                for table in ("audit_log", "users", "sign_in_throttle"):
+                    before.pop(table, None), after.pop(table, None)
             assert after == before, "a refused input changed the database"
         tally("refused")
         tally.messages.append(str(exc).split("\n")[:3])
