@@ -264,7 +264,7 @@ def responder_tab() -> None:
     report = cohort_table("responders")
     shown = disclosure.suppress(report, disclosure.RESPONDER_SPEC, threshold=cells) if qi else report
     rows = shown.to_dict("records")
-    st.dataframe(pd.DataFrame({
+    widgets.table(pd.DataFrame({
         "Domain": report["domain"].map(label),
         "Follow-up": report["window"].map(windows),
         "Threshold (T)": [f"{m:.1f}" for m in report["mcid"]],
@@ -371,7 +371,7 @@ def survival_panel(estimate: str, group_col: str | None) -> None:
         everyone = "Responders" if durability else "All patients"
         median = ("Median weeks in response (95 % CI)" if durability else "Weibull median weeks"
                   if estimate == "interval" else "Median weeks to improvement (95 % CI)")
-        st.dataframe(pd.DataFrame({
+        widgets.table(pd.DataFrame({
             "Group": rows["group"].replace({"all": everyone, "All": everyone}),
             "Responders" if durability else "Patients": rows["n"],
             "Lost response" if durability else "Improved": rows["events"],
@@ -433,7 +433,7 @@ def completion_tab() -> None:
             **{c: table[c] for c in spec.counts})  # bar heights as numbers, their labels as text
     chart(figures.completion_figure(drawn, window_labels=windows), "cohort.completion")
     rows = table.to_dict("records")
-    st.dataframe(pd.DataFrame({
+    widgets.table(pd.DataFrame({
         "Domain": completion["domain"].map(label), "Follow-up": completion["window"].map(windows),
         "Eligible": table["n_eligible"], "With a score": table["n_completed"],
         "% with a score": table["pct_completed"],

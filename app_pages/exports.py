@@ -1,7 +1,8 @@
 """Exports for quality improvement and registries (issue 5): every file that leaves the app is audited.
 
 A thin view over ``outcomes.exports.export`` (role check, build, audit entry). The file is built and
-logged when the user presses "Prepare the file"; the download button then hands over those bytes.
+logged when the user presses "Prepare and download the file", and handed to that browser in the same run
+(``ui.data.hand_over``: once, with no URL).
 
 De-identified files are cut only at a year end (dataset, FHIR) or a month end (summary tables), and hold
 only released episodes (security issue, finding 1; docs/privacy.md); identified files keep any day.
@@ -96,13 +97,18 @@ with st.expander("What de-identified means here"):
         "The README in each file repeats this, with the thresholds and the data cut.")
 
 request = (choice, fmt, as_of, series, reason)
-if st.button("Prepare the file", type="primary", icon=":material/description:", key="exports.prepare"):
+if st.button("Prepare and download the file", type="primary", icon=":material/download:", key="exports.prepare",
+             help="Makes the file, records the export in the audit log, then your browser saves it."):
     try:
         with st.spinner("Preparing the file…"), data.database() as db:
             prepared = exports.export(db, user, kind, fmt, deidentified=deidentified, as_of=as_of,
                                       series=series, reason=reason, settings=settings,
-                                      registry=data.registry(), now=session.now())
+                                      registry=data.registry(), now=session.now(),
+                                      max_bytes=data.hand_over_limit())
         st.session_state["exports.file"] = (request, prepared)
+        # Handed to this browser in this run, once, with no URL (a /media link would serve the file to
+        # anybody holding it; security issue, finding 14): preparing is downloading, and both are audited.
+        data.hand_over(prepared.data, prepared.filename, prepared.mime, key="exports.hand_over")
     except OutcomesError as exc:
         st.error(widgets.message(exc))
 
@@ -114,12 +120,11 @@ if ready and ready[0] == request:
     if kind == "fhir":
         counts = f"{file.rows:,} Observations"
     through = exports.cut_label(kind, as_of, deidentified=file.deidentified)
-    st.success(f"**{file.filename}** is ready ({counts}; {level}; data as of {through}). "
-               "This export is recorded in the audit log.", icon=":material/check_circle:")
+    st.success(f"**{file.filename}** is ready ({counts}; {level}; data as of {through}) and was handed to your "
+               "browser, which saves it with its downloads. This export is recorded in the audit log; for "
+               "another copy, prepare the file again.", icon=":material/check_circle:")
     for note in file.notes:
         st.info(note)
-    st.download_button(f"Download {file.filename}", file.data, file.filename, file.mime, on_click="ignore",
-                       type="primary", icon=":material/download:", key="exports.download")
     st.subheader("What is in the file")
     if kind == "fhir":
         st.caption("The first Observations of the Bundle as a table. Each carries the LOINC code of its "
@@ -137,6 +142,6 @@ if ready and ready[0] == request:
             shown = min(len(table), 500)
             more = f"; the first {shown} are shown" if shown < len(table) else ""
             st.caption(f"{len(table):,} rows{more}")
-            st.dataframe(table.head(shown), hide_index=True)
+            widgets.table(table.head(shown), hide_index=True)
 elif ready:
     st.caption("The options have changed since the last file was prepared: prepare it again.")

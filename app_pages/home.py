@@ -8,21 +8,24 @@ import streamlit as st
 from ui import data, session
 
 session.require_roles("admin")
-settings = data.settings()
 summary = data.summary()
 
 st.title("Infusion outcomes")
 if summary["synthetic"]:
     st.warning("**Synthetic data.** Every patient in this database was generated for demonstration.", icon=":material/science:")
-st.caption(f"Database: `{settings.db_path}` (schema version {summary['schema_version']})")
+path = data.active_db_path()
+if data.demo_mode():  # where the clinic's database lives is not the demo's business (security issue, finding 8)
+    st.caption(f"Database: the synthetic demo database (schema version {summary['schema_version']})")
+else:
+    st.caption(f"Database: `{path}` (schema version {summary['schema_version']})")
 # The app makes the file 0600 and tightens it when it opens it (docs/operations.md); a file it could not
 # tighten (owned by another account) is reported, since anybody on the server could read every patient.
 try:
-    others = os.stat(settings.db_path).st_mode & 0o077
+    others = os.stat(path).st_mode & 0o077
 except OSError:
     others = 0
 if others:
-    mode = os.stat(settings.db_path).st_mode & 0o777
+    mode = os.stat(path).st_mode & 0o777
     st.warning(f"Other accounts on the server can read the database file (mode {mode:o}), and the app could "
                "not change that. Ask IT to make the app's account its owner and run `chmod 600` on it and on "
                "its -wal and -shm files (docs/operations.md).", icon=":material/lock_open:")

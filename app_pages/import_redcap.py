@@ -32,14 +32,23 @@ st.caption("Bring PROMIS questionnaires collected in REDCap into the clinic's re
 
 upload = st.file_uploader("REDCap export (CSV)", type="csv", key="redcap.file")
 if upload is None:
+    st.session_state.pop("redcap.parsed", None)
     st.stop()
-buffer = io.BytesIO(upload.getvalue())
-buffer.name = upload.name
-try:
-    frame = redcap.read(buffer)
-except ImportRejected as exc:
-    st.error(widgets.message(exc))
-    st.markdown("\n".join(f"* {widgets.literal(p)}" for p in exc.problems))
+# Parsed once per uploaded file, not at every rerun (each choice below reruns the page; security issue,
+# finding 8). Kept in this session only: the file holds identified data.
+parsed = st.session_state.get("redcap.parsed")
+if parsed is None or parsed[0] != upload.file_id:
+    buffer = io.BytesIO(upload.getvalue())
+    buffer.name = upload.name
+    try:
+        parsed = (upload.file_id, redcap.read(buffer), None)
+    except ImportRejected as exc:
+        parsed = (upload.file_id, None, exc)
+    st.session_state["redcap.parsed"] = parsed
+_, frame, rejected = parsed
+if rejected is not None:
+    st.error(widgets.message(rejected))
+    st.markdown("\n".join(f"* {widgets.literal(p)}" for p in rejected.problems))
     st.stop()
 columns = [c for c in frame.columns if c != "line"]
 detected = redcap.detect(frame, registry)

@@ -221,12 +221,17 @@ def _verify(password_hash: str | None, password: Any) -> bool:
         return False
 
 
+def session_deadline(last_seen: datetime, settings: Settings, *, signed_in_at: datetime | None = None) -> datetime:
+    """When a session last active at ``last_seen`` must sign in again: ``settings.session_idle_minutes`` after
+    ``last_seen``, or :data:`MAX_SESSION_AGE` after ``signed_in_at``, whichever comes first."""
+    deadline = last_seen + timedelta(minutes=settings.session_idle_minutes)
+    return deadline if signed_in_at is None else min(deadline, signed_in_at + MAX_SESSION_AGE)
+
+
 def session_expired(last_seen: datetime, now: datetime, settings: Settings, *,
                     signed_in_at: datetime | None = None) -> bool:
-    """True when a session must sign in again: idle since ``last_seen`` for longer than
-    ``settings.session_idle_minutes``, or signed in at ``signed_in_at`` more than :data:`MAX_SESSION_AGE` ago."""
-    too_old = signed_in_at is not None and now - signed_in_at > MAX_SESSION_AGE
-    return too_old or now - last_seen > timedelta(minutes=settings.session_idle_minutes)
+    """True when a session must sign in again: past its :func:`session_deadline`."""
+    return now > session_deadline(last_seen, settings, signed_in_at=signed_in_at)
 
 
 def credentials_changed(stored: Mapping[str, Any], actor: User) -> bool:

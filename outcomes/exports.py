@@ -802,7 +802,7 @@ def check_reason(reason: Any) -> str:
 
 def export(db: Any, actor: auth.User | str, kind: str, fmt: str, *, deidentified: bool = True, as_of: date,
            series: analysis.SeriesChoice = "first", reason: str | None = None, settings: Settings,
-           registry: Registry | None = None, now: datetime) -> ExportFile:
+           registry: Registry | None = None, now: datetime, max_bytes: int | None = None) -> ExportFile:
     """Check, build and audit one export: the function behind the exports page and the CLI.
 
     Parameters
@@ -813,6 +813,9 @@ def export(db: Any, actor: auth.User | str, kind: str, fmt: str, *, deidentified
         file can read all of it, so the command line is audited but not role-checked.
     reason
         Required for an identified export; recorded in the audit entry.
+    max_bytes
+        The largest file the caller can hand over (the web page: what one message to the browser carries);
+        a larger one is refused before it is audited.
 
     Raises
     ------
@@ -828,6 +831,10 @@ def export(db: Any, actor: auth.User | str, kind: str, fmt: str, *, deidentified
                               f"{cut_unit(kind, True)} that has ended")
     file = build(load_source(db), kind, fmt, deidentified=deidentified, as_of=as_of, series=series,
                  settings=settings, registry=registry, generated_at=now)
+    if max_bytes is not None and len(file.data) > max_bytes:
+        raise ValidationError(f"The file is {len(file.data) / 1e6:,.1f} MB, more than this page can hand to the "
+                              f"browser ({max_bytes / 1e6:,.0f} MB). Choose another format (Parquet is the "
+                              "smallest), or ask IT to run `python -m outcomes export` on the server.")
     filters = {"as_of": f"{cut:%Y-%m-%d}"}
     if kind == "summary":
         filters["series"] = series

@@ -126,15 +126,22 @@ class Mapping:
         return out
 
 
+#: The largest export :func:`read` takes: the same 10 MB as the web server's upload limit
+#: (``server.maxUploadSize``), and rows enough for 5 years of weekly questionnaires of 200 patients.
+MAX_BYTES = 10_000_000
+MAX_ROWS = 50_000
+
+
 def read(source: Source) -> pd.DataFrame:
     """The export's rows as text with a ``line`` column.
 
     Raises
     ------
     ImportRejected
-        The file cannot be read (encoding, separators, stray commas), every problem listed.
+        The file cannot be read (encoding, separators, stray commas) or is larger than :data:`MAX_BYTES` or
+        :data:`MAX_ROWS`, every problem listed.
     """
-    frame, problems = read_table(source, "redcap.csv", what="the REDCap")
+    frame, problems = read_table(source, "redcap.csv", what="the REDCap", max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
     if frame is None:
         raise ImportRejected("Nothing was imported: the file cannot be read. Export it again from REDCap "
                              "as CSV (raw data or labels).", problems)

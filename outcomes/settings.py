@@ -102,6 +102,17 @@ def _parse_optional_path(value: Any) -> Path | None:
     return None if value in (None, "") else _parse_path(value)
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _parse_str_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     result = tuple(str(v).strip() for v in items if str(v).strip())
@@ -171,6 +182,9 @@ REGISTRY: tuple[SettingSpec, ...] = (
                 "SQLite database of the clinic (created and migrated on first use; git-ignored)."),
     SettingSpec("demo_db_path", DATA_DIR / "demo.db", _parse_path,
                 "Separate database for the synthetic demo cohort; never mixed with real data."),
+    SettingSpec("demo", False, _parse_bool,
+                "Keep the synthetic demo (?demo=1) open after the clinic's first administrator exists. Before "
+                "that the setup screen always offers it; afterwards it is off unless this is true."),
     SettingSpec("instruments_dir", DATA_DIR / "instruments", _parse_path,
                 "Folder with the PROMIS short-form tables, items and parameters (see its SOURCES.md)."),
     SettingSpec("item_wording_file", None, _parse_optional_path,
@@ -213,6 +227,7 @@ _SPECS = {spec.name: spec for spec in REGISTRY}
 class Settings:
     db_path: Path
     demo_db_path: Path
+    demo: bool
     instruments_dir: Path
     item_wording_file: Path | None
     checkin_forms: tuple[str, ...]

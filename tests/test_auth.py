@@ -593,6 +593,14 @@ def test_a_session_has_a_maximum_age(db):
     assert auth.session_expired(NOW, NOW, SETTINGS, signed_in_at=NOW - auth.MAX_SESSION_AGE - timedelta(seconds=1))
 
 
+def test_a_sessions_deadline_is_the_earlier_of_its_idle_limit_and_its_maximum_age():
+    idle = timedelta(minutes=SETTINGS.session_idle_minutes)
+    assert auth.session_deadline(NOW, SETTINGS) == NOW + idle
+    assert auth.session_deadline(NOW, SETTINGS, signed_in_at=NOW - timedelta(hours=1)) == NOW + idle
+    late = NOW - auth.MAX_SESSION_AGE + timedelta(minutes=1)  # one minute of its eight hours left
+    assert auth.session_deadline(NOW, SETTINGS, signed_in_at=late) == NOW + timedelta(minutes=1)
+
+
 # Suspected: hospital sign-in took any token carrying an administrator's email ------------------------------------
 
 

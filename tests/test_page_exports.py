@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import zipfile
@@ -32,6 +33,13 @@ def history(clinic_db):
     db.close()
 
 
+def handed_over(at) -> bytes | None:
+    """The file this run handed to the browser (ui.data.hand_over), or None."""
+    parts = [e for e in at.get("bidi_component") if e.proto.component_name == "outcomes_hand_over_file"]
+    assert len(parts) <= 1
+    return base64.b64decode(json.loads(parts[0].proto.json)["b64"]) if parts else None
+
+
 def prepare(at):
     at.button(key="exports.prepare").click().run()
     assert not at.exception
@@ -49,14 +57,16 @@ def test_qi_gets_only_deidentified_exports(app_as):
         "De-identified analysis dataset", "Summary tables", "FHIR R4 Observations, de-identified"]
     assert at.radio(key="exports.format.dataset").options == [
         "CSV (a ZIP with one CSV per table)", "Excel workbook", "Parquet (a ZIP with one file per table)"]
-    assert not at.get("download_button")   # nothing is handed over before "Prepare the file"
+    assert handed_over(at) is None   # nothing is handed over before "Prepare and download the file"
 
 
 def test_preparing_a_file_audits_it_and_offers_the_download(app_as, clinic_db):
     at = prepare(app_as("qi", PAGE))
     assert seen(at, "is ready", "success") and seen(at, "recorded in the audit log", "success")
-    assert len(at.get("download_button")) == 1
     request, file = at.session_state["exports.file"]
+    assert handed_over(at) == file.data and not at.get("download_button")  # no /media URL (finding 14)
+    at.run()                                                # the next run hands nothing over again
+    assert handed_over(at) is None
     assert file.filename.startswith("outcomes-dataset-deidentified-") and file.filename.endswith(".csv.zip")
     members = zipfile.ZipFile(io.BytesIO(file.data)).namelist()
     assert sorted(members) == ["README.txt", "episodes.csv", "scores.csv"]
@@ -79,7 +89,7 @@ def test_preparing_a_file_audits_it_and_offers_the_download(app_as, clinic_db):
 def test_changing_an_option_withdraws_the_prepared_file(app_as):
     at = prepare(app_as("qi", PAGE))
     at.radio(key="exports.format.dataset").set_value("xlsx").run()
-    assert not at.get("download_button")
+    assert handed_over(at) is None and not seen(at, "is ready", "success")
     assert seen(at, "options have changed", "caption")
     prepare(at)
     assert at.session_state["exports.file"][1].filename.endswith(".xlsx")
@@ -103,7 +113,7 @@ def test_identified_export_needs_a_reason(app_as, clinic_db):
     assert seen(at, "This file identifies patients", "warning")
     prepare(at)
     assert at.error and "needs a reason" in at.error[0].value
-    assert exported(clinic_db).empty and not at.get("download_button")
+    assert exported(clinic_db).empty and handed_over(at) is None
     at.text_area(key="exports.reason").input("Registry submission, DUA 2025-07").run()
     prepare(at)
     file = at.session_state["exports.file"][1]
@@ -143,3 +153,12 @@ def test_deidentified_files_offer_year_or_month_ends_and_identified_any_day(app_
     clinician.radio(key="exports.choice").set_value("identified").run()
     assert [d.key for d in clinician.date_input] == ["exports.as_of"]
     assert clinician.date_input(key="exports.as_of").value == today
+
+
+def test_a_file_too_large_to_hand_over_is_refused_before_it_is_audited(app_as, clinic_db, monkeypatch):
+    from ui import data
+
+    monkeypatch.setattr(data, "hand_over_limit", lambda: 100)
+    at = prepare(app_as("qi", PAGE))
+    assert at.error and "more than this page can hand to the browser" in at.error[0].value
+    assert exported(clinic_db).empty and handed_over(at) is None

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from outcomes import storage
+from outcomes import redcap, storage
 from tests.page_helpers import fresh_caches  # noqa: F401  (autouse: no cache shared between tests)
 from tests.page_helpers import seen
 
@@ -105,3 +105,17 @@ def test_the_import_says_how_many_alerts_it_raised_and_which_scores_are_checked(
     new = alerts[~alerts["alert_id"].isin(before)]
     assert new[["patient_id", "domain", "t_score", "priority"]].values.tolist() == [
         ["P001", "depression", 79.4, "high"]]
+
+
+def test_an_upload_is_parsed_once_not_at_every_choice(app_as, export_text, monkeypatch):
+    """Security issue, finding 8: each rerun parsed the whole file again (a 42 MB file: 100 s of CPU each)."""
+    calls = []
+    read = redcap.read
+    monkeypatch.setattr(redcap, "read", lambda source: calls.append(1) or read(source))
+    at = upload(app_as("clinician", PAGE), export_text)
+    at.radio(key="redcap.source.pain_interference").set_value("none").run()
+    at.checkbox(key="redcap.confirm").check().run()
+    assert not at.exception
+    assert len(calls) == 1
+    upload(at, export_text.replace("38.5", "39.5"), name="second.csv")  # another file is parsed afresh
+    assert len(calls) == 2 and seen(at, "second.csv")

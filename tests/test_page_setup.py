@@ -210,6 +210,59 @@ def test_the_demo_survives_moving_between_pages(empty_clinic):
     assert "Demo with synthetic data." in at.warning[0].value and len(at.dataframe[0].value) == 4
 
 
+# Finding 8 of the security issue: the demo was open on every production server. ------------------------
+
+
+def test_once_the_clinic_has_an_administrator_a_demo_link_opens_the_clinics_sign_in(empty_clinic, server_log):
+    """Before: anybody could prepare the demo on a production server and sign in as demo-clinician."""
+    setup = new_session().run()
+    create_admin(setup, server_log()[1])
+    at = new_session()
+    at.query_params["demo"] = "1"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Sign in"
+    assert "Prepare the demo" not in [b.label for b in at.button]
+    assert not any("Demo with synthetic data." in w.value for w in at.warning)
+    assert "demo" not in at.query_params
+    assert not empty_clinic["demo"].exists()            # nothing was prepared
+
+
+def test_a_demo_session_is_emptied_when_the_clinic_creates_its_administrator(empty_clinic, server_log):
+    at = new_session().run()
+    button(at, "Open the demo").click().run()
+    clinician = at.dataframe[0].value.set_index("role").loc["clinician"]
+    sign_in(at, clinician["username"], clinician["password"])
+    assert at.title[0].value == "Roster"
+    create_admin(new_session().run(), server_log()[1])  # meanwhile, in another tab
+    at.run()
+    assert at.title[0].value == "Sign in"               # signed out, on the clinic's sign-in page
+    assert not any("Demo with synthetic data." in w.value for w in at.warning)
+
+
+def test_the_setting_keeps_the_demo_open_after_the_administrator_exists(empty_clinic, server_log, monkeypatch):
+    create_admin(new_session().run(), server_log()[1])
+    monkeypatch.setenv("OUTCOMES_DEMO", "true")
+    at = new_session()
+    at.query_params["demo"] = "1"
+    at.run()
+    button(at, "Prepare the demo").click().run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 4
+    assert "Demo with synthetic data." in at.warning[0].value
+
+
+def test_the_demos_database_page_does_not_show_where_the_clinics_database_is(empty_clinic):
+    at = new_session().run()
+    button(at, "Open the demo").click().run()
+    admin = at.dataframe[0].value.set_index("role").loc["admin"]
+    sign_in(at, admin["username"], admin["password"])
+    at.switch_page("app_pages/home.py").run()
+    shown = " ".join(c.value for c in at.caption)
+    assert "synthetic demo database" in shown
+    assert str(empty_clinic["clinic"]) not in shown and str(empty_clinic["demo"]) not in shown
+
+
 # Finding 15 of the security issue: on a new installation the first visitor became administrator. --------
 
 

@@ -277,3 +277,19 @@ def test_the_scores_their_alerts_and_the_audit_entry_are_stored_together(db, cli
         redcap.commit(db, clinic["clinician"], frame, redcap.detect(frame, REGISTRY), registry=REGISTRY,
                       today=TODAY, now=NOW, settings=load_settings({}))
     assert dump(db) == before
+
+
+def test_an_export_larger_than_the_limits_is_refused_before_it_is_parsed():
+    """Security issue, finding 8: a 42 MB upload cost 100-124 s of CPU and 1.5-1.8 GB."""
+    header = "record_id,visit_date,eddep04\n"
+    rows = header + "".join(f"P{i},2024-01-01,2\n" for i in range(redcap.MAX_ROWS + 1))
+    with pytest.raises(ImportRejected) as caught:
+        redcap.read(rows.encode())
+    assert caught.value.problems == [f"redcap.csv has {redcap.MAX_ROWS + 1:,} rows; at most "
+                                     f"{redcap.MAX_ROWS:,} can be imported at once. Export fewer records (for "
+                                     "example one year at a time) and import the parts one after the other"]
+    assert len(redcap.read((header + "P1,2024-01-01,2\n" * redcap.MAX_ROWS).encode())) == redcap.MAX_ROWS
+    wide = header.strip() + ",note\n" + f"P1,2024-01-01,2,{'x' * redcap.MAX_BYTES}\n"
+    with pytest.raises(ImportRejected) as caught:
+        redcap.read(wide.encode())
+    assert caught.value.problems[0].startswith("redcap.csv is 10.0 MB; at most 10 MB can be imported at once.")

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from outcomes import analysis, figures, instruments, reports, storage, survival, synthetic
+from outcomes.errors import PermissionDenied
 from outcomes.settings import DOMAINS, Settings, Window, load_settings
 
 
@@ -32,18 +33,42 @@ def settings() -> Settings:
 DEMO_SESSION_KEY = "demo.mode"
 
 
+def demo_available() -> bool:
+    """Whether this server offers the synthetic demo: before the clinic's first account exists (that is how a
+    newcomer looks around), and afterwards only when the setting ``OUTCOMES_DEMO`` is true (security issue,
+    finding 8: an anonymous visitor could prepare the demo on a production server and load it)."""
+    s = settings()
+    if s.demo:
+        return True
+    with database(str(s.db_path)) as db:
+        return storage.count_users(db) == 0
+
+
 def demo_mode() -> bool:
     """Whether this browser tab works on the separate demo database (kept in the URL, so a reload keeps it).
 
     The session remembers it too: ``st.switch_page`` (and moving between pages) drops the URL's query
     parameters, and a demo session must never fall through to the clinic's database. The parameter is
     put back, so a reload after such a move still opens the demo.
+
+    When the demo is not available (:func:`demo_available`) the parameter is ignored, and a session that was
+    in the demo is emptied (signed out), so a demo account never acts on the clinic's database.
     """
+    wanted = st.query_params.get(DEMO_QUERY_PARAM) == "1" or st.session_state.get(DEMO_SESSION_KEY, False)
+    if not wanted:
+        return False
+    if not demo_available():
+        if st.session_state.get(DEMO_SESSION_KEY):
+            for key in list(st.session_state.keys()):
+                del st.session_state[key]
+        if DEMO_QUERY_PARAM in st.query_params:
+            del st.query_params[DEMO_QUERY_PARAM]
+        return False
     if st.query_params.get(DEMO_QUERY_PARAM) == "1":
         st.session_state[DEMO_SESSION_KEY] = True
-    elif st.session_state.get(DEMO_SESSION_KEY):
+    else:
         st.query_params[DEMO_QUERY_PARAM] = "1"
-    return bool(st.session_state.get(DEMO_SESSION_KEY))
+    return True
 
 
 def active_db_path() -> str:
@@ -114,6 +139,9 @@ def demo_accounts() -> list[dict[str, str]]:
 
 def open_demo() -> None:
     """Prepare the demo database (seeding it on first use) and switch this tab to it."""
+    if not demo_available():
+        raise PermissionDenied("The demo is off on this server now that the clinic has its own accounts "
+                               "(setting OUTCOMES_DEMO turns it on).")
     s = settings()
     with database(str(s.demo_db_path)) as db:
         synthetic.prepare_demo(db, end=date.today(), now=datetime.now(timezone.utc))

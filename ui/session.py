@@ -16,15 +16,15 @@ that presents the session's id, and that id travels in upload URLs that proxies 
    header: it becomes part of the session's identity (``st.user``), and Streamlit resumes a session only
    for a connection that presents the same identity. A script with a leaked session id but another (or no)
    cookie gets a new, empty session; nothing it sends reaches the signed-in one, not even a callback.
-2. Signing in needs that cookie (:func:`browser_problem`), records its digest, and every script run (and
-   the :func:`watchdog`) signs the session out if the connection's cookie differs.
+2. Signing in needs that cookie (:func:`browser_problem`), records its digest, and every script run signs
+   the session out if the connection's cookie differs.
 
 The middleware also refuses the ``clear_cache`` message (finding 11: any client could empty every user's
 caches) and answers ``/_stcore/metrics`` with 404 (it was public).
 
 Sessions end: after ``OUTCOMES_SESSION_IDLE_MINUTES`` without a script run, :data:`auth.MAX_SESSION_AGE`
-after signing in, and when the account's password is changed or reset (finding 6); :func:`watchdog` checks
-every :data:`WATCH_SECONDS` while the page is open, so the screen is cleared on time (finding 7).
+after signing in, and when the account's password is changed or reset (finding 6); :func:`watchdog` wakes
+just after the session's deadline while the page is open, so the screen is cleared on time (finding 7).
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ BROWSER_COOKIE = "outcomes_browser"
 BROWSER_HEADER = "X-Outcomes-Browser"
 BROWSER_USER_KEY = "outcomes_browser"
 BROWSER_COOKIE_DAYS = 400  # the longest browsers keep a cookie; the app's usual browsers are remembered
-WATCH_SECONDS = 10
+#: The watchdog wakes this long after the moment the session ends, and never sooner than WATCH_MIN_SECONDS.
+WATCH_MARGIN_SECONDS = 2.0
+WATCH_MIN_SECONDS = 5.0
+WATCH_FLIP_KEY = "auth.watch_flip"
 
 _LOG = logging.getLogger(__name__)
 
@@ -351,16 +354,36 @@ def require_roles(*roles: str) -> User:
     raise AssertionError("unreachable")  # st.stop() raises
 
 
-@st.fragment(run_every=timedelta(seconds=WATCH_SECONDS))
-def watchdog() -> None:
-    """Every few seconds while a signed-in page is open: end the session on time, not at the next click.
-
-    Its runs are not activity (they do not move the idle clock). When the session must end, the whole
-    page is run again, which shows the sign-in page with the reason.
-    """
+def _watch() -> None:
     user = st.session_state.get(USER_KEY)
     if user is not None and _ended(user, now()):
         st.rerun(scope="app")
+
+
+def watch_interval(moment: datetime) -> float:
+    """Seconds until this session's :func:`auth.session_deadline`, plus :data:`WATCH_MARGIN_SECONDS`.
+
+    Alternately a quarter second more or less at each full run: the browser keeps its timer when a fragment's
+    interval is unchanged, and it must restart at every run, which is the user's activity.
+    """
+    last_seen = st.session_state.get(LAST_SEEN_KEY, moment)
+    deadline = auth.session_deadline(last_seen, data.settings(), signed_in_at=st.session_state.get(SIGNED_IN_AT_KEY))
+    flip = st.session_state[WATCH_FLIP_KEY] = not st.session_state.get(WATCH_FLIP_KEY, False)
+    seconds = max(0.0, (deadline - moment).total_seconds()) + WATCH_MARGIN_SECONDS
+    return round(max(seconds, WATCH_MIN_SECONDS), 3) + (0.25 if flip else 0.0)
+
+
+def watchdog() -> None:
+    """End the session on time while a signed-in page is open, not at the next click (finding 7).
+
+    A fragment whose timer fires once, just after the moment the session would end (idle limit or maximum
+    age), set again at every full run. Its runs are not activity (they do not move the idle clock); when the
+    session must end, the whole page is run again and shows the sign-in page with the reason. It used to
+    wake every 10 s; under load a tap that landed during one of those runs was lost (20 sessions at once,
+    tests/browser/test_concurrent_sessions.py), so it now wakes only when there is something to do.
+    Password changes and a session opened from another browser are caught at the next run.
+    """
+    st.fragment(_watch, run_every=watch_interval(now()))()
 
 
 def sidebar(user: User) -> None:

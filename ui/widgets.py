@@ -212,6 +212,11 @@ def on_screen(frame):
     return out
 
 
+def table(frame, **kwargs):
+    """``st.dataframe`` of :func:`on_screen` (``frame``): what every page shows a table with."""
+    return st.dataframe(on_screen(frame), **kwargs)
+
+
 #: Audit-log actions in words; an action not listed reads as its name with spaces ("close_series" →
 #: "Close series"). The internal name stays in the table, so a filter and the CSV agree.
 AUDIT_ACTIONS = {

@@ -31,7 +31,7 @@ def open_exports(page, server, username):
     sign_in(page, username, PASSWORD)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Exports").click()
     page.get_by_role("heading", name="Exports").wait_for(timeout=30_000)
-    page.get_by_role("button", name="Prepare the file").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Prepare and download the file").wait_for(timeout=30_000)
     wait_for_idle(page)
     page.get_by_text("Data as of").wait_for()
 
@@ -39,12 +39,11 @@ def open_exports(page, server, username):
 def prepare_and_download(page, tmp_path):
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name="Prepare the file").click()
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="Prepare and download the file").click()
+    download = info.value
     expect(page.get_by_text("is ready")).to_be_visible(timeout=60_000)
     wait_for_idle(page)
-    with page.expect_download(timeout=30_000) as info:
-        page.get_by_role("button", name=re.compile(r"^Download outcomes-")).click()
-    download = info.value
     path = tmp_path / download.suggested_filename
     download.save_as(path)
     return path
@@ -132,7 +131,7 @@ def test_clinician_gives_a_reason_for_an_identified_export(browser, start_server
     open_exports(page, server, "cleo.clinician")
     choose(page, "Identified dataset")
     choose(page, "Excel workbook")
-    page.get_by_role("button", name="Prepare the file").click()
+    page.get_by_role("button", name="Prepare and download the file").click()
     expect(page.get_by_text("needs a reason")).to_be_visible(timeout=30_000)
     page.get_by_label("Reason for this identified export").fill("Registry submission, DUA 2025-07")
     page.get_by_label("Reason for this identified export").press("Control+Enter")

@@ -5,7 +5,7 @@ It speaks the browser's protocol over ``/_stcore/stream``: the ``Sec-WebSocket-P
 ``PUT /_stcore/upload_file/<session id>/…``); messages are ``BackMsg`` protobufs up and ``ForwardMsg`` down.
 Cookies are sent only when given, so a test decides exactly what the attacker knows.
 
-Used by tests/reliability/test_browser_binding.py (findings 3 and 11 of the security issue).
+Used by tests/browser/test_browser_binding.py (findings 3 and 11 of the security issue).
 """
 
 from __future__ import annotations

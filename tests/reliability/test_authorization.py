@@ -274,7 +274,7 @@ def test_qi_pages_show_no_identifier_even_after_preparing_every_export(app_as, c
         if spec.path == "app_pages/exports.py":
             for choice in ("dataset", "summary", "fhir"):
                 at.radio(key="exports.choice").set_value(choice).run()
-                button(at, "Prepare the file").click().run()
+                button(at, "Prepare and download the file").click().run()
                 assert not at.exception and not at.error
                 file = at.session_state["exports.file"][1]
                 shown.append("\n".join(file_texts(file.data, file.filename).values()))

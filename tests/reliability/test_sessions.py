@@ -6,7 +6,7 @@ Already proven elsewhere and listed in docs/reliability.md: waits with the right
 waits that spare an account's usual browsers, the command line's unlock, audit entries summed up
 (tests/test_auth.py, tests/test_page_login.py, tests/browser/test_session_security.py), the idle timeout on
 time (tests/test_page_login.py, tests/browser/test_session_security.py), a session kept to its browser
-(tests/reliability/test_browser_binding.py), invitation expiry and replacement (tests/test_auth.py), a
+(tests/browser/test_browser_binding.py), invitation expiry and replacement (tests/test_auth.py), a
 reload asking to sign in again (tests/test_page_login.py).
 """
 
