@@ -98,7 +98,13 @@ def infusion_status(i) -> str:
 
 info = record.patient.iloc[0]
 st.title(f"Patient {widgets.literal(patient_id)}")
-facts = [info["diagnosis"] or "no diagnosis recorded", SEX_LABELS.get(info["sex"], "sex not recorded"),
+coded = info.get("diagnosis_label") if isinstance(info.get("diagnosis_label"), str) else None
+note = info["diagnosis"] if isinstance(info["diagnosis"], str) and info["diagnosis"].strip() else None
+if coded and note and note.strip().casefold() != coded.casefold():
+    diagnosis = f"{coded} (note: {note})"
+else:
+    diagnosis = coded or (f"{note} (not coded)" if note else "no diagnosis recorded")
+facts = [diagnosis, SEX_LABELS.get(info["sex"], "sex not recorded"),
          f"born {int(info['birth_year'])}" if pd.notna(info["birth_year"]) else "birth year not recorded",
          disposition(info)]
 st.text(" · ".join(facts))  # st.text: stored text never renders as Markdown or HTML
@@ -266,6 +272,12 @@ def stored(value):
     return None if pd.isna(value) else value
 
 
+def diagnosis_code_list() -> pd.DataFrame:
+    """The clinic's diagnosis codes, retired ones included (a patient may still have one)."""
+    with data.database() as db:
+        return clinic.diagnosis_codes(db, user, retired=True)
+
+
 def correction_inputs(kind: str, row: pd.Series, key: str) -> dict:
     """One input per correctable field (``storage.CORRECTABLE``), pre-filled with what is stored.
 
@@ -299,7 +311,14 @@ def correction_inputs(kind: str, row: pd.Series, key: str) -> dict:
                             placeholder="Not recorded", key=f"{key}.{field}")
 
     if kind == "patient":
-        return {"diagnosis": text("Diagnosis", "diagnosis"),
+        current = stored(row.get("diagnosis_code"))
+        codes = {int(c.code): c.label for c in diagnosis_code_list().itertuples()
+                 if pd.isna(c.retired_at) or int(c.code) == current}
+        return {"diagnosis_code": st.selectbox(
+                    "Diagnosis (the clinic's code; what QI sees)", list(codes), format_func=codes.get,
+                    index=list(codes).index(current) if current in codes else None, placeholder="Not coded",
+                    key=f"{key}.diagnosis_code"),
+                "diagnosis": text("Diagnosis note (free text; never shown to QI)", "diagnosis"),
                 "sex": choice("Sex", "sex", list(storage.SEXES),
                               {s: words.capitalize() for s, words in SEX_LABELS.items()}),
                 "birth_year": whole("Birth year", "birth_year", min_value=1900, max_value=today.year),

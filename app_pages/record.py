@@ -142,6 +142,12 @@ def open_series(patient_id: str) -> tuple[pd.DataFrame, dict[int, str]]:
                     for s in series.itertuples()}
 
 
+def diagnosis_codes() -> dict[int, str]:
+    """The clinic's current diagnosis codes, {code: label}, for the enrolment form."""
+    with data.database() as db:
+        return {int(c.code): c.label for c in clinic.diagnosis_codes(db, user).itertuples()}
+
+
 enrol, series_tab, infusion_tab, paper_tab, disposition_tab, invite_tab = st.tabs(
     ["Enrol a patient", "Plan or log a series", "Log an infusion", "Paper questionnaire", "Disposition",
      "New invitation code"])
@@ -157,8 +163,13 @@ with enrol:
     with st.form(key):
         patient_id = st.text_input("Clinic patient ID", key=f"{key}.patient_id",
                                    help="The ID your clinic uses, e.g. the chart number.")
-        diagnosis = st.text_input("Diagnosis", placeholder="e.g. Complex regional pain syndrome",
-                                  key=f"{key}.diagnosis")
+        codes = diagnosis_codes()
+        diagnosis_code = st.selectbox("Diagnosis (the clinic's code; what QI sees)", list(codes),
+                                      format_func=codes.get, index=None, placeholder="Not coded",
+                                      key=f"{key}.diagnosis_code",
+                                      help="The list is kept by an administrator on the Diagnosis codes page.")
+        diagnosis = st.text_input("Diagnosis note (optional free text; never shown to QI)",
+                                  placeholder="e.g. CRPS type 1, left foot, after fracture", key=f"{key}.diagnosis")
         sex = st.selectbox("Sex", ["F", "M", "X"], index=None, placeholder="Not recorded",
                            format_func={"F": "Female", "M": "Male", "X": "Other / not listed"}.get,
                            key=f"{key}.sex")
@@ -169,7 +180,8 @@ with enrol:
     if submitted:
         invitation, _ = attempt(lambda db: clinic.enrol_patient(
             db, user, patient_id=patient_id, diagnosis=diagnosis or None, sex=sex, birth_year=birth_year,
-            enrolled_on=enrolled_on, today=today, now=session.now(), settings=settings))
+            enrolled_on=enrolled_on, today=today, now=session.now(), settings=settings,
+            diagnosis_code=diagnosis_code))
         if invitation:
             st.session_state["record.invitation"] = invitation
             select_patient(invitation.patient_id)

@@ -540,9 +540,19 @@ def correct_record(db: storage.Database, actor: User, *, patient_id: str, record
     user = require_patient_access(db, actor, patient_id, action="correct_record", patient_self=False)
     record_id = patient_id if record == "patient" else record_id
     _require_own_record(db, patient_id, record, record_id)
+    changes = dict(changes)
+    recode = record == "patient" and "diagnosis_code" in changes
+    code = changes.pop("diagnosis_code", None)
+    if recode:
+        stored = storage.load_patient(db, patient_id)["diagnosis_code"].iloc[0]
+        recode = (None if code is None else int(code)) != (None if pd.isna(stored) else int(stored))
     with storage.transaction(db):
+        if recode:  # the clinic's code (QI sees it), beside the note; one trail entry each, one transaction
+            storage.set_diagnosis_code(db, patient_id, code, reason=reason, by=user.username)
         _, new_id = storage.correct_record(db, record, record_id, changes=changes, reason=reason,
-                                           by=user.username, today=today)
+                                           by=user.username, today=today, unchanged_ok=recode)
+        if recode:
+            changes["diagnosis_code"] = code
         alerts = 0
         if record == "assessment":
             alerts = raise_score_alerts(db, [new_id], now=now, settings=settings)
@@ -604,7 +614,7 @@ def record_history(db: storage.Database, actor: User, patient_id: str, *, record
 
 #: Field names in words, for the record's history.
 FIELD_LABELS = {
-    "diagnosis": "diagnosis", "sex": "sex", "birth_year": "birth year", "enrolled_on": "enrolled on",
+    "diagnosis": "diagnosis note", "diagnosis_code": "diagnosis code", "sex": "sex", "birth_year": "birth year", "enrolled_on": "enrolled on",
     "first_infusion": "first infusion", "last_infusion": "last infusion", "infusions": "infusions",
     "protocol": "protocol", "dose_mg_per_kg": "dose (mg/kg)", "notes": "notes", "infused_on": "date",
     "duration_min": "duration (min)", "kind": "event", "severity": "severity", "action": "action taken",

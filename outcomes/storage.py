@@ -2193,7 +2193,7 @@ def _log_change(conn: sqlite3.Connection, row: Mapping[str, Any], record: str, a
 
 
 def correct_record(db: Database, record: str, record_id: int | str, *, changes: Mapping[str, Any], reason: str,
-                   by: str, today: date | None = None) -> tuple[str, int]:
+                   by: str, today: date | None = None, unchanged_ok: bool = False) -> tuple[str, int]:
     """Correct fields of a record, keeping the old values in the trail with who, when and why.
 
     Parameters
@@ -2206,6 +2206,8 @@ def correct_record(db: Database, record: str, record_id: int | str, *, changes: 
         An assessment's ``t_score`` and ``se`` can be corrected only when it was imported as a T-score (a
         scored questionnaire's T comes from its answers: void it and enter it again). For a series planned
         day by day, ``first_infusion``, ``last_infusion`` and ``infusions`` correct its plan.
+    unchanged_ok
+        Nothing changed is not an error (the caller changed something else in the same transaction).
 
     Returns
     -------
@@ -2239,6 +2241,8 @@ def correct_record(db: Database, record: str, record_id: int | str, *, changes: 
         values, problems = _clean_record(conn, record, row, {**current, **changes}, today)
         changed = {k: values[k] for k in allowed if _sql(values[k]) != _sql(current[k])}
         if not problems and not changed:
+            if unchanged_ok:
+                return str(row["_patient_id"]), record_id
             problems.append("nothing was changed: every value is the same as stored")
         if record == "assessment" and row["method"] != "imported" and {"t_score", "se"} & set(changed):
             problems.append("the T-score of a scored questionnaire comes from its answers: void this assessment "
@@ -3078,9 +3082,12 @@ def load_alert_summary(db: Database) -> pd.DataFrame:
 
 
 def load_patient(db: Database, patient_id: str) -> pd.DataFrame:
-    """The one-row frame of :func:`load_patients` for this patient (empty when unknown)."""
-    return _frame(db, _PATIENT_READ + " WHERE patient_id = ?", [patient_id],
-                  dates=["enrolled_on", "disposition_on"], ints=["birth_year"], stamps=["entered_at"])
+    """The one-row frame of :func:`load_patients` for this patient, with its ``diagnosis_code`` and
+    ``diagnosis_label`` (:func:`load_patient_diagnoses`); empty when unknown."""
+    return _frame(db, _PATIENT_READ.replace(" FROM patients", ", diagnosis_code, (SELECT label FROM diagnosis_codes c "
+                                            "WHERE c.id = diagnosis_code) AS diagnosis_label FROM patients")
+                  + " WHERE patient_id = ?", [patient_id], dates=["enrolled_on", "disposition_on"],
+                  ints=["birth_year", "diagnosis_code"], stamps=["entered_at"])
 
 
 def series_patient(db: Database, series_id: int) -> str | None:

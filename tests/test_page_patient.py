@@ -306,6 +306,37 @@ def test_correcting_the_demographics_shows_the_new_values_in_the_header(app_as, 
     assert (change["Record"], change["Change"]) == ("Demographics", "birth year: 1970 → 1971")
 
 
+def test_correcting_the_diagnosis_code_keeps_the_note_and_records_both_in_the_trail(app_as, clinic_db):
+    db = clinic_db.open()
+    sfn = storage.add_diagnosis_code(db, "Small fibre neuropathy", by="ada.admin")
+    at = pick(open_patient(app_as, "P002"), "patient")
+    code = at.selectbox(key="patient.fix.patient.P002.diagnosis_code")
+    assert code.label == "Diagnosis (the clinic's code; what QI sees)" and "Small fibre neuropathy" in code.options
+    code.set_value(sfn)
+    at.text_input(key="patient.fix.patient.P002.diagnosis").input("Fibromyalgia, widespread; SFN on biopsy")
+    at.text_input(key="patient.fix.patient.P002.reason").input("skin biopsy result")
+    button(at, "Save correction").click().run()
+    assert not at.exception and not refusals(at)
+    assert at.text[0].value == ("Small fibre neuropathy (note: Fibromyalgia, widespread; SFN on biopsy) · female · "
+                                "born 1970 · Active")
+    changes = set(frame(at, "Change")["Change"])
+    assert "diagnosis code: Fibromyalgia → Small fibre neuropathy" in changes
+    assert "diagnosis note: Fibromyalgia → Fibromyalgia, widespread; SFN on biopsy" in changes
+    # Only the code: nothing else changed is no error.
+    other = storage.add_diagnosis_code(db, "Other chronic pain (coded later)", by="ada.admin")
+    at = pick(open_patient(app_as, "P002"), "patient")
+    at.selectbox(key="patient.fix.patient.P002.diagnosis_code").set_value(other)
+    at.text_input(key="patient.fix.patient.P002.reason").input("biopsy belonged to another patient")
+    button(at, "Save correction").click().run()
+    assert not refusals(at)
+    assert storage.load_patient(clinic_db.open(), "P002")["diagnosis_code"].tolist() == [other]
+    # And nothing at all changed is refused, as for any record.
+    at = pick(open_patient(app_as, "P002"), "patient")
+    at.text_input(key="patient.fix.patient.P002.reason").input("no change")
+    button(at, "Save correction").click().run()
+    assert any("nothing was changed" in m for m in refusals(at))
+
+
 def test_correcting_an_assessment_s_date_keeps_the_corrected_score_chosen(app_as, clinic_db):
     db, today = clinic_db.open(), clinic_db.today
     scores = storage.load_assessments(db, patient_id="P002", domains=["depression"])

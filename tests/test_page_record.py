@@ -67,11 +67,17 @@ def pick_patient(at, name: str, patient_id: str):
     return at.run()
 
 
+NOTE = "Diagnosis note (optional free text; never shown to QI)"
+CODE = "Diagnosis (the clinic's code; what QI sees)"
+
+
 def enrol(at, patient_id: str, diagnosis: str = "", sex: str | None = None, birth_year: int | None = None,
-          enrolled_on=None):
+          enrolled_on=None, code: int | None = None):
     form = tab(at, "enrol")
+    if code is not None:
+        widget(form, "selectbox", CODE).set_value(code)
     widget(form, "text_input", "Clinic patient ID").input(patient_id)
-    widget(form, "text_input", "Diagnosis").input(diagnosis)
+    widget(form, "text_input", NOTE).input(diagnosis)
     if sex:
         widget(form, "selectbox", "Sex").set_value(sex)
     if birth_year:
@@ -141,7 +147,7 @@ def test_the_enrolment_form_is_empty_for_the_next_patient(record, clinic_db):
     assert messages(at, "success")[0].startswith("Enrolled P100.")
     form = tab(at, "enrol")
     assert widget(form, "text_input", "Clinic patient ID").value == ""
-    assert widget(form, "text_input", "Diagnosis").value == ""
+    assert widget(form, "text_input", NOTE).value == ""
     assert widget(form, "selectbox", "Sex").value is None
     assert widget(form, "number_input", "Birth year").value is None
     assert widget(form, "date_input", "Enrolled on").value == clinic_db.today
@@ -150,8 +156,25 @@ def test_the_enrolment_form_is_empty_for_the_next_patient(record, clinic_db):
     # The next patient is enrolled with what is typed for them only.
     at = enrol(at, "P101")
     patient = storage.load_patient(clinic_db.open(), "P101").iloc[0]
-    assert patient[["diagnosis", "sex", "birth_year"]].isna().all()
+    assert patient[["diagnosis", "sex", "birth_year", "diagnosis_code"]].isna().all()
     assert patient["enrolled_on"] == pd.Timestamp(clinic_db.today)
+
+
+def test_the_diagnosis_is_a_code_from_the_clinics_list_with_a_separate_note(record, clinic_db):
+    """Security issue, finding 2: diagnosis was free text that QI filtered by (names, phone numbers)."""
+    db = clinic_db.open()
+    crps = storage.add_diagnosis_code(db, "Small fibre neuropathy", by="ada.admin")
+    retired = storage.add_diagnosis_code(db, "Old code", by="ada.admin")
+    storage.retire_diagnosis_code(db, retired, by="ada.admin")
+    record.run()
+    box = widget(tab(record, "enrol"), "selectbox", CODE)
+    assert "Small fibre neuropathy" in box.options and "Old code" not in box.options
+    at = enrol(record, "P102", "CRPS 1, left foot; referred by Dr Roe", code=crps)
+    assert messages(at, "success")[0].startswith("Enrolled P102.")
+    patient = storage.load_patient(clinic_db.open(), "P102").iloc[0]
+    assert patient["diagnosis_code"] == crps and patient["diagnosis_label"] == "Small fibre neuropathy"
+    assert patient["diagnosis"] == "CRPS 1, left foot; referred by Dr Roe"
+    assert widget(tab(at, "enrol"), "selectbox", CODE).value is None  # the next patient's form is empty
 
 
 def test_a_duplicate_patient_id_is_refused_and_nothing_changes(record, clinic_db, dump):
@@ -163,7 +186,7 @@ def test_a_duplicate_patient_id_is_refused_and_nothing_changes(record, clinic_db
     assert dump(clinic_db.open()) == before
     # What was typed is still there to correct.
     form = tab(at, "enrol")
-    assert widget(form, "text_input", "Diagnosis").value == "Something"
+    assert widget(form, "text_input", NOTE).value == "Something"
     assert widget(form, "number_input", "Birth year").value == 1990
 
 

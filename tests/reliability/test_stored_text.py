@@ -132,7 +132,7 @@ def test_messages_that_quote_what_was_typed_or_stored_are_literal(hostile):
         return next(t for t in at.text_input if t.label == label)
 
     field("Clinic patient ID").input(HOSTILE_ID)
-    field("Diagnosis").input(HOSTILE[:200])
+    field("Diagnosis note (optional free text; never shown to QI)").input(HOSTILE[:200])
     button(at, "Enrol and create invitation code").click().run()
     assert at.error and "already enrolled" in at.error[0].value
     field("Clinic patient ID").input("P-" + HOSTILE[:40])
