@@ -51,3 +51,17 @@ def test_every_page_checks_the_role_itself(clinic_db, role, page):
     at.run()
     assert not at.exception
     assert at.error and "role" in at.error[0].value
+
+
+def test_no_page_a_signed_out_visitor_reaches_has_an_upload(app_as):
+    """Security issue, finding 9: an upload widget is Streamlit's door for files; only signed-in staff
+    (REDCap import: clinician, admin) reach one. The server's own upload limit is tested in
+    tests/browser/test_security_downloads.py."""
+    at = app_as(None)
+    for page in navigation.PUBLIC_PAGES:
+        at.switch_page(page.path).run()
+        assert not at.exception and not at.get("file_uploader"), page.path
+    every = [*navigation.PAGES, *navigation.PUBLIC_PAGES, navigation.SETUP_PAGE]
+    uploads = {p.path for p in every if "file_uploader(" in (navigation.ROOT / p.path).read_text()}
+    assert uploads == {"app_pages/import_redcap.py"}
+    assert next(p for p in navigation.PAGES if p.path == "app_pages/import_redcap.py").roles <= {"clinician", "admin"}
