@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, auth, clinic, disclosure, fhir, storage
+from .deployment import derive_key
 from .errors import ConfigError, ValidationError
 from .instruments import Registry, default_registry
 from .settings import DOMAINS, MCID_PRESET_LABELS, Settings
@@ -755,7 +756,10 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
         subject = (lambda pid: pseudonym(source.secret, pid)) if deidentified else None
         series, scores = (released(source, cut, settings) if deidentified
                           else (source.series, source.assessments))
-        bundle, notes = fhir.bundle(scores, series, as_of=as_of, key=source.secret,
+        # The resource ids' own key, derived from the secret (security issue: one secret keyed pseudonyms,
+        # invitation codes and FHIR ids alike); ids from before this change differ.
+        bundle, notes = fhir.bundle(scores, series, as_of=as_of,
+                                    key=derive_key(source.secret, "fhir resource id").hex(),
                                     registry=registry or default_registry(), pseudonym=subject,
                                     generated_at=generated_at)
         data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

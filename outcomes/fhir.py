@@ -98,7 +98,7 @@ def bundle(scores: pd.DataFrame, series: pd.DataFrame, *, as_of: date, key: str,
         ``storage.load_assessments`` and ``storage.load_series`` frames as their defaults read them:
         active scores, and series given and not voided.
     key
-        The database's secret: keys the resource ids.
+        Keys the resource ids (``exports`` derives it from the database's secret for this purpose only).
     pseudonym
         Patient ID -> pseudonym for a de-identified bundle; None for an identified one.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +15,21 @@ import pytest
 from sqlite_utils import Database
 
 from outcomes import storage
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """Put back ``sys.modules["__main__"]`` after each test.
+
+    Streamlit's script runner (AppTest included) makes the page it runs the ``__main__`` module and leaves
+    it there. A process started later by ``multiprocessing`` (spawn or forkserver) then runs that page as
+    its own main module before anything else, and dies (tests/reliability/test_kill.py and test_load.py
+    failed this way after an AppTest of the cohort page).
+    """
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 def pytest_configure(config: pytest.Config) -> None:

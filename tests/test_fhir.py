@@ -188,6 +188,22 @@ def test_resource_ids_are_stable_keyed_and_reveal_no_row_numbers(source):
     assert not set(ids) & {o["id"] for o in observations(build(other))}
 
 
+def test_resource_ids_have_a_key_of_their_own_not_the_pseudonym_secret(source):
+    """Security issue (suspected, proved): the ids were HMAC(secret, "observation:<id>"), the pseudonyms
+    HMAC(secret, patient ID): one key for both, so a patient whose ID read "observation:7" had a pseudonym
+    equal to the start of an Observation's id."""
+    import hashlib
+    import hmac
+    import uuid
+
+    def with_secret_itself(assessment_id):
+        digest = hmac.new(SECRET.encode(), f"observation:{assessment_id}".encode(), hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    ids = {o["id"] for o in observations(build(source, deidentified=False))}
+    assert not ids & {with_secret_itself(a) for a in source.assessments["assessment_id"]}
+
+
 def test_scores_after_the_data_cut_are_left_out(source):
     cut = PLANT["first_infusion"] + timedelta(days=4)
     obs = observations(build(source, deidentified=False, as_of=cut))

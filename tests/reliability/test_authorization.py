@@ -347,17 +347,25 @@ def test_a_session_edited_to_another_users_id_is_refused(app_as, clinic_db):
     assert not at.radio  # no questionnaire of anybody
 
 
-def test_switching_a_signed_in_session_to_the_demo_database_in_the_url_gives_no_access(app_as, clinic_db, tmp_path):
+@pytest.mark.parametrize("demo_setting", ["false", "true"])
+def test_switching_a_signed_in_session_to_the_demo_database_in_the_url_gives_no_access(
+        app_as, clinic_db, tmp_path, monkeypatch, demo_setting):
     from outcomes import synthetic
 
+    monkeypatch.setenv("OUTCOMES_DEMO", demo_setting)
     with storage.connect(tmp_path / "demo.db") as demo:  # OUTCOMES_DEMO_DB_PATH of the clinic_db fixture
         synthetic.prepare_demo(demo, end=date.today(), now=datetime.now(UTC), n_patients=20)
     at = app_as("clinician")
     at.query_params["demo"] = "1"
     at.run()
     assert not at.exception
-    assert at.error and "no longer active" in at.error[0].value  # the clinic's user is not the demo's user
-    assert not at.dataframe
+    if demo_setting == "false":  # the clinic has accounts, so there is no demo: the parameter is dropped
+        assert "demo" not in at.query_params and at.title[0].value == "Roster"
+        assert not any("Demo with synthetic data." in w.value for w in at.warning)
+        assert "P001" in at.dataframe[0].value.to_csv()  # the clinic's own roster
+    else:
+        assert at.error and "no longer active" in at.error[0].value  # the clinic's user is not the demo's user
+        assert not at.dataframe
 
 
 # The command line --------------------------------------------------------------------------------------
