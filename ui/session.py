@@ -36,7 +36,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import streamlit as st
@@ -363,7 +363,7 @@ def _watch() -> None:
 def watch_interval(moment: datetime) -> float:
     """Seconds until this session's :func:`auth.session_deadline`, plus :data:`WATCH_MARGIN_SECONDS`.
 
-    Alternately a quarter second more or less at each full run: the browser keeps its timer when a fragment's
+    A quarter second more at every other full run: the browser keeps its timer when a fragment's
     interval is unchanged, and it must restart at every run, which is the user's activity.
     """
     last_seen = st.session_state.get(LAST_SEEN_KEY, moment)
