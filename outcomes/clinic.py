@@ -6,6 +6,11 @@ raises :class:`PermissionDenied` and leaves an ``access_denied`` entry in the au
 views, writes and exports are audited too. Moments (``now``) and days (``today``) come from the
 caller, never from the clock. Results are frozen dataclasses or DataFrames, ready for a thin page.
 
+The rules these functions apply (the alert rule, reliable change, baselines, check-in due dates, the Today
+list, date parsing) are pure functions in :mod:`outcomes.rules`; ``alert_rule``, ``reliable_change``,
+``today_list``, ``SAFETY_NOTICE``, ``PATIENT_CRISIS_TEXT``, ``ALERT_ACTIONS`` and the alert thresholds
+are re-exported here.
+
 Quality-improvement users get nothing from this module: the cohort page calls
 :func:`outcomes.auth.require_role` and the analysis module, which never returns identifiers.
 
@@ -26,7 +31,6 @@ Example
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -48,33 +52,30 @@ from .errors import (
     ValidationError,
 )
 from .instruments import Form, Registry, default_registry
+# The pure rules live in outcomes.rules; the names imported "as" themselves are re-exported, so callers keep
+# using clinic.alert_rule, clinic.SAFETY_NOTICE and the like.
+from .rules import (
+    ALERT_ACTIONS as ALERT_ACTIONS,
+    DOMAIN_LABELS as DOMAIN_LABELS,
+    HIGH_DEPRESSION_T as HIGH_DEPRESSION_T,
+    PATIENT_CRISIS_TEXT as PATIENT_CRISIS_TEXT,
+    PRIORITY_RANK,
+    RELIABLE_Z as RELIABLE_Z,
+    ROUTINE_DEPRESSION_T as ROUTINE_DEPRESSION_T,
+    SAFETY_NOTICE as SAFETY_NOTICE,
+    alert_rule as alert_rule,
+    as_date_or_none,
+    baselines,
+    due_frame,
+    may_alert,
+    parse_day_or_problem,
+    reliable_change as reliable_change,
+    reliable_change_frame,
+    today_list as today_list,
+    today_reasons,
+)
 from .scoring import ScoreResult, min_answered, score_response
 from .settings import DOMAINS, Settings
-
-#: Must be shown wherever alerts or depression scores are shown to clinicians (clinical-methods 5).
-SAFETY_NOTICE = (
-    "The PROMIS short forms used here have no question about suicide or self-harm. A low depression "
-    "score does not rule out risk, and these alerts are no substitute for a validated suicide-risk "
-    "screen (such as the ASQ or C-SSRS) under the clinic's response protocol."
-)
-#: Must be shown on the patient's check-in pages, which never hint at alerts or triage.
-PATIENT_CRISIS_TEXT = (
-    "This check-in is not read straight away. If you are thinking about harming yourself or feel you "
-    "cannot stay safe, call or text 988 (Suicide & Crisis Lifeline, US), call your local emergency "
-    "number, or go to the nearest emergency department now."
-)
-#: Who acts on an alert and by when (a default to be confirmed by the clinic's clinical lead).
-ALERT_ACTIONS = {
-    "high": "A clinician reviews it the same day and follows the clinic's safety protocol.",
-    "routine": "A clinician reviews it at the next routine review, within 2 working days.",
-}
-HIGH_DEPRESSION_T = 70.0  # severe band: high-priority flag (clinical-methods 5, recommendation 1)
-ROUTINE_DEPRESSION_T = 65.0  # moderately severe (Kroenke 2020): routine flag
-RELIABLE_Z = 1.96  # |RCI| at p < .05 (Jacobson & Truax 1991; clinical-methods 3.5)
-
-DOMAIN_LABELS = {"pain_interference": "Pain interference", "depression": "Depression",
-                 "physical_function": "Physical function"}
-_PRIORITY_RANK = {"high": 0, "routine": 1}
 
 ROSTER_COLUMNS = (
     "patient_id", "diagnosis", "disposition", "today", "today_rank", "series_status", "in_series_today",
@@ -181,92 +182,7 @@ class PatientRecord:
     changes: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
-# Small rules ---------------------------------------------------------------------------------------
-
-
-def _day(value: Any, name: str, today: date, problems: list[str]) -> date | None:
-    if isinstance(value, datetime):
-        value = None if pd.isna(value) else value.date()  # NaT is a datetime too: "no date"
-    elif isinstance(value, str):
-        try:
-            value = date.fromisoformat(value.strip())
-        except ValueError:
-            problems.append(f"{name} must be a date written YYYY-MM-DD (for example 2025-03-15), "
-                            f"got {value!r}")
-            return None
-    if not isinstance(value, date):
-        problems.append(f"{name} must be a date written YYYY-MM-DD, got {value!r}")
-        return None
-    if value > today:
-        problems.append(f"{name} {value} is in the future (today is {today})")
-        return None
-    return value
-
-
-def reliable_change(t1: float | None, se1: float | None, t2: float | None,
-                    se2: float | None) -> tuple[float | None, bool]:
-    """Reliable change index from ``t1`` to ``t2`` with their standard errors.
-
-    RCI = (T2 - T1) / sqrt(SE1² + SE2²); the change is reliable when |RCI| >= 1.96 (Jacobson &
-    Truax 1991). It answers "beyond measurement error?", not "meaningful?" (see ``mcid``).
-
-    Returns
-    -------
-    (rci, is_reliable)
-        ``(None, False)`` when a T or SE is missing or an SE is not positive.
-
-    Example
-    -------
-    >>> rci, reliable = reliable_change(60.0, 2.0, 52.0, 2.5)
-    >>> round(rci, 2), reliable
-    (-2.5, True)
-    """
-    values = (t1, se1, t2, se2)
-    if any(v is None or not math.isfinite(float(v)) for v in values) or min(se1, se2) <= 0:  # type: ignore[type-var]
-        return None, False
-    rci = (float(t2) - float(t1)) / math.hypot(float(se1), float(se2))
-    return rci, abs(rci) >= RELIABLE_Z
-
-
-def _rci_frame(t1: pd.Series, se1: pd.Series, t2: pd.Series, se2: pd.Series) -> tuple[pd.Series, pd.Series]:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        denominator = np.hypot(se1.astype(float), se2.astype(float))
-        rci = (t2.astype(float) - t1.astype(float)) / denominator.where((se1 > 0) & (se2 > 0))
-    return rci, (rci.abs() >= RELIABLE_Z).fillna(False).astype(bool)
-
-
-def alert_rule(domain: str, t_score: float, previous_t: float | None, mcid: float, *,
-               previous_on: date | None = None) -> tuple[str, str] | None:
-    """The alert a new score raises, as ``(priority, reason)``, or None.
-
-    * Depression T >= 70 (severe): ``high``.
-    * Depression 65 <= T < 70, or a worsening since the previous score of at least ``mcid`` (any
-      domain; change rounded to 0.1, comparison inclusive): ``routine``.
-
-    Example
-    -------
-    >>> alert_rule("depression", 70.0, None, 3.5)[0], alert_rule("depression", 69.9, None, 3.5)[0]
-    ('high', 'routine')
-    >>> alert_rule("depression", 64.9, None, 3.5) is None
-    True
-    """
-    label = DOMAIN_LABELS[domain]
-    reasons, priority = [], None
-    if domain == "depression" and t_score >= HIGH_DEPRESSION_T:
-        priority = "high"
-        reasons.append(f"Depression T {t_score:.1f} is {HIGH_DEPRESSION_T:g} or higher (severe)")
-    elif domain == "depression" and t_score >= ROUTINE_DEPRESSION_T:
-        priority = "routine"
-        reasons.append(f"Depression T {t_score:.1f} is from {ROUTINE_DEPRESSION_T:g} to below "
-                       f"{HIGH_DEPRESSION_T:g} (moderately severe)")
-    if previous_t is not None and not math.isnan(previous_t):
-        change = round_half_away(t_score - previous_t)
-        if -IMPROVEMENT_SIGN[domain] * change >= mcid:
-            priority = priority or "routine"
-            since = f" on {previous_on}" if previous_on else ""
-            reasons.append(f"{label} worsened by {abs(change):.1f} T points since the previous score "
-                           f"({previous_t:.1f}{since}), at least the meaningful change of {mcid:g}")
-    return None if priority is None else (priority, "; ".join(reasons))
+# Alerts ---------------------------------------------------------------------------------------------
 
 
 def raise_score_alerts(db: storage.Database, assessment_ids: Iterable[int] | None, *, now: datetime,
@@ -290,111 +206,18 @@ def raise_score_alerts(db: storage.Database, assessment_ids: Iterable[int] | Non
         candidates = candidates[candidates["latest"]]
     # Only rows that can meet a rule go through alert_rule (which words the reason): a bulk load checks
     # hundreds of thousands of scores.
-    worsening = (-candidates["domain"].map(IMPROVEMENT_SIGN).astype(float)
-                 * round_half_away(candidates["t_score"] - candidates["previous_t"]))
-    can_alert = (((candidates["domain"] == "depression") & (candidates["t_score"] >= ROUTINE_DEPRESSION_T))
-                 | (worsening >= candidates["domain"].map(settings.mcid).astype(float)).fillna(False))
-    candidates = candidates[can_alert]
+    candidates = candidates[may_alert(candidates, settings.mcid)]
     alerts = []
     for row in candidates.itertuples(index=False):
         previous = None if pd.isna(row.previous_t) else float(row.previous_t)
         rule = alert_rule(row.domain, float(row.t_score), previous, float(settings.mcid[row.domain]),
-                          previous_on=_date(row.previous_on))
+                          previous_on=as_date_or_none(row.previous_on))
         if rule:
             alerts.append({"patient_id": row.patient_id, "assessment_id": int(row.assessment_id),
                            "domain": row.domain, "t_score": float(row.t_score), "priority": rule[0],
                            "reason": rule[1]})
     storage.add_alerts(db, alerts, now=now)
     return len(alerts)
-
-
-def _baselines(targets: pd.DataFrame, candidates: pd.DataFrame, series: pd.DataFrame,
-               baseline_days: int) -> pd.DataFrame:
-    """Baseline of each target score (rows of ``patient_id, domain, assessed_on``), vectorised.
-
-    The baseline is the latest score dated from F - ``baseline_days`` to F, where F is the first
-    infusion of the patient's most recent series started on or before the target's date; with no
-    such series it is the patient's first score in the domain (on or before the date); else none.
-    Binary search on sorted (patient, domain, day) keys: about 0.2 ms for one check-in, linear in the
-    roster's size (pandas merges took 8 ms for the three scores of one check-in).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Aligned with ``targets``: ``baseline_on, baseline_t, baseline_se, baseline_series`` (the
-        series number, <NA> for a first-score baseline); NaN/NaT where there is no baseline.
-    """
-    n, n_series = len(targets), len(series)
-    patient, _ = pd.factorize(pd.concat([targets["patient_id"], series["patient_id"], candidates["patient_id"]],
-                                        ignore_index=True).astype(object))
-    domain, _ = pd.factorize(pd.concat([targets["domain"], candidates["domain"]], ignore_index=True).astype(object))
-    t_patient, s_patient, c_patient = patient[:n], patient[n:n + n_series], patient[n + n_series:]
-    n_domains = int(domain.max(initial=-1)) + 1
-    t_group, c_group = t_patient * n_domains + domain[:n], c_patient * n_domains + domain[n:]
-
-    def days(column: pd.Series) -> np.ndarray:
-        return pd.to_datetime(column).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
-
-    shift, offset = np.int64(1 << 32), np.int64(1 << 31)  # key = group * 2**32 + day + 2**31
-    t_day = days(targets["assessed_on"])
-    # The patient's latest series started on or before the target's day.
-    s_key = s_patient * shift + days(series["first_infusion"]) + offset
-    s_order = np.argsort(s_key, kind="stable")
-    s_key = s_key[s_order]
-    at = np.searchsorted(s_key, t_patient * shift + t_day + offset, side="right") - 1
-    found_key = np.append(s_key, -1)[at]  # at = -1 (no earlier key) reads the -1 sentinel
-    has_series = found_key // shift == t_patient
-    first = np.where(has_series, found_key % shift - offset, 0)
-    # Candidates sorted by patient, domain and day: the latest up to F, or the group's first score.
-    c_key = c_group * shift + days(candidates["assessed_on"]) + offset
-    c_order = np.argsort(c_key, kind="stable")
-    c_key = c_key[c_order]
-    latest = np.searchsorted(c_key, t_group * shift + first + offset, side="right") - 1
-    earliest = np.searchsorted(c_key, t_group * shift, side="left")
-    pick = np.where(has_series, latest, earliest)  # -1 or len(c_key) read the -1 sentinel: no group
-    picked = np.append(c_key, -1)[pick]
-    picked_day = picked % shift - offset
-    found = (picked // shift == t_group) & np.where(has_series, picked_day >= first - baseline_days,
-                                                   picked_day <= t_day)
-    row = c_order[pick[found]]
-    out = pd.DataFrame(index=targets.index)
-    on = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    on[found] = pd.to_datetime(candidates["assessed_on"]).to_numpy(dtype="datetime64[ns]")[row]
-    out["baseline_on"] = on
-    for name, column in (("baseline_t", "t_score"), ("baseline_se", "se")):
-        values = np.full(n, np.nan)
-        values[found] = candidates[column].to_numpy(dtype=float, na_value=np.nan)[row]
-        out[name] = values
-    number = pd.array(np.full(n, pd.NA), dtype="Int64")
-    with_number = found & has_series
-    number[with_number] = pd.array(series["series_number"], dtype="Int64")[s_order[at[with_number]]]
-    out["baseline_series"] = number
-    return out
-
-def _due_frame(last: pd.Series, today: date, settings: Settings,
-               not_before: pd.Series | None = None) -> pd.DataFrame:
-    """Vectorised check-in schedule from the last check-in dates (NaT = never).
-
-    With ``not_before`` (a day per row, NaT for none), a check-in falls due no earlier than that day; a
-    row never checked in is then due from that day (``due``, later ``overdue``) instead of ``never``.
-    """
-    last = pd.to_datetime(last).astype("datetime64[ns]")
-    now = pd.Timestamp(today)
-    next_due = last + pd.Timedelta(days=settings.checkin_cadence_days)
-    if not_before is not None:
-        floor = pd.to_datetime(not_before).astype("datetime64[ns]")
-        next_due = next_due.where(next_due.isna() | floor.isna() | (next_due >= floor), floor)
-        never = last.isna() & floor.notna()
-        next_due = next_due.where(~never, floor)
-        last = last.where(~never, floor - pd.Timedelta(days=settings.checkin_cadence_days))
-    overdue_from = next_due + pd.Timedelta(days=settings.checkin_overdue_days + 1)
-    status = np.select([last.isna(), now < next_due, now < overdue_from], ["never", "done", "due"], "overdue")
-    return pd.DataFrame({"checkin_status": status, "next_due": next_due, "overdue_from": overdue_from,
-                         "overdue": status == "overdue"}, index=last.index)
-
-
-def _date(value: Any) -> date | None:
-    return None if pd.isna(value) else pd.Timestamp(value).date()
 
 
 def _require_patient(db: storage.Database, patient_id: str) -> pd.DataFrame:
@@ -752,7 +575,7 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
     registry = registry or default_registry()
     you = user.role == "patient"
     problems: list[str] = []
-    day = _day(assessed_on, "assessed_on", today, problems)
+    day = parse_day_or_problem(assessed_on, "assessed_on", today, problems)
     if you and day is not None and day != today:
         problems.append(f"your check-in is dated today ({today}); it cannot be dated {day}")
     source = source or ("patient" if you else "clinician")
@@ -810,7 +633,7 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
 
     targets = pd.DataFrame({"patient_id": patient_id, "domain": [f.domain for f, _, _ in scored],
                             "assessed_on": pd.Timestamp(day)})
-    base = _baselines(targets, after, series, settings.baseline_days).set_index(targets["domain"])
+    base = baselines(targets, after, series, settings.baseline_days).set_index(targets["domain"])
     domains = []
     for form, _, r in results:
         label = labels[form.domain]
@@ -827,10 +650,10 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
         improved = None if change is None else sign * change >= mcid
         worsened = None if change is None else -sign * change >= mcid
         domains.append(DomainResult(
-            **common, baseline_on=_date(b["baseline_on"]),
+            **common, baseline_on=as_date_or_none(b["baseline_on"]),
             baseline_t=None if change is None else float(b["baseline_t"]), change=change, mcid=mcid,
             improved=improved, worsened=worsened,
-            message=_change_message(label, r.t_score, r.severity, change, _date(b["baseline_on"]), day,
+            message=_change_message(label, r.t_score, r.severity, change, as_date_or_none(b["baseline_on"]), day,
                                     b["baseline_series"], improved, worsened, mcid, you)))
     return CheckinResult(patient_id=patient_id, assessed_on=day, source=source, replaced=bool(same_day.any()),
                          domains=tuple(domains), alerts_created=alerts)
@@ -879,8 +702,10 @@ def checkin_due(db: storage.Database, actor: User, patient_id: str, *, today: da
     _require_patient(db, patient_id)
     latest = storage.load_latest_scores(db, patient_id=patient_id)
     last = latest["assessed_on"].max() if len(latest) else pd.NaT
-    row = _due_frame(pd.Series([last]), today, settings).iloc[0]
-    status, next_due, overdue_from = row["checkin_status"], _date(row["next_due"]), _date(row["overdue_from"])
+    row = due_frame(pd.Series([last]), today, cadence_days=settings.checkin_cadence_days,
+                    overdue_days=settings.checkin_overdue_days).iloc[0]
+    status, next_due = row["checkin_status"], as_date_or_none(row["next_due"])
+    overdue_from = as_date_or_none(row["overdue_from"])
     you = user.role == "patient"
     if status == "never":
         message = "No check-in yet: the first one can be done now."
@@ -890,7 +715,7 @@ def checkin_due(db: storage.Database, actor: User, patient_id: str, *, today: da
         message = f"{'Your' if you else 'The'} weekly check-in is due (since {next_due:%d %B})."
     else:
         message = f"{'Your' if you else 'The'} weekly check-in is overdue (it was due on {next_due:%d %B})."
-    return DueStatus(status=status, last_checkin=_date(last), next_due=next_due,
+    return DueStatus(status=status, last_checkin=as_date_or_none(last), next_due=next_due,
                      overdue_from=overdue_from if status != "never" else None, message=message)
 
 
@@ -904,12 +729,12 @@ def patient_record(db: storage.Database, actor: User, patient_id: str, *,
     patient = _require_patient(db, patient_id)
     series = storage.load_series(db, patient_id)
     assessments = storage.load_assessments(db, patient_id=patient_id)
-    base = _baselines(assessments, assessments, series, settings.baseline_days)
+    base = baselines(assessments, assessments, series, settings.baseline_days)
     mcid = assessments["domain"].map(settings.mcid).astype(float)
     sign = assessments["domain"].map(IMPROVEMENT_SIGN).astype(float)
     change = pd.Series(round_half_away(assessments["t_score"] - base["baseline_t"]), index=assessments.index)
-    rci, reliable = _rci_frame(base["baseline_t"], base["baseline_se"], assessments["t_score"],
-                               assessments["se"])
+    rci, reliable = reliable_change_frame(base["baseline_t"], base["baseline_se"], assessments["t_score"],
+                                          assessments["se"])
     assessments = assessments.assign(
         baseline_on=base["baseline_on"], baseline_t=base["baseline_t"], change=change,
         improved=(sign * change >= mcid).where(change.notna()).astype("boolean"), rci=rci, reliable=reliable)
@@ -1019,7 +844,8 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
     out = out.merge(last, left_on="patient_id", right_index=True, how="left")
     # A check-in is due no earlier than the first infusion of the current series: a patient back for a booster
     # long after their last check-in is due from the series' first day, not overdue since years.
-    due = _due_frame(out["last_checkin"], today, settings, not_before=out["first_infusion"].where(expected))
+    due = due_frame(out["last_checkin"], today, cadence_days=settings.checkin_cadence_days,
+                    overdue_days=settings.checkin_overdue_days, not_before=out["first_infusion"].where(expected))
     window_opens = out["next_infusion"] - pd.Timedelta(days=settings.baseline_days)
     out["baseline_due"] = (active & out["next_infusion"].notna() & (now >= window_opens)
                            & ~(out["last_checkin"] >= window_opens))
@@ -1027,7 +853,7 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
     out["overdue"] = expected & due["overdue"]
     out["next_due"] = due["next_due"].where(expected, out["next_infusion"].where(out["baseline_due"]))
 
-    base = _baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
+    base = baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
     change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)
     sign = latest["domain"].map(IMPROVEMENT_SIGN).astype(float)
     improved = (sign * change >= latest["domain"].map(settings.mcid).astype(float)).where(change.notna())
@@ -1040,43 +866,12 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
         out[f"{d}_improved"] = out[f"{d}_improved"].astype("boolean")
     out = out.merge(alerts, on="patient_id", how="left")
     out["open_alerts"] = out["open_alerts"].fillna(0).astype("Int64")
-    out = out.assign(**_today_reasons(out))
-    rank = out["top_priority"].map(_PRIORITY_RANK).fillna(len(_PRIORITY_RANK))
+    out = out.assign(**today_reasons(out))
+    rank = out["top_priority"].map(PRIORITY_RANK).fillna(len(PRIORITY_RANK))
     out = out.assign(_rank=rank).sort_values(["_rank", "overdue", "patient_id"],
                                              ascending=[True, False, True])
     storage.append_audit(db, actor=user.username, action="view_roster", details={"patients": len(out)})
     return out[list(ROSTER_COLUMNS)].reset_index(drop=True)
-
-
-def _today_reasons(out: pd.DataFrame) -> dict[str, pd.Series]:
-    """Why each patient is on today's list, in words, and the first reason's rank (<NA>: not on it)."""
-    checkin = out["checkin_status"].isin(["due", "overdue"])
-    reasons = [
-        (out["in_series_today"], pd.Series("In series today", index=out.index)),
-        (out["in_series_this_week"] & ~out["in_series_today"], pd.Series("In series this week", index=out.index)),
-        (out["baseline_due"], "Baseline due by " + out["next_infusion"].dt.strftime("%d %b").fillna("")),
-        (out["open_alerts"] > 0, "Open alert (" + out["top_priority"].fillna("") + ")"),
-        (checkin, "Check-in " + out["checkin_status"]),
-    ]
-    ranks = (1, 1, 2, 3, 4)
-    text = pd.Series("", index=out.index, dtype=object)
-    rank = pd.Series(pd.NA, index=out.index, dtype="Int64")
-    for (mask, words), r in zip(reasons, ranks):
-        mask = mask.fillna(False).astype(bool)
-        text = text.where(~mask, text.where(text == "", text + " · ") + words)
-        rank = rank.where(~(mask & rank.isna()), r)
-    return {"today": text, "today_rank": rank}
-
-
-def today_list(roster: pd.DataFrame) -> pd.DataFrame:
-    """The clinician's morning list from :func:`roster`: patients in a series today or this week, then
-    baselines due before a planned series, then open alerts (high first), then check-ins due or overdue
-    among active patients in follow-up."""
-    on = roster[roster["today_rank"].notna()]
-    priority = on["top_priority"].map(_PRIORITY_RANK).fillna(len(_PRIORITY_RANK))
-    return (on.assign(_p=priority).sort_values(["today_rank", "_p", "overdue", "patient_id"],
-                                               ascending=[True, True, False, True])
-            .drop(columns="_p").reset_index(drop=True))
 
 
 def open_alerts(db: storage.Database, actor: User) -> pd.DataFrame:
