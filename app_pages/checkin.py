@@ -75,7 +75,7 @@ step = st.session_state[STEP]
 form = forms[step]
 label = data.registry().domain(form.domain).label
 st.progress((step + 1) / len(forms), text=f"Questionnaire {step + 1} of {len(forms)}: {label}")
-st.caption(widgets.RECALL.get(form.domain, "") + " Answer what you can; you may leave a question out.")
+st.caption(data.registry().domain(form.domain).recall + " Answer what you can; you may leave a question out.")
 widgets.questionnaire(form, answers[form.key], key="checkin", on_change=save_draft)
 n_answered, need = widgets.answered(form, answers[form.key]), scoring.min_answered(form)
 st.caption(f"{n_answered} of {form.n_items} answered · saved as you go")

@@ -13,12 +13,9 @@ import streamlit as st
 
 from outcomes import redcap
 from outcomes.errors import ImportRejected, OutcomesError
-from outcomes.settings import DOMAINS
 from ui import data, session, widgets
 
 SOURCES = {"none": "Not in this file", "items": "Item answers (scored here)", "tscore": "T-score field"}
-LABELS = {"pain_interference": "Pain interference", "depression": "Depression",
-          "physical_function": "Physical function"}
 NONE = "(none)"
 
 user = session.require_roles("clinician", "admin")
@@ -79,10 +76,10 @@ with cols[2]:
 forms, t_scores = [], []
 found_forms = {registry.form(f.form).domain: f for f in detected.forms}
 found_t = {t.domain: t for t in detected.t_scores}
-for domain in DOMAINS:
+for domain in registry.domains:
     default = "items" if domain in found_forms else "tscore" if domain in found_t else "none"
     with st.container(border=True):
-        source = st.radio(LABELS[domain], list(SOURCES), index=list(SOURCES).index(default), horizontal=True,
+        source = st.radio(registry.domains.display(domain), list(SOURCES), index=list(SOURCES).index(default), horizontal=True,
                           format_func=SOURCES.get, key=f"redcap.source.{domain}")
         if source == "items":
             keys = [f.key for f in registry.forms_for_domain(domain)]
@@ -118,7 +115,7 @@ for domain in DOMAINS:
 
 add_patients = st.checkbox("Add record IDs that are not in the database as new patients (ID only; add "
                            "diagnosis, sex and birth year later)", key="redcap.add_patients")
-mapping = redcap.Mapping(record_id, date_column, event, tuple(forms), tuple(t_scores), add_patients)
+mapping = redcap.ColumnMapping(record_id, date_column, event, tuple(forms), tuple(t_scores), add_patients)
 problems = mapping.problems(columns, registry)
 if problems:
     st.warning("The mapping is not complete yet:\n" + "\n".join(f"* {widgets.literal(p)}" for p in problems))

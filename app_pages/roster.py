@@ -55,7 +55,10 @@ counts[2].metric("Baseline due", f"{int(shown['baseline_due'].sum()):,}")
 counts[3].metric("High-priority alert", f"{int((shown['top_priority'] == 'high').sum()):,}")
 counts[4].metric("Check-in overdue", f"{int(shown['overdue'].sum()):,}")
 
-labels = {"pain_interference": "PI", "depression": "Dep", "physical_function": "PF"}
+domains = settings.domains
+# A domain the clinic does not measure would be an empty pair of columns: show those with a score.
+shown_domains = [d for d in domains if f"{d}_t" in roster.columns and roster[f"{d}_t"].notna().any()]
+labels = {d: domains[d].short_label for d in shown_domains}
 # Widths in pixels: the key columns (patient to priority) fit beside the sidebar at 1366 x 768; the patient
 # stays pinned when the scores are scrolled into view.
 config = {"patient_id": st.column_config.TextColumn("Patient", width=105, pinned=True)}
@@ -80,10 +83,12 @@ if view == "all":
     config["followup"] = "Follow-up"
     config["disposition"] = "Disposition"
 columns = list(config)
+directions = "; ".join(f"{labels[d]}: {domains[d].direction_text}" for d in shown_domains)
+directions = f" ({directions})" if directions else ""
 head = (f"{len(shown):,} of {len(base):,} on today's list ({len(roster):,} patients in the clinic)."
         if view == "today" else f"{len(shown):,} of {len(base):,} patients.")
 st.caption(f"{head} Δ is the change "
-           f"from baseline in T points (lower is better for PI and depression, higher for PF). Only active "
+           f"from baseline in T points{directions}. Only active "
            f"patients in follow-up (up to {settings.followup_days} days after their last infusion) can be overdue. "
            "Select a row to open the patient.")
 if view == "today" and base.empty:

@@ -8,12 +8,11 @@ patients, so 100,000 patients with weekly scores take about a second.
 Example
 -------
 >>> import pandas as pd
->>> from outcomes.settings import MCID_PRESETS
 >>> episodes = pd.DataFrame({"series_id": [1], "patient_id": ["P1"], "series_number": [1],
 ...     "first_infusion": pd.Timestamp("2025-01-06"), "last_infusion": pd.Timestamp("2025-01-10")})
 >>> scores = pd.DataFrame({"patient_id": ["P1", "P1"], "domain": ["depression"] * 2,
 ...     "assessed_on": pd.to_datetime(["2025-01-06", "2025-01-12"]), "t_score": [62.0, 58.5]})
->>> report = responder_report(episodes, scores, as_of="2025-12-31", mcid=MCID_PRESETS["anchor"])
+>>> report = responder_report(episodes, scores, as_of="2025-12-31", mcid={"depression": 3.5})
 >>> eos = report.query("window == 'end_of_series' and domain == 'depression'")
 >>> eos[["n_observed", "n_improved"]].to_dict("records")
 [{'n_observed': 1, 'n_improved': 1}]
@@ -32,7 +31,8 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ConfigError, MissingColumns, ValidationError
-from .settings import DEFAULT_WINDOWS, DOMAINS, Window
+from .domains import Domains, load_domains
+from .settings import DEFAULT_WINDOWS, Window
 
 DateLike: TypeAlias = date | datetime | str | pd.Timestamp
 SeriesChoice: TypeAlias = Literal["first", "all"]
@@ -42,14 +42,10 @@ EPISODE_COLUMNS = ("series_id", "patient_id", "series_number", "first_infusion",
 #: Read contract of the score frame; other columns are ignored.
 SCORE_COLUMNS = ("patient_id", "assessed_on", "domain", "t_score")
 
-#: Direction of improvement: PROMIS T measures "more of the concept", so improvement is a fall for
-#: symptoms and a rise for function (HealthMeasures, interpreting scores).
-IMPROVEMENT_SIGN: Mapping[str, int] = MappingProxyType(
-    {"pain_interference": -1, "depression": -1, "physical_function": 1}
-)
-#: Impaired at baseline: symptom T >= 55, function T <= 45 (HealthMeasures cut points; both inclusive).
-SYMPTOM_IMPAIRED_T = 55.0
-FUNCTION_IMPAIRED_T = 45.0
+#: Direction of improvement and "impaired" come from each domain's definition (forms.toml
+#: ``[domains.*]``: ``higher_is_worse`` and the severity bands). Every public function takes
+#: ``registry``, the :class:`~outcomes.domains.Domains` to use (``settings.domains``); None means the
+#: definitions shipped in data/instruments, which is what tests and notebooks want.
 
 AGE_BANDS = ("18–29", "30–39", "40–49", "50–59", "60–69", "70–79", "80–89", "90+")
 
@@ -130,7 +126,7 @@ def wilson_interval(successes: Any, n: Any, *, confidence: float = 0.95) -> tupl
     return low, high
 
 
-def is_improved(change: Any, domain: str, mcid: float) -> Any:
+def is_improved(change: Any, domain: str, mcid: float, registry: Domains | None = None) -> Any:
     """True where a change from baseline meets the meaningful-change threshold (inclusive).
 
     The change is rounded to one decimal half away from zero before the comparison; improvement is a
@@ -143,7 +139,7 @@ def is_improved(change: Any, domain: str, mcid: float) -> Any:
     >>> bool(is_improved(50.1 - 53.1, "pain_interference", 3.0))
     True
     """
-    sign = _sign(domain)
+    sign = _sign(domain, registry)
     return sign * round_half_away(change) >= mcid
 
 
@@ -261,19 +257,23 @@ def _to_datetime(days: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sign(domain: str) -> int:
-    try:
-        return IMPROVEMENT_SIGN[domain]
-    except KeyError:
-        raise ConfigError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}") from None
+def _registry(registry: Domains | None) -> Domains:
+    return load_domains() if registry is None else registry
 
 
-def _check_mcid(mcid: Mapping[str, float]) -> dict[str, float]:
+def _sign(domain: str, registry: Domains | None = None) -> int:
+    domains = _registry(registry)
+    if domain not in domains:
+        raise ConfigError(f"unknown domain {domain!r}; expected one of {', '.join(domains)}")
+    return domains[domain].improvement_sign
+
+
+def _check_mcid(mcid: Mapping[str, float], registry: Domains | None = None) -> dict[str, float]:
     if not mcid:
-        raise ConfigError("mcid is empty; pass a threshold per domain, e.g. settings.MCID_PRESETS['anchor']")
+        raise ConfigError("mcid is empty; pass a threshold per domain, e.g. settings.mcid")
     checked: dict[str, float] = {}
     for domain, value in mcid.items():
-        _sign(domain)
+        _sign(domain, registry)
         number = float(value)
         if not 0 < number <= 30:
             raise ConfigError(
@@ -340,6 +340,7 @@ def _assign(
     baseline_days: int,
     series: str,
     lookback_days: int = 0,
+    registry: Domains | None = None,
 ) -> _Assigned:
     """Join scores to episodes and pick baselines and window scores.
 
@@ -351,7 +352,7 @@ def _assign(
     if not 0 <= int(baseline_days) <= 365:
         raise ConfigError(f"baseline_days must be from 0 to 365, got {baseline_days!r}")
     for d in domains:
-        _sign(d)
+        _sign(d, registry)
     require_columns(scores, SCORE_COLUMNS, frame="scores")
     ep = _prepare_episodes(episodes, as_of=as_day, series=series)
     F, L, end = ep["_F"].to_numpy(), ep["_L"].to_numpy(), ep["_end"].to_numpy()
@@ -506,9 +507,13 @@ def _episode_frame(a: _Assigned, index: np.ndarray) -> pd.DataFrame:
     return a.episodes[cols].iloc[index].reset_index(drop=True)
 
 
-def _domains_of(mcid: Mapping[str, float]) -> tuple[str, ...]:
-    known = [d for d in DOMAINS if d in mcid]
-    return tuple(known + [d for d in mcid if d not in known])
+def _domains_of(mcid: Mapping[str, float], registry: Domains | None = None) -> tuple[str, ...]:
+    """The domains of ``mcid``, in display order."""
+    return tuple(d for d in _registry(registry) if d in mcid)
+
+
+def _domains_or_all(domains: Sequence[str] | None, registry: Domains | None) -> Sequence[str]:
+    return _registry(registry).names if domains is None else domains
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,10 +525,11 @@ def window_scores(
     scores: pd.DataFrame,
     *,
     as_of: DateLike,
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
 ) -> pd.DataFrame:
     """Baseline and window scores: one row per episode × domain × window.
 
@@ -560,7 +566,7 @@ def window_scores(
     >>> ws.loc[ws.observed, ["window", "baseline_t", "t_score", "day", "change"]].to_dict("records")
     [{'window': 'month_3', 'baseline_t': 60.0, 't_score': 57.0, 'day': 92.0, 'change': -3.0}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=windows,
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
                 baseline_days=baseline_days, series=series)
     nd, nw, n_ep = len(a.domains), len(a.windows), len(a.episodes)
     n_g = n_ep * nd
@@ -591,9 +597,10 @@ def cohort_counts(
     scores: pd.DataFrame,
     *,
     as_of: DateLike,
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
 ) -> pd.DataFrame:
     """How many episodes and patients are analysed, and how many episodes have a baseline per domain.
 
@@ -614,7 +621,7 @@ def cohort_counts(
     >>> cohort_counts(eps, sc, as_of="2025-02-01", domains=["depression"]).to_dict("records")
     [{'domain': 'depression', 'episodes': 2, 'patients': 2, 'with_baseline': 1}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=(), baseline_days=baseline_days,
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=(), baseline_days=baseline_days,
                 series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     with_baseline = (~np.isnan(a.base_t)).reshape(n_ep, nd).sum(axis=0)
@@ -632,6 +639,7 @@ def responder_report(
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Share of episodes reaching meaningful improvement per domain and follow-up window.
@@ -661,24 +669,23 @@ def responder_report(
 
     Examples
     --------
-    >>> from outcomes.settings import MCID_PRESETS
     >>> eps = pd.DataFrame({"series_id": [1], "patient_id": ["P1"], "series_number": [1],
     ...     "first_infusion": pd.Timestamp("2025-01-06"), "last_infusion": pd.Timestamp("2025-01-10")})
     >>> sc = pd.DataFrame({"patient_id": ["P1"] * 2, "domain": ["pain_interference"] * 2,
     ...     "assessed_on": pd.to_datetime(["2025-01-06", "2025-01-10"]), "t_score": [53.1, 50.1]})
-    >>> r = responder_report(eps, sc, as_of="2025-01-31", mcid=MCID_PRESETS["anchor"])
+    >>> r = responder_report(eps, sc, as_of="2025-01-31", mcid={"pain_interference": 3.0})
     >>> r.loc[0, ["domain", "window"]].tolist()
     ['pain_interference', 'end_of_series']
     >>> r.loc[0, ["n_eligible", "n_observed", "n_improved", "pct_observed"]].astype(float).tolist()
     [1.0, 1.0, 1.0, 100.0]
     """
-    thresholds = _check_mcid(mcid)
-    domains = _domains_of(thresholds)
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=windows,
+    thresholds = _check_mcid(mcid, registry)
+    domains = _domains_of(thresholds, registry)
+    a = _assign(episodes, scores, as_of=as_of, domains=domains, registry=registry, windows=windows,
                 baseline_days=baseline_days, series=series)
     nd, n_ep = len(domains), len(a.episodes)
     has_base = ~np.isnan(a.base_t).reshape(n_ep, nd)
-    signs = np.array([_sign(d) for d in domains], dtype=float)
+    signs = np.array([_sign(d, registry) for d in domains], dtype=float)
     limits = np.array([thresholds[d] for d in domains])
     records: list[dict[str, Any]] = []
     for i, w in enumerate(a.windows):
@@ -713,10 +720,11 @@ def change_cdf(
     scores: pd.DataFrame,
     *,
     as_of: DateLike,
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
 ) -> pd.DataFrame:
     """Cumulative distribution of improvement per domain and window (FDA PRO guidance responder view).
 
@@ -741,7 +749,7 @@ def change_cdf(
     >>> cdf[["improvement", "n_at_least", "n", "pct_at_least"]].to_dict("list")
     {'improvement': [-1.0, 5.0], 'n_at_least': [2, 1], 'n': [2, 2], 'pct_at_least': [100.0, 50.0]}
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=windows,
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
                 baseline_days=baseline_days, series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     base = a.base_t.reshape(n_ep, nd)
@@ -751,7 +759,7 @@ def change_cdf(
             win = a.win_t[i].reshape(n_ep, nd)[:, j]
             observed = ~np.isnan(base[:, j]) & ~np.isnan(win)
             # Rounding half away from zero is symmetric, so this equals sign * (rounded change).
-            improvement = round_half_away(_sign(d) * (win[observed] - base[observed, j]))
+            improvement = round_half_away(_sign(d, registry) * (win[observed] - base[observed, j]))
             values, counts = np.unique(improvement, return_counts=True)
             at_least = counts[::-1].cumsum()[::-1]
             parts.append(pd.DataFrame({
@@ -767,10 +775,11 @@ def follow_up_completion(
     scores: pd.DataFrame,
     *,
     as_of: DateLike,
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
 ) -> pd.DataFrame:
     """Follow-up completion per domain and window, with baselines of completers and non-completers.
 
@@ -798,7 +807,7 @@ def follow_up_completion(
     >>> c[["completer_baseline_mean", "noncompleter_baseline_mean"]].to_dict("records")
     [{'completer_baseline_mean': 60.0, 'noncompleter_baseline_mean': 64.0}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=windows,
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
                 baseline_days=baseline_days, series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     base = a.base_t.reshape(n_ep, nd)
@@ -830,10 +839,11 @@ def trajectories(
     scores: pd.DataFrame,
     *,
     as_of: DateLike,
-    domains: Sequence[str] = DOMAINS,
+    domains: Sequence[str] | None = None,
     weeks: tuple[int, int] = (-4, 26),
     baseline_days: int = 30,
     series: SeriesChoice = "first",
+    registry: Domains | None = None,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Mean T and mean change from baseline by week since the first infusion, with t-based CIs.
@@ -862,7 +872,7 @@ def trajectories(
     if lo > hi:
         raise ConfigError(f"weeks must be (first, last) with first <= last, got {weeks}")
     # Look back far enough for the first week even when it starts before the baseline window.
-    a = _assign(episodes, scores, as_of=as_of, domains=domains, windows=(),
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=(),
                 baseline_days=baseline_days, series=series, lookback_days=max(0, -7 * lo))
     nd, n_ep, nweeks = len(a.domains), len(a.episodes), hi - lo + 1
     pos = a.g // nd
@@ -925,6 +935,7 @@ def filter_episodes(
     first_infusion_to: DateLike | None = None,
     impaired_at_baseline: Mapping[str, bool] | None = None,
     baseline_days: int = 30,
+    registry: Domains | None = None,
 ) -> pd.DataFrame:
     """Subset of episodes for a stratified report; None means "no filter" for every option.
 
@@ -970,20 +981,28 @@ def filter_episodes(
             raise ConfigError(
                 "impaired_at_baseline needs the scores frame: filter_episodes(episodes, scores, ...)")
         domains = tuple(impaired_at_baseline)
-        a = _assign(eps.loc[keep], scores, as_of=as_of, domains=domains, windows=(),
+        a = _assign(eps.loc[keep], scores, as_of=as_of, domains=domains, windows=(), registry=registry,
                     baseline_days=baseline_days, series="all")
         base = a.base_t.reshape(len(a.episodes), len(domains))
         ok = np.ones(len(a.episodes), dtype=bool)
         for j, (domain, wanted_impaired) in enumerate(impaired_at_baseline.items()):
             with np.errstate(invalid="ignore"):
-                impaired = (base[:, j] <= FUNCTION_IMPAIRED_T if IMPROVEMENT_SIGN[domain] > 0
-                            else base[:, j] >= SYMPTOM_IMPAIRED_T)
+                impaired = _registry(registry)[domain].at_or_worse(base[:, j], _impaired_from(domain, registry))
             ok &= ~np.isnan(base[:, j]) & (impaired == bool(wanted_impaired))
         keep &= eps["series_id"].isin(a.episodes.loc[ok, "series_id"]).to_numpy()
     return eps.loc[keep].reset_index(drop=True)
+
+
+def _impaired_from(domain: str, registry: Domains | None) -> float:
+    """The T at which the domain's first impaired band (mild) starts."""
+    return _registry(registry)[domain].bands.cut_points[0]
 
 
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (str, int, np.integer)) or np.ndim(value) == 0:
         return [value]
     return list(value)
+
+
+#: Transitional, for callers not yet given a registry: the shipped domains' directions.
+IMPROVEMENT_SIGN: Mapping[str, int] = MappingProxyType(load_domains().signs())

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import OutcomesError
-from .settings import DOMAINS, load_settings, parse_mcid_overrides, settings_help
+from .domains import load_domains
+from .settings import load_settings, parse_mcid_overrides, settings_help
 
 
 def _iso_date(text: str) -> date:
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", type=_iso_date, required=True, help="report date, YYYY-MM-DD")
     r.add_argument("--series", choices=("first", "all"), default="first", help="analysis set (default first)")
     r.add_argument("--mcid", type=_mcid_pair, action="append", default=[], metavar="DOMAIN=VALUE",
-                   help=f"threshold override in T points; DOMAIN is one of {', '.join(DOMAINS)}")
+                   help="threshold override in T points; DOMAIN is a domain of data/instruments/forms.toml "
+                        f"(shipped: {', '.join(load_domains())})")
     r.add_argument("--format", choices=("json", "csv"), default="json")
 
     p = commands.add_parser(
@@ -148,7 +150,12 @@ def _operator() -> str:
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = [d for override in getattr(args, "mcid", ()) for d in override if d not in load_settings().domains]
+    if unknown:
+        parser.error(f"argument --mcid: unknown domain {unknown[0]!r}; expected one of "
+                     f"{', '.join(load_settings().domains)}")
     try:
         return _run(args, stdout)
     except OutcomesError as exc:

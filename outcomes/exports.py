@@ -39,7 +39,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -50,9 +50,10 @@ import pandas as pd
 
 from . import analysis, auth, clinic, disclosure, fhir, storage
 from .deployment import derive_key
+from .domains import load_domains
 from .errors import ConfigError, ValidationError
 from .instruments import Registry, default_registry
-from .settings import DOMAINS, MCID_PRESET_LABELS, Settings
+from .settings import Settings
 
 KINDS: tuple[str, ...] = ("dataset", "summary", "fhir")
 #: Formats per kind. Summary tables hold suppression markers (text), so they are not offered as Parquet.
@@ -99,9 +100,9 @@ DEFINITIONS: Mapping[str, str] = MappingProxyType({
                         "no next series by the data cut; de-identified: none in this file); follow-up of "
                         "this episode ends the day before",
     "day": "days since the episode's first infusion (negative: before it, e.g. a baseline)",
-    "domain": "pain_interference, depression or physical_function",
+    "domain": "the PROMIS domain (data/instruments/forms.toml [domains]; e.g. depression)",
     "t_score": "PROMIS T-score (mean 50, SD 10 in the reference population); higher = more of the domain, "
-               "so worse for pain interference and depression, better for physical function",
+               "so worse for symptoms (such as pain interference or depression), better for function",
     "se": "standard error of the T-score (empty: not recorded, e.g. an imported T-score)",
     "form": "PROMIS short form that produced the score (empty: T-score imported without its form)",
     "method": "table (all items answered), pattern (response-pattern scoring with items missing), "
@@ -429,7 +430,8 @@ TABLE1_SPEC = disclosure.Spec(
 _TOTAL, _NOT_RECORDED = "All", "not recorded"
 
 
-def table_one(episodes: pd.DataFrame, baselines: pd.DataFrame, *, threshold: int) -> pd.DataFrame:
+def table_one(episodes: pd.DataFrame, baselines: pd.DataFrame, *, threshold: int,
+              domains: Iterable[str] | None = None) -> pd.DataFrame:
     """Baseline characteristics ("Table 1") of the analysis set, before suppression.
 
     Every characteristic is a block of rows that add up to its ``All`` row (so the suppression engine
@@ -465,7 +467,9 @@ def table_one(episodes: pd.DataFrame, baselines: pd.DataFrame, *, threshold: int
                ["under 18", *analysis.AGE_BANDS])
     categories("Sex", episodes["sex"], ["F", "M", "X"])
     categories("Diagnosis", pool_rare(episodes["diagnosis"], episodes["series_id"], threshold))
-    for domain in DOMAINS:
+    order = list(load_domains() if domains is None else domains)  # None: the shipped display order
+    present = set(baselines["domain"])
+    for domain in [d for d in order if d in present] + sorted(present - set(order)):
         t = baselines.loc[baselines["domain"] == domain, "baseline_t"]
         numeric(f"Baseline T, {domain}", t, "with a baseline score", "no baseline score")
     table = pd.DataFrame(rows, columns=["characteristic", "value", "n", "mean", "sd"])
@@ -495,7 +499,7 @@ def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice
     scores = scores[["patient_id", "assessed_on", "domain", "t_score", "se"]]
     common: dict[str, Any] = {"as_of": cut, "windows": settings.windows,
                               "baseline_days": settings.baseline_days, "series": series}
-    domains = [d for d in DOMAINS if d in settings.mcid]
+    domains = [d for d in settings.domains if d in settings.mcid]
 
     def publish(table: pd.DataFrame, spec: disclosure.Spec) -> pd.DataFrame:
         formats = {c: "{:.0f}" for c in spec.counts}  # no thousands separator: it would split a CSV cell
@@ -507,7 +511,7 @@ def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice
     picked = analysis.window_scores(episodes, scores, domains=domains,
                                     **{**common, "windows": settings.windows[:1]})
     analysed = picked.drop_duplicates("series_id")[["series_id"]].merge(episodes, on="series_id")
-    table1 = publish_table_one(table_one(analysed, picked, threshold=threshold), threshold=threshold)
+    table1 = publish_table_one(table_one(analysed, picked, threshold=threshold, domains=settings.domains), threshold=threshold)
     return {"responders": publish(responders, disclosure.RESPONDER_SPEC),
             "completion": publish(completion, disclosure.COMPLETION_SPEC), "table1": table1}
 
@@ -650,10 +654,11 @@ def _readme(kind: str, *, deidentified: bool, as_of: date, series: str, settings
         ("records", "as corrected: voided records, planned and cancelled series (no infusion given) and "
                     "replaced scores are left out; corrected values are used"),
         ("", "Thresholds and windows"),
-        ("meaningful change", f"{MCID_PRESET_LABELS.get(settings.mcid_preset, settings.mcid_preset)}: " +
+        ("meaningful change", f"{settings.mcid_label}: " +
          ", ".join(f"{d} {v:.1f}" for d, v in settings.mcid.items()) + " T points; improved = a change "
-         "from baseline at least this large in the better direction (lower pain interference and "
-         "depression, higher physical function), on the change rounded half away from zero to 0.1"),
+         "from baseline at least this large in the better direction (" +
+         ", ".join(f"{d.display.lower()} {d.direction_text}" for d in settings.domains.values()
+                   if d.name in settings.mcid) + "), on the change rounded half away from zero to 0.1"),
         ("baseline", f"the latest score from {settings.baseline_days} days before the first infusion to "
                      "that day"),
         ("windows", "; ".join(f"{w.name}: days {w.low} to {w.high} after the last infusion (target "

@@ -1,8 +1,7 @@
 """PROMIS T-scores as a FHIR R4 Bundle of Observations (peers notes §5): plain dicts, validated in the tests.
 
 One ``Observation`` per score: category ``survey``; code = the bank-level LOINC of the domain's
-T-score (77865-4 pain interference v1.0, 77861-3 depression v1.0, 91721-1 physical function v2.0,
-77874-6 physical function v1.2); ``valueQuantity`` in UCUM ``{score}``; ``method.text`` = the short
+T-score, with LOINC's display name, both from the form in ``data/instruments/forms.toml``; ``valueQuantity`` in UCUM ``{score}``; ``method.text`` = the short
 form's name (LOINC cannot say which short form produced a bank-level score).
 
 Decisions (docs/privacy.md, "FHIR"):
@@ -32,7 +31,6 @@ import hmac
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
-from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -47,13 +45,6 @@ PSEUDONYM_SYSTEM = "urn:outcomes:pseudonym"
 PATIENT_ID_SYSTEM = "urn:outcomes:patient-id"
 #: Day of the score relative to the patient's first infusion (day 0), in de-identified bundles.
 STUDY_DAY_URL = "urn:outcomes:fhir:StructureDefinition:days-since-first-infusion"
-#: Official LOINC displays of the codes in data/instruments/forms.toml (peers notes §5).
-LOINC_DISPLAY: Mapping[str, str] = MappingProxyType({
-    "77865-4": "PROMIS pain interference - version 1.0 Tscore",
-    "77861-3": "PROMIS emotional distress - depression - version 1.0 Tscore",
-    "91721-1": "PROMIS physical function - version 2.0 T-score",
-    "77874-6": "PROMIS physical function - version 1.2 Tscore",
-})
 
 
 def _uuid(key: str, text: str) -> str:
@@ -62,14 +53,14 @@ def _uuid(key: str, text: str) -> str:
 
 
 def observation(*, resource_id: str, domain_label: str, t_score: float, loinc: str | None,
-                form_title: str | None, subject_system: str, subject: str, effective: date | None = None,
+                form_title: str | None, loinc_display: str | None = None, subject_system: str, subject: str, effective: date | None = None,
                 study_day: int | None = None) -> dict[str, Any]:
     """One PROMIS T-score Observation (R4) as a JSON-ready dict."""
     code: dict[str, Any] = {"text": f"PROMIS {domain_label} T-score"}
     if loinc:
         coding = {"system": LOINC, "code": loinc}
-        if loinc in LOINC_DISPLAY:
-            coding["display"] = LOINC_DISPLAY[loinc]
+        if loinc_display:
+            coding["display"] = loinc_display
         code["coding"] = [coding]
     obs: dict[str, Any] = {
         "resourceType": "Observation", "id": resource_id, "status": "final",
@@ -120,7 +111,7 @@ def bundle(scores: pd.DataFrame, series: pd.DataFrame, *, as_of: date, key: str,
         scores = scores[~without].assign(_p=lambda f: f["patient_id"].map(pseudonym))
         scores = scores.sort_values(["_p", "assessed_on", "domain"], kind="stable")
     forms = {f.key: f for f in registry.forms}
-    labels = {d.name: d.label for d in registry.domains}
+    labels = {d.name: d.label for d in registry.domains.values()}
     entries, text_only = [], 0
     for row in scores.itertuples(index=False):
         form = forms.get(row.form) if isinstance(row.form, str) else None
@@ -135,7 +126,8 @@ def bundle(scores: pd.DataFrame, series: pd.DataFrame, *, as_of: date, key: str,
                            study_day=(row.assessed_on - day0[row.patient_id]).days)
         entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": observation(
             resource_id=rid, domain_label=labels.get(row.domain, row.domain), t_score=row.t_score,
-            loinc=loinc, form_title=form.title if form else None, **subject)})
+            loinc=loinc, loinc_display=form.loinc_display if form else None,
+            form_title=form.title if form else None, **subject)})
     if text_only:
         notes.append(f"{text_only} observations carry no LOINC code, only code.text: their form has no "
                      "verified T-score LOINC (PROMIS physical function v1.0 4a/10a) or was not recorded "

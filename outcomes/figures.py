@@ -25,13 +25,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .analysis import IMPROVEMENT_SIGN, round_half_away
+from .analysis import round_half_away
+from .domains import Domains, load_domains
 from .settings import DEFAULT_WINDOWS
 from .survival import AT_RISK_WEEKS
 
-DOMAIN_LABELS: Mapping[str, str] = MappingProxyType(
-    {"pain_interference": "Pain interference", "depression": "Depression",
-     "physical_function": "Physical function"})
 WINDOW_LABELS: Mapping[str, str] = MappingProxyType({w.name: w.label for w in DEFAULT_WINDOWS})
 
 #: Okabe–Ito colours: told apart with the common colour-vision deficiencies.
@@ -57,9 +55,9 @@ WEEKS_X_TITLE = "Weeks since first infusion"
 HEIGHT = 460
 
 
-def label(domain: str) -> str:
-    """Display name of a domain ("pain_interference" -> "Pain interference")."""
-    return DOMAIN_LABELS.get(domain, domain.replace("_", " ").capitalize())
+def label(domain: str, registry: Domains | None = None) -> str:
+    """Display name of a domain (forms.toml ``display``); None: the shipped definitions."""
+    return (load_domains() if registry is None else registry).display(domain)
 
 
 def empty_figure(reason: str) -> go.Figure:
@@ -176,7 +174,8 @@ def trajectory_figure(
                   line_width=0, annotation_text="infusions", annotation_position="top left")
     if measure == "change":
         fig.add_hline(y=0, row=1, col=1, line=ZERO_LINE)
-        better = "lower is better" if IMPROVEMENT_SIGN.get(domain, -1) < 0 else "higher is better"
+        known = load_domains()
+        better = known[domain].direction_text if domain in known else "lower is better"
         y_title = f"Mean change in T ({better})"
     else:
         y_title = "Mean T-score"

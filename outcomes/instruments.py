@@ -31,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .domains import Domain, Domains, SeverityBands, load_domains
 from .errors import InstrumentDefinitionError, UnknownForm
 from .settings import load_settings
 
@@ -60,37 +61,6 @@ class Item:
 
 
 @dataclass(frozen=True)
-class SeverityBands:
-    """Severity labels by T-score; ``cut_points`` are listed in worsening order."""
-
-    higher_is_worse: bool
-    cut_points: tuple[float, ...]
-    labels: tuple[str, ...]
-    source: str
-
-    def label(self, t: float) -> str:
-        """The band of ``t``; a band starts *at* its cut point (README.md, "Severity bands")."""
-        if t != t:
-            raise ValueError("a missing T-score (NaN) has no severity band")
-        if self.higher_is_worse:
-            reached = sum(t >= cut for cut in self.cut_points)
-        else:
-            reached = sum(t <= cut for cut in self.cut_points)
-        return self.labels[reached]
-
-
-@dataclass(frozen=True)
-class Domain:
-    name: str
-    label: str
-    bands: SeverityBands
-
-    @property
-    def higher_is_worse(self) -> bool:
-        return self.bands.higher_is_worse
-
-
-@dataclass(frozen=True)
 class Form:
     """A short form: items in order, raw-score table and metadata. ``table[raw] == (t, se)``."""
 
@@ -104,6 +74,7 @@ class Form:
     bands: SeverityBands
     loinc: str | None
     citation: str
+    loinc_display: str | None = None  # LOINC's own name of the code, shown in FHIR codings
 
     def __hash__(self) -> int:  # the table mapping is unhashable; key and items identify a form
         return hash((self.key, self.items))
@@ -158,7 +129,7 @@ class Registry:
     """Every supported form, domain and profile, as loaded and validated by :func:`load_registry`."""
 
     forms: tuple[Form, ...]
-    domains: tuple[Domain, ...]
+    domains: Domains
     profiles: tuple[Profile, ...]
 
     def form(self, key: str) -> Form:
@@ -174,10 +145,7 @@ class Registry:
         return tuple(form for form in self.forms if form.domain == name)
 
     def domain(self, name: str) -> Domain:
-        for domain in self.domains:
-            if domain.name == name:
-                return domain
-        raise KeyError(f"unknown domain {name!r}; domains: {', '.join(d.name for d in self.domains)}")
+        return self.domains[name]
 
     def profile(self, name: str) -> Profile:
         for profile in self.profiles:
@@ -215,7 +183,7 @@ def load_registry(instruments_dir: Path | str, item_wording_file: Path | str | N
     """
     folder = Path(instruments_dir)
     spec = _read_toml(folder / "forms.toml")
-    domains = _domains(spec)
+    domains = load_domains(folder)
     items = _items_by_form(folder)
     known_ids = {row["item_id"] for rows in items.values() for _, row in rows}
     options = _options(folder)
@@ -230,7 +198,7 @@ def load_registry(instruments_dir: Path | str, item_wording_file: Path | str | N
     forms_spec = _table(spec, "forms", "forms.toml")
     forms = tuple(_form(folder, key, _table(forms_spec, key, f"forms.toml [forms.{key!r}]"), domains,
                         items, options, parameters, texts) for key in forms_spec)
-    return Registry(forms, tuple(domains.values()), _profiles(folder, spec, forms))
+    return Registry(forms, domains, _profiles(folder, spec, forms))
 
 
 @functools.cache
@@ -290,34 +258,6 @@ def _no_unknown_fields(entry: Mapping[str, Any], allowed: set[str], where: Where
     if unknown := sorted(set(entry) - allowed):
         raise InstrumentDefinitionError(f"{where}: unknown field(s) {', '.join(unknown)}; "
                                         f"allowed: {', '.join(sorted(allowed))}")
-
-
-def _domains(spec: Mapping[str, Any]) -> dict[str, Domain]:
-    domains: dict[str, Domain] = {}
-    declared = _table(spec, "domains", "forms.toml")
-    for name in declared:
-        where = f"forms.toml [domains.{name}]"
-        entry = _table(declared, name, where)
-        _no_unknown_fields(entry, {"label", "higher_is_worse", "severity_cut_points", "severity_labels",
-                                   "severity_source"}, where)
-        cuts = tuple(_get(entry, "severity_cut_points", list, where))
-        labels = tuple(_get(entry, "severity_labels", list, where))
-        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in cuts):
-            raise InstrumentDefinitionError(f"{where}: severity_cut_points must be numbers, got {list(cuts)}")
-        if not all(isinstance(label, str) and label for label in labels):
-            raise InstrumentDefinitionError(f"{where}: severity_labels must be non-empty strings")
-        cuts = tuple(float(c) for c in cuts)
-        worse = _get(entry, "higher_is_worse", bool, where)
-        worsening = sorted(cuts, reverse=not worse)
-        if list(cuts) != worsening or len(set(cuts)) != len(cuts):
-            raise InstrumentDefinitionError(f"{where}: severity_cut_points must run in worsening order "
-                                            f"({'ascending' if worse else 'descending'}), got {list(cuts)}")
-        if len(labels) != len(cuts) + 1:
-            raise InstrumentDefinitionError(f"{where}: {len(cuts)} severity_cut_points need "
-                                            f"{len(cuts) + 1} severity_labels, got {len(labels)}")
-        bands = SeverityBands(worse, cuts, labels, _get(entry, "severity_source", str, where))
-        domains[name] = Domain(name, _get(entry, "label", str, where), bands)
-    return domains
 
 
 def _rows(path: Path, columns: tuple[str, ...], name: str) -> list[tuple[Where, dict[str, str]]]:
@@ -473,7 +413,7 @@ def _form(folder: Path, key: str, entry: Mapping[str, Any], domains: Mapping[str
     if domain_name not in domains:
         raise InstrumentDefinitionError(f"{where}: domain {domain_name!r} is not defined in [domains] "
                                         f"({', '.join(domains)})")
-    _no_unknown_fields(entry, {"loinc", "citation"}, where)
+    _no_unknown_fields(entry, {"loinc", "loinc_display", "citation"}, where)
     form_id = (domain_name, version, short_form)
     if form_id not in items:
         raise InstrumentDefinitionError(f"{where}: items.csv has no items for {' '.join(form_id)}")
@@ -501,8 +441,11 @@ def _form(folder: Path, key: str, entry: Mapping[str, Any], domains: Mapping[str
     domain = domains[domain_name]
     loinc = _loinc(entry["loinc"], f"{where} loinc") if "loinc" in entry else None
     title = f"PROMIS SF v{version} {domain.label} {short_form}"
+    display = _get(entry, "loinc_display", str, where) if "loinc_display" in entry else None
+    if display and not loinc:
+        raise InstrumentDefinitionError(f"{where}: loinc_display without a loinc")
     return Form(key, domain_name, title, version, short_form, form_items, table, domain.bands, loinc,
-                _get(entry, "citation", str, where))
+                _get(entry, "citation", str, where), display)
 
 
 def _score_table(folder: Path, key: str, items: tuple[Item, ...]) -> Mapping[int, tuple[float, float]]:

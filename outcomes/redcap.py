@@ -3,7 +3,7 @@
 A REDCap export has one row per record and event (``record_id``, ``redcap_event_name``...), and the
 PROMIS questionnaires as item-level answers (a field per item, often named after the item ID, e.g.
 ``painin9``, coded 1–5, or the answer labels in a "labels" export) or as T-scores (``..._tscore``,
-``..._stderror``). :func:`detect` proposes a :class:`Mapping`; the page shows it for confirmation;
+``..._stderror``). :func:`detect` proposes a :class:`ColumnMapping`; the page shows it for confirmation;
 :func:`preview` scores the items with :mod:`outcomes.scoring` and checks every row (a dry run of
 :func:`outcomes.storage.import_records`); :func:`commit` writes all rows or none, runs the clinic's alert
 rules on each patient's new latest score per domain in the same transaction, and audits it.
@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping as MappingABC
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -43,17 +43,12 @@ from .errors import ImportRejected, InvalidResponse, ValidationError
 from .importing import ImportResult, Source, import_with_alerts, read_table
 from .instruments import Form, Registry
 from .scoring import score_response
-from .settings import DOMAINS, Settings, load_settings
+from .settings import Settings, load_settings
 from .storage import ImportSummary
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
 _SCORE_SUFFIX = re.compile(r"(t_?score|std_?err(or)?|_se|qposition|_complete|timestamp)$", re.I)
 _T_COLUMN = re.compile(r"t_?score$", re.I)
-_DOMAIN_WORDS = {
-    "pain_interference": re.compile(r"pain|(^|_)pi(_|$)", re.I),
-    "depression": re.compile(r"depress|eddep|(^|_)dep(_|$)", re.I),
-    "physical_function": re.compile(r"phys|function|(^|_)pf(_|$)|(^|_)pf[ac]\d", re.I),
-}
 REDCAP_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
                   "redcap_data_access_group", "redcap_survey_identifier")
 
@@ -63,7 +58,7 @@ class FormMapping:
     """Item-level answers of one short form: ``columns`` maps item IDs to the file's columns."""
 
     form: str
-    columns: MappingABC[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -77,7 +72,7 @@ class TScoreMapping:
 
 
 @dataclass(frozen=True)
-class Mapping:
+class ColumnMapping:
     """How the columns of a REDCap export become scores; one source per domain."""
 
     record_id: str
@@ -115,7 +110,7 @@ class Mapping:
                            "least half are needed to score it")
         for ts in self.t_scores:
             domains.append(ts.domain)
-            if ts.domain not in DOMAINS:
+            if ts.domain not in registry.domains:
                 out.append(f"Unknown domain {ts.domain!r}")
             out += [f"The {ts.domain} T-score column {c!r} is not in the file"
                     for c in (ts.t_column, ts.se_column) if c is not None and c not in known]
@@ -155,8 +150,9 @@ def _item_column(item_id: str, columns: Sequence[str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _domain_of(column: str) -> str | None:
-    found = [d for d, word in _DOMAIN_WORDS.items() if word.search(column)]
+def _domain_of(column: str, registry: Registry) -> str | None:
+    """The one domain whose REDCap field aliases (forms.toml ``redcap_fields``) match ``column``."""
+    found = [d.name for d in registry.domains.values() if d.redcap and d.redcap.search(column)]
     return found[0] if len(found) == 1 else None
 
 
@@ -165,7 +161,7 @@ def _looks_like_dates(values: pd.Series) -> float:
     return float(cells.str.fullmatch(_DATE).mean()) if len(cells) else 0.0
 
 
-def detect(frame: pd.DataFrame, registry: Registry) -> Mapping:
+def detect(frame: pd.DataFrame, registry: Registry) -> ColumnMapping:
     """A proposed mapping: record ID (``record_id`` or the first column, as REDCap writes it), the event
     column, the most date-like column, and per domain the short form whose items are best covered by
     columns named after them, else a ``..._tscore`` column."""
@@ -182,7 +178,7 @@ def detect(frame: pd.DataFrame, registry: Registry) -> Mapping:
     date_column = next((c for share, is_named, c in scored if share >= (0.5 if is_named else 0.8)), None)
 
     forms: list[FormMapping] = []
-    for domain in DOMAINS:
+    for domain in registry.domains:
         best: tuple[Any, ...] | None = None
         for form in registry.forms_for_domain(domain):
             hits = {i: _item_column(i, candidates) for i in form.item_ids}
@@ -195,7 +191,7 @@ def detect(frame: pd.DataFrame, registry: Registry) -> Mapping:
     covered = {registry.form(f.form).domain for f in forms}
     t_scores = []
     for column in candidates:
-        domain = _domain_of(column) if _T_COLUMN.search(column) else None
+        domain = _domain_of(column, registry) if _T_COLUMN.search(column) else None
         if domain and domain not in covered and not any(_item_column(i, [column]) for f in registry.forms
                                                         for i in f.item_ids):
             stem = _T_COLUMN.sub("", column)
@@ -203,7 +199,7 @@ def detect(frame: pd.DataFrame, registry: Registry) -> Mapping:
                        and re.search(r"(std_?err(or)?|_se)$", c, re.I)), None)
             t_scores.append(TScoreMapping(domain, column, se, _form_in_name(column, domain, registry)))
             covered.add(domain)
-    return Mapping(record_id, date_column, event, tuple(forms), tuple(t_scores))
+    return ColumnMapping(record_id, date_column, event, tuple(forms), tuple(t_scores))
 
 
 def _form_in_name(column: str, domain: str, registry: Registry) -> str | None:

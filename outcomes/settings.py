@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
@@ -26,35 +26,14 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
+from .domains import Domains, load_domains
 from .errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
 
-DOMAINS = ("pain_interference", "depression", "physical_function")
-
-#: Meaningful-change presets, in T-score points, per domain. The comparison is inclusive and made on
-#: the change rounded to one decimal (docs/methods.md).
-MCID_PRESETS: Mapping[str, Mapping[str, float]] = MappingProxyType(
-    {
-        # Chen et al., Pain 2018 (PI, chronic pain 2-3); Kroenke et al., J Affect Disord 2020 (depression
-        # best estimate 3.5); HealthMeasures' 3-point guidance and the chronic-pain/OA range 1.9-3.6 (PF).
-        "anchor": MappingProxyType({"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}),
-        # Lower ends of the same anchor-based ranges.
-        "lenient": MappingProxyType({"pain_interference": 2.0, "depression": 3.0, "physical_function": 2.0}),
-        # Half a reference-population SD (Norman, Sloan & Wyrwich, Med Care 2003).
-        "half_sd": MappingProxyType({"pain_interference": 5.0, "depression": 5.0, "physical_function": 5.0}),
-    }
-)
-
-MCID_PRESET_LABELS: Mapping[str, str] = MappingProxyType(
-    {
-        "anchor": "Anchor-based, chronic pain (Chen 2018; Kroenke 2020; HealthMeasures)",
-        "lenient": "Lenient (lower end of anchor-based ranges)",
-        "half_sd": "Half an SD, 5 T points (Norman 2003)",
-        "custom": "Custom thresholds set by the clinic",
-    }
-)
+#: Shown when the effective thresholds are not one preset's (the presets' own labels are data).
+CUSTOM_MCID_LABEL = "Custom thresholds set by the clinic"
 
 
 @dataclass(frozen=True)
@@ -133,8 +112,8 @@ def _parse_timezone(value: Any) -> str:
 
 def _parse_preset(value: Any) -> str:
     text = str(value).strip()
-    if text not in MCID_PRESETS:
-        raise ValueError(f"expected one of {', '.join(MCID_PRESETS)}, got {text!r}")
+    if not text:
+        raise ValueError("expected the name of a meaningful-change preset, got an empty value")
     return text
 
 
@@ -152,9 +131,7 @@ def parse_mcid_overrides(value: Any) -> dict[str, float]:
             key, _, number = part.partition("=")
             pairs.append((key.strip(), number.strip()))
     result: dict[str, float] = {}
-    for key, number in pairs:
-        if key not in DOMAINS:
-            raise ValueError(f"unknown domain {key!r}; expected one of {', '.join(DOMAINS)}")
+    for key, number in pairs:  # the domain names are checked against the registry by Settings
         try:
             threshold = float(number)
         except (TypeError, ValueError):
@@ -190,9 +167,9 @@ REGISTRY: tuple[SettingSpec, ...] = (
     SettingSpec("item_wording_file", None, _parse_optional_path,
                 "CSV with columns item_id,text holding the clinic's licensed PROMIS item wording; "
                 "replaces our paraphrased descriptions in every form."),
-    SettingSpec("checkin_forms", ("pain_interference_sf6a_v1.0", "depression_sf6a_v1.0",
-                                  "physical_function_sf6b_v1.2"), _parse_str_list,
-                "Form keys a patient answers at each weekly check-in, in order."),
+    SettingSpec("checkin_forms", (), _parse_str_list,
+                "Form keys a patient answers at each weekly check-in, in order; empty: each domain's "
+                "checkin_form in forms.toml."),
     SettingSpec("timezone", "", _parse_timezone,
                 "The clinic's IANA time zone (e.g. America/Chicago), which dates check-ins; empty: the server's."),
     SettingSpec("checkin_cadence_days", 7, _parse_int(1, 90),
@@ -246,10 +223,30 @@ class Settings:
     windows: tuple[Window, ...] = DEFAULT_WINDOWS
 
     def __post_init__(self) -> None:
+        domains = self.domains
+        if self.mcid_preset not in domains.presets:
+            raise ConfigError(f"mcid_preset: expected one of {', '.join(domains.presets)}, got {self.mcid_preset!r}")
+        if unknown := [d for d in self.mcid if d not in domains]:
+            raise ConfigError(f"mcid: unknown domain {unknown[0]!r}; expected one of {', '.join(domains)}")
         # The effective thresholds: the preset, then any per-domain override on top.
-        merged = dict(MCID_PRESETS[self.mcid_preset])
+        merged = domains.preset(self.mcid_preset)
         merged.update(self.mcid)
-        object.__setattr__(self, "mcid", MappingProxyType(merged))
+        object.__setattr__(self, "mcid", MappingProxyType({d: merged[d] for d in domains if d in merged}))
+        if not self.checkin_forms:
+            object.__setattr__(self, "checkin_forms", domains.checkin_forms())
+
+    @property
+    def domains(self) -> Domains:
+        """The domains declared in ``instruments_dir`` (forms.toml ``[domains.*]``), in display order."""
+        return load_domains(self.instruments_dir)
+
+    def reported_domains(self, measured: Iterable[str]) -> tuple[str, ...]:
+        """The domains a cohort report covers, in display order: those with a meaningful-change threshold
+        that the check-in asks or that have scores (``measured``). A domain the clinic does not measure
+        would only add empty rows; one it asks is reported even before its first score (0 of 0)."""
+        asked = {d for d in self.domains for key in self.checkin_forms if key.startswith(d + "_sf")}
+        wanted = asked | set(measured)
+        return tuple(d for d in self.domains if d in self.mcid and d in wanted)
 
     @property
     def zoneinfo(self) -> tzinfo | None:
@@ -258,8 +255,9 @@ class Settings:
 
     @property
     def mcid_label(self) -> str:
-        preset = dict(MCID_PRESETS[self.mcid_preset])
-        return MCID_PRESET_LABELS["custom" if preset != dict(self.mcid) else self.mcid_preset]
+        if self.domains.preset(self.mcid_preset) != dict(self.mcid):
+            return CUSTOM_MCID_LABEL
+        return self.domains.presets[self.mcid_preset]
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed; ``mcid`` overrides apply on top of the preset."""
@@ -321,3 +319,10 @@ def _show(value: Any) -> str:
     if isinstance(value, Mapping):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "(none)"
     return "(none)" if value is None else str(value)
+
+
+# Transitional names for callers not yet moved to ``settings.domains`` (the shipped definitions).
+_SHIPPED = load_domains()
+DOMAINS = _SHIPPED.names
+MCID_PRESETS = MappingProxyType({p: MappingProxyType(_SHIPPED.preset(p)) for p in _SHIPPED.presets})
+MCID_PRESET_LABELS = MappingProxyType({**_SHIPPED.presets, "custom": CUSTOM_MCID_LABEL})

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import auth, clinic, instruments, scoring, storage
 from .errors import NotADemoDatabase
-from .settings import DOMAINS, Settings, load_settings
+from .settings import Settings, load_settings
 
 DIAGNOSES = MappingProxyType(
     {  # share of patients, and how much likelier than average they are to respond
@@ -46,27 +46,11 @@ DIAGNOSES = MappingProxyType(
 )
 SEXES = MappingProxyType({"F": 0.718, "M": 0.277, "X": 0.005})
 
-#: Baseline T mean and SD per domain (moderate impairment, as in the registry).
-BASELINE_T = MappingProxyType(
-    {"pain_interference": (66.0, 5.5), "depression": (61.0, 7.5), "physical_function": (36.0, 5.5)}
-)
-#: Share of episodes with a true response, and the true change of responders and non-responders
-#: (T points, in the direction of the scale). Tuned so that observed responder rates at the end of
-#: the series land near 40 % (PI), 30 % (depression) and 22 % (PF) with the default thresholds.
-RESPONSE = MappingProxyType(
-    {
-        "pain_interference": (0.40, -7.5, 1.2),
-        "depression": (0.28, -7.5, 1.0),
-        "physical_function": (0.12, 6.5, -1.5),
-    }
-)
-FORMS = MappingProxyType(
-    {
-        "pain_interference": "pain_interference_sf6a_v1.0",
-        "depression": "depression_sf6a_v1.0",
-        "physical_function": "physical_function_sf6b_v1.2",
-    }
-)
+# The generated domains, their baseline T mean and SD, the share of episodes with a true response and
+# the true change of responders and of the others (T points, in the direction of the scale) are data:
+# ``synthetic`` in each domain of forms.toml (a domain without it is not generated). Tuned so that
+# observed responder rates at the end of the series land near 40 % (PI), 30 % (depression) and 22 %
+# (PF) with the default thresholds.
 ADVERSE_EVENTS = MappingProxyType(
     {"dissociation": 0.08, "nausea": 0.06, "blood_pressure_rise": 0.03, "hallucination": 0.01}
 )
@@ -285,9 +269,10 @@ def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timesta
     registry = instruments.default_registry()
     m = len(series)
     frames = []
-    for domain in DOMAINS:
-        mean, sd = BASELINE_T[domain]
-        share, responder_change, other_change = RESPONSE[domain]
+    for domain in (d for d in registry.domains.values() if d.synthetic):
+        p = domain.synthetic
+        mean, sd = p["baseline_mean"], p["baseline_sd"]
+        share, responder_change, other_change = p["responder_share"], p["responder_change"], p["other_change"]
         baseline = rng.normal(mean, sd, m)
         p_respond = np.clip(share * series["respond_scale"].to_numpy(), 0, 0.95)
         responder = rng.random(m) < p_respond
@@ -303,7 +288,7 @@ def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timesta
         weeks_after = np.maximum(day - length, 0) / 7
         fade = np.exp(-weeks_after / fade_weeks[r])
         latent = baseline[r] + full_change[r] * onset * fade + rng.normal(0, 1.8, len(r))
-        form = registry.form(FORMS[domain])
+        form = registry.form(p["form"])
         values = _sample_items(rng, form, (latent - 50) / 10)
         frame = pd.DataFrame(values, columns=[item.item_id for item in form.items])
         frame.insert(0, "form", form.key)
@@ -318,7 +303,7 @@ def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timesta
                 {
                     "patient_id": series["patient_id"].to_numpy()[r],
                     "assessed_on": visits["assessed_on"].to_numpy(),
-                    "domain": domain,
+                    "domain": domain.name,
                     "form": form.key,
                     "responses": responses,
                     "raw_score": scored["raw_score"].to_numpy(),

@@ -167,7 +167,7 @@ def test_unknown_records_can_be_added_as_patients(db, clinic):
     frame = upload(HEADER + "P777,baseline_arm_1,,,2025-01-08,3,3,3,3,3,3,2,,,,,,\n")
     mapping = redcap.detect(frame, REGISTRY)
     assert not redcap.preview(db, frame, mapping, registry=REGISTRY, today=TODAY).ok
-    mapping = redcap.Mapping(**{**mapping.__dict__, "add_patients": True})
+    mapping = redcap.ColumnMapping(**{**mapping.__dict__, "add_patients": True})
     summary = redcap.commit(db, clinic["admin"], frame, mapping, registry=REGISTRY, today=TODAY)
     assert summary.patients_added == 1 and "P777" in storage.load_patients(db)["patient_id"].tolist()
 
@@ -186,7 +186,7 @@ def test_columns_named_otherwise_are_mapped_by_hand(db, clinic):
     detected = redcap.detect(frame, REGISTRY)
     assert detected.forms == () and detected.t_scores == ()
     assert "Nothing to import" in " ".join(detected.problems(list(frame.columns), REGISTRY))
-    mapping = redcap.Mapping("id", "when", forms=(redcap.FormMapping(
+    mapping = redcap.ColumnMapping("id", "when", forms=(redcap.FormMapping(
         "depression_sf4a_v1.0", {"EDDEP04": "q1", "EDDEP06": "q2", "EDDEP29": "q3", "EDDEP41": "q4"}),))
     redcap.commit(db, clinic["clinician"], frame, mapping, registry=REGISTRY, today=TODAY)
     stored = storage.load_assessments(db)
@@ -198,14 +198,14 @@ def test_mapping_problems_are_spelled_out():
     frame = upload(EXPORT)
     columns = list(frame.columns)
     m = redcap.detect(frame, REGISTRY)
-    assert redcap.Mapping("record_id", None, forms=m.forms).problems(columns, REGISTRY) == [
+    assert redcap.ColumnMapping("record_id", None, forms=m.forms).problems(columns, REGISTRY) == [
         "Choose the column that dates each row (a visit date or a survey timestamp): REDCap event names are "
         "not dates"]
-    twice = redcap.Mapping("record_id", "visit_date", forms=m.forms[:1],
+    twice = redcap.ColumnMapping("record_id", "visit_date", forms=m.forms[:1],
                            t_scores=(redcap.TScoreMapping("pain_interference", "promis_pf_tscore"),))
     assert twice.problems(columns, REGISTRY) == [
         "pain_interference is mapped twice; choose one source per domain"]
-    half = redcap.Mapping("record_id", "visit_date", forms=(redcap.FormMapping(
+    half = redcap.ColumnMapping("record_id", "visit_date", forms=(redcap.FormMapping(
         "pain_interference_sf6a_v1.0", {"PAININ9": "painin9", "PAININ22": "nope"}),))
     assert half.problems(columns, REGISTRY) == [
         "PROMIS SF v1.0 Pain Interference 6a: item PAININ22 is mapped to 'nope', which is not in the file",

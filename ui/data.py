@@ -19,7 +19,7 @@ import streamlit as st
 
 from outcomes import analysis, figures, instruments, reports, storage, survival, synthetic
 from outcomes.errors import PermissionDenied
-from outcomes.settings import DOMAINS, Settings, Window, load_settings
+from outcomes.settings import Settings, Window, load_settings
 
 
 DEMO_QUERY_PARAM = "demo"
@@ -213,7 +213,7 @@ def _cohort_subsets(db_path: str, version: int, query: CohortQuery,
         series_number=list(query.series_number) or None, first_infusion_from=query.first_infusion_from,
         first_infusion_to=query.first_infusion_to)
     thresholds = dict(query.mcid)
-    domains = tuple(d for d in DOMAINS if d in thresholds)
+    domains = tuple(d for d in settings().reported_domains(scores["domain"].unique()) if d in thresholds)
     if not query.impaired_only:
         return [(domains, chosen)], scores
     return [((d,), analysis.filter_episodes(chosen, scores, as_of=query.as_of, impaired_at_baseline={d: True},

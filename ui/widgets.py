@@ -9,14 +9,6 @@ from collections.abc import Callable
 import streamlit as st
 
 from outcomes.instruments import Form, Item
-from outcomes.settings import DOMAINS
-
-#: Our own instructions (not PROMIS wording): the recall period of each domain's short forms.
-RECALL = {
-    "pain_interference": "Think about the past 7 days.",
-    "depression": "Think about the past 7 days.",
-    "physical_function": "Think about what you can do now.",
-}
 
 
 def item_text(item: Item) -> str:
@@ -154,7 +146,7 @@ def item_answers(record, registry) -> None:
     if answers.empty:
         st.caption("No item-level answers (scores imported as T-scores only).")
         return
-    order = {domain: i for i, domain in enumerate(DOMAINS)}  # the check-in's order, as on the charts
+    order = {domain: i for i, domain in enumerate(registry.domains)}  # the check-in's order, as on the charts
     groups = sorted(answers.groupby("form", sort=False),
                     key=lambda group: order.get(registry.form(group[0]).domain, len(order)))
     for form_key, rows in groups:

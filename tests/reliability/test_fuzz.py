@@ -287,7 +287,7 @@ def test_redcap_import_of_hostile_exports(world, tally, data):
     mapping = attempt(None, tally, lambda: redcap.detect(frame, REGISTRY))
     if mapping is None:
         return
-    mapping = redcap.Mapping(mapping.record_id, mapping.date, mapping.event, mapping.forms, mapping.t_scores,
+    mapping = redcap.ColumnMapping(mapping.record_id, mapping.date, mapping.event, mapping.forms, mapping.t_scores,
                              add_patients=data.draw(st.booleans()))
     attempt(world.db, tally, lambda: redcap.preview(world.db, frame, mapping, registry=REGISTRY, today=TODAY))
     attempt(world.db, tally, lambda: redcap.commit(world.db, world.clinician, frame, mapping, registry=REGISTRY,
