@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from . import storage
-from .analysis import IMPROVEMENT_SIGN, round_half_away
+from .analysis import round_half_away
 from .auth import Invitation, User, issue_invitation, require_patient_access, require_role
 from .errors import (
     CheckinExists,
@@ -56,12 +56,9 @@ from .instruments import Form, Registry, default_registry
 # using clinic.alert_rule, clinic.SAFETY_NOTICE and the like.
 from .rules import (
     ALERT_ACTIONS as ALERT_ACTIONS,
-    DOMAIN_LABELS as DOMAIN_LABELS,
-    HIGH_DEPRESSION_T as HIGH_DEPRESSION_T,
     PATIENT_CRISIS_TEXT as PATIENT_CRISIS_TEXT,
     PRIORITY_RANK,
     RELIABLE_Z as RELIABLE_Z,
-    ROUTINE_DEPRESSION_T as ROUTINE_DEPRESSION_T,
     SAFETY_NOTICE as SAFETY_NOTICE,
     alert_rule as alert_rule,
     as_date_or_none,
@@ -75,15 +72,15 @@ from .rules import (
     today_reasons,
 )
 from .scoring import ScoreResult, min_answered, score_response
-from .settings import DOMAINS, Settings
+from .settings import Settings
 
-ROSTER_COLUMNS = (
-    "patient_id", "diagnosis", "disposition", "today", "today_rank", "series_status", "in_series_today",
-    "in_series_this_week", "series_number", "last_infusion", "next_infusion", "followup", "baseline_due",
-    "last_checkin", "checkin_status", "next_due", "overdue",
-    *(f"{d}_{c}" for d in DOMAINS for c in ("t", "change", "improved")),
-    "open_alerts", "top_priority",
-)
+def roster_columns(domains: Iterable[str]) -> tuple[str, ...]:
+    """The roster's columns: the patient's status, then ``<domain>_t/_change/_improved`` per domain."""
+    return ("patient_id", "diagnosis", "disposition", "today", "today_rank", "series_status", "in_series_today",
+            "in_series_this_week", "series_number", "last_infusion", "next_infusion", "followup", "baseline_due",
+            "last_checkin", "checkin_status", "next_due", "overdue",
+            *(f"{d}_{c}" for d in domains for c in ("t", "change", "improved")),
+            "open_alerts", "top_priority")
 
 
 # Results -------------------------------------------------------------------------------------------
@@ -206,12 +203,12 @@ def raise_score_alerts(db: storage.Database, assessment_ids: Iterable[int] | Non
         candidates = candidates[candidates["latest"]]
     # Only rows that can meet a rule go through alert_rule (which words the reason): a bulk load checks
     # hundreds of thousands of scores.
-    candidates = candidates[may_alert(candidates, settings.mcid)]
+    candidates = candidates[may_alert(candidates, settings.mcid, settings.domains)]
     alerts = []
     for row in candidates.itertuples(index=False):
         previous = None if pd.isna(row.previous_t) else float(row.previous_t)
-        rule = alert_rule(row.domain, float(row.t_score), previous, float(settings.mcid[row.domain]),
-                          previous_on=as_date_or_none(row.previous_on))
+        rule = alert_rule(settings.domains[row.domain], float(row.t_score), previous,
+                          float(settings.mcid[row.domain]), previous_on=as_date_or_none(row.previous_on))
         if rule:
             alerts.append({"patient_id": row.patient_id, "assessment_id": int(row.assessment_id),
                            "domain": row.domain, "t_score": float(row.t_score), "priority": rule[0],
@@ -646,7 +643,7 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
         b = base.loc[form.domain]
         mcid = float(settings.mcid[form.domain])
         change = None if pd.isna(b["baseline_t"]) else float(round_half_away(r.t_score - b["baseline_t"]))
-        sign = IMPROVEMENT_SIGN[form.domain]
+        sign = settings.domains[form.domain].improvement_sign
         improved = None if change is None else sign * change >= mcid
         worsened = None if change is None else -sign * change >= mcid
         domains.append(DomainResult(
@@ -731,7 +728,7 @@ def patient_record(db: storage.Database, actor: User, patient_id: str, *,
     assessments = storage.load_assessments(db, patient_id=patient_id)
     base = baselines(assessments, assessments, series, settings.baseline_days)
     mcid = assessments["domain"].map(settings.mcid).astype(float)
-    sign = assessments["domain"].map(IMPROVEMENT_SIGN).astype(float)
+    sign = assessments["domain"].map(settings.domains.signs()).astype(float)
     change = pd.Series(round_half_away(assessments["t_score"] - base["baseline_t"]), index=assessments.index)
     rci, reliable = reliable_change_frame(base["baseline_t"], base["baseline_se"], assessments["t_score"],
                                           assessments["se"])
@@ -772,7 +769,7 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`ROSTER_COLUMNS`:
+        Columns :func:`roster_columns` of ``settings.domains``:
 
         * ``disposition`` (active, discharged...); ``series_status`` in words ("No series", "Series
           planned from 9 Jun 2025", "In series (day 3 of 5)", "Week 6 after series 1");
@@ -855,11 +852,11 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
 
     base = baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
     change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)
-    sign = latest["domain"].map(IMPROVEMENT_SIGN).astype(float)
+    sign = latest["domain"].map(settings.domains.signs()).astype(float)
     improved = (sign * change >= latest["domain"].map(settings.mcid).astype(float)).where(change.notna())
     wide = latest.assign(t=latest["t_score"], change=change, improved=improved.astype(float)).pivot(
         index="patient_id", columns="domain", values=["t", "change", "improved"])
-    for d in DOMAINS:
+    for d in settings.domains:
         for c in ("t", "change", "improved"):
             column = wide[(c, d)] if (c, d) in wide.columns else pd.Series(dtype="float64")
             out[f"{d}_{c}"] = out["patient_id"].map(column).astype("float64")
@@ -871,7 +868,7 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
     out = out.assign(_rank=rank).sort_values(["_rank", "overdue", "patient_id"],
                                              ascending=[True, False, True])
     storage.append_audit(db, actor=user.username, action="view_roster", details={"patients": len(out)})
-    return out[list(ROSTER_COLUMNS)].reset_index(drop=True)
+    return out[list(roster_columns(settings.domains))].reset_index(drop=True)
 
 
 def open_alerts(db: storage.Database, actor: User) -> pd.DataFrame:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import IMPROVEMENT_SIGN, round_half_away
+from .analysis import round_half_away
+from .domains import Domain, Domains, load_domains
 
 # Alerts (clinical-methods notes 5; docs/clinic-record.md, "Alerts from every door") -------------------
 
@@ -45,23 +46,30 @@ ALERT_ACTIONS = {
     "high": "A clinician reviews it the same day and follows the clinic's safety protocol.",
     "routine": "A clinician reviews it at the next routine review, within 2 working days.",
 }
-HIGH_DEPRESSION_T = 70.0  # severe band: high-priority flag (clinical-methods 5, recommendation 1)
-ROUTINE_DEPRESSION_T = 65.0  # moderately severe (Kroenke 2020): routine flag
 RELIABLE_Z = 1.96  # |RCI| at p < .05 (Jacobson & Truax 1991; clinical-methods 3.5)
 
-DOMAIN_LABELS = {"pain_interference": "Pain interference", "depression": "Depression",
-                 "physical_function": "Physical function"}
 #: Sort order of alert priorities (roster, Today list): high first.
 PRIORITY_RANK = {"high": 0, "routine": 1}
 
 
-def alert_rule(domain: str, t_score: float, previous_t: float | None, mcid: float, *,
-               previous_on: date | None = None) -> tuple[str, str] | None:
+def _domain(domain: str | Domain, registry: Domains | None) -> Domain:
+    if isinstance(domain, Domain):
+        return domain
+    return (load_domains() if registry is None else registry)[domain]
+
+
+def alert_rule(domain: str | Domain, t_score: float, previous_t: float | None, mcid: float, *,
+               previous_on: date | None = None, registry: Domains | None = None) -> tuple[str, str] | None:
     """The alert a new score raises, as ``(priority, reason)``, or None.
 
-    * Depression T >= 70 (severe): ``high``.
-    * Depression 65 <= T < 70, or a worsening since the previous score of at least ``mcid`` (any
-      domain; change rounded to 0.1, comparison inclusive): ``routine``.
+    * A score at or beyond one of the domain's alert levels (forms.toml ``alerts``, worst first; for
+      depression T >= 70 severe: ``high``, 65 <= T < 70 moderately severe: ``routine``) raises the
+      worst level it reaches.
+    * A worsening since the previous score of at least ``mcid`` (change rounded to 0.1, comparison
+      inclusive) raises ``routine`` in every domain with ``worsening_alert`` (the default).
+
+    ``domain`` is a :class:`~outcomes.domains.Domain` or a name in ``registry`` (None: the shipped
+    definitions).
 
     Example
     -------
@@ -70,35 +78,41 @@ def alert_rule(domain: str, t_score: float, previous_t: float | None, mcid: floa
     >>> alert_rule("depression", 64.9, None, 3.5) is None
     True
     """
-    label = DOMAIN_LABELS[domain]
+    d = _domain(domain, registry)
     reasons, priority = [], None
-    if domain == "depression" and t_score >= HIGH_DEPRESSION_T:
-        priority = "high"
-        reasons.append(f"Depression T {t_score:.1f} is {HIGH_DEPRESSION_T:g} or higher (severe)")
-    elif domain == "depression" and t_score >= ROUTINE_DEPRESSION_T:
-        priority = "routine"
-        reasons.append(f"Depression T {t_score:.1f} is from {ROUTINE_DEPRESSION_T:g} to below "
-                       f"{HIGH_DEPRESSION_T:g} (moderately severe)")
-    if previous_t is not None and not math.isnan(previous_t):
+    if reached := d.alert_level(t_score):
+        level, worse = reached
+        priority = level.priority
+        if worse is None:
+            where = f"{level.t:g} or {'higher' if d.higher_is_worse else 'lower'}"
+        else:
+            where = f"from {level.t:g} to {'below' if d.higher_is_worse else 'above'} {worse.t:g}"
+        reasons.append(f"{d.display} T {t_score:.1f} is {where} ({level.name})")
+    if d.worsening_alert and previous_t is not None and not math.isnan(previous_t):
         change = round_half_away(t_score - previous_t)
-        if -IMPROVEMENT_SIGN[domain] * change >= mcid:
+        if -d.improvement_sign * change >= mcid:
             priority = priority or "routine"
             since = f" on {previous_on}" if previous_on else ""
-            reasons.append(f"{label} worsened by {abs(change):.1f} T points since the previous score "
+            reasons.append(f"{d.display} worsened by {abs(change):.1f} T points since the previous score "
                            f"({previous_t:.1f}{since}), at least the meaningful change of {mcid:g}")
     return None if priority is None else (priority, "; ".join(reasons))
 
 
-def may_alert(scores: pd.DataFrame, mcid: Mapping[str, float]) -> pd.Series:
+def may_alert(scores: pd.DataFrame, mcid: Mapping[str, float], registry: Domains | None = None) -> pd.Series:
     """Which scores can meet :func:`alert_rule`: its conditions, vectorised (True exactly where it alerts).
 
     ``scores`` has ``domain, t_score, previous_t`` (NaN: no previous score). A bulk load checks hundreds of
     thousands of scores, so only these rows go through :func:`alert_rule`, which words the reason.
     """
-    worsening = (-scores["domain"].map(IMPROVEMENT_SIGN).astype(float)
-                 * round_half_away(scores["t_score"] - scores["previous_t"]))
-    return (((scores["domain"] == "depression") & (scores["t_score"] >= ROUTINE_DEPRESSION_T))
-            | (worsening >= scores["domain"].map(mcid).astype(float)).fillna(False))
+    domains = load_domains() if registry is None else registry
+    sign = scores["domain"].map(domains.signs()).astype(float)
+    worsening = -sign * round_half_away(scores["t_score"] - scores["previous_t"])
+    may_worsen = scores["domain"].map({d.name: d.worsening_alert for d in domains.values()}).fillna(False)
+    # The mildest alert level per domain, as a limit on the "worse" side: -sign * T >= -sign * limit.
+    mildest = scores["domain"].map({d.name: d.alerts[-1].t for d in domains.values() if d.alerts}).astype(float)
+    at_level = (-sign * scores["t_score"] >= -sign * mildest).fillna(False)
+    return (at_level
+            | (may_worsen.astype(bool) & (worsening >= scores["domain"].map(mcid).astype(float)).fillna(False)))
 
 
 # Reliable change (Jacobson & Truax 1991; clinical-methods notes 3.5) ------------------------------------

@@ -431,7 +431,7 @@ def test_roster(w):
     w.submit(on=date(2025, 5, 28), pi=18, dep=25, pf=18)  # depression 70.6: high alert
     w.submit(patient_id="P002", on=date(2025, 5, 10), dep=12)
     table = clinic.roster(w.db, w.clinician, today=TODAY, settings=SETTINGS)
-    assert tuple(table.columns) == clinic.ROSTER_COLUMNS
+    assert tuple(table.columns) == clinic.roster_columns(SETTINGS.domains)
     rows = table.set_index("patient_id")
     assert table["patient_id"].tolist() == ["P001", "P002", "P003"]  # alerts first, then overdue
     assert rows.loc["P001", "series_status"] == "Week 4 after series 1"
@@ -482,7 +482,7 @@ def test_roster_of_an_empty_clinic(db):
     lee = auth.create_user(db, admin, username="dr.lee", role="clinician", password="lee's long password",
                            now=NOW)
     table = clinic.roster(db, lee, today=TODAY, settings=SETTINGS)
-    assert table.empty and tuple(table.columns) == clinic.ROSTER_COLUMNS
+    assert table.empty and tuple(table.columns) == clinic.roster_columns(SETTINGS.domains)
 
 
 def test_patient_record(w):

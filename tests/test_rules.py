@@ -53,7 +53,7 @@ t_scores = st.floats(20.0, 80.0).map(lambda t: round(t, 1))
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(st.tuples(st.sampled_from(sorted(rules.DOMAIN_LABELS)), t_scores,
+@given(rows=st.lists(st.tuples(st.sampled_from(sorted(SETTINGS.domains)), t_scores,
                                st.one_of(st.none(), t_scores)), max_size=30))
 def test_may_alert_is_true_exactly_where_the_alert_rule_alerts(rows):
     """The vectorised pre-filter of raise_score_alerts must never drop a score the rule would alert on."""
@@ -257,5 +257,5 @@ def test_as_date_or_none(value, expected):
 
 def test_clinic_re_exports_the_rules_it_used_to_hold():
     for name in ("alert_rule", "reliable_change", "today_list", "SAFETY_NOTICE", "PATIENT_CRISIS_TEXT",
-                 "ALERT_ACTIONS", "DOMAIN_LABELS", "HIGH_DEPRESSION_T", "ROUTINE_DEPRESSION_T", "RELIABLE_Z"):
+                 "ALERT_ACTIONS", "RELIABLE_Z"):
         assert getattr(clinic, name) is getattr(rules, name), name
