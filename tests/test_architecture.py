@@ -159,6 +159,18 @@ def test_the_storage_package_is_documented_and_one_namespace():
     assert sorted(n for n in storage.__all__ if not hasattr(storage, n)) == []
 
 
+def test_the_examples_in_the_storage_docstrings_hold():
+    import doctest
+
+    import outcomes.storage as storage
+    from outcomes import validation
+    from outcomes.storage import connection
+
+    for module in (storage, connection, validation):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted and not result.failed, module.__name__
+
+
 def test_replacing_a_storage_name_reaches_the_code_that_calls_it():
     # Tests replace storage.X (monkeypatch); the package passes that on to its submodules.
     import pytest
