@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ValidationError
-from .settings import DOMAINS
+from .domains import load_domains
 
 SEXES = ("F", "M", "X")
 METHODS = ("table", "pattern", "prorated", "imported")
@@ -37,7 +37,8 @@ EVENT_KINDS = ("dissociation", "nausea", "blood_pressure_rise", "hallucination",
 SEVERITIES = ("mild", "moderate", "severe")
 ROLES = ("admin", "clinician", "qi", "patient")
 DOSE_RANGE = (0.05, 2.0)  # mg/kg: sub-anaesthetic infusion doses; outside this is a typo (mg vs mg/kg)
-FORM_KEY = re.compile(r"(pain_interference|depression|physical_function)_sf\w+_v\d+\.\d+", re.ASCII)
+#: ``<domain>_sf<form>_v<version>``; which keys exist is the instrument registry's business.
+FORM_KEY = re.compile(r"[a-z][a-z_]*[a-z]_sf\w+_v\d+\.\d+", re.ASCII)
 EARLIEST = date(1900, 1, 1)
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{2,63}", re.ASCII)
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -280,17 +281,20 @@ def clean_adverse_event(*, kind: Any, severity: Any, action: Any = None, descrip
 def clean_score(*, domain: Any, assessed_on: Any, t_score: Any, se: Any = None, form: Any = None,
                 responses: Any = None, raw_score: Any = None, n_answered: Any = None, method: Any,
                 source: Any, today: date | None = None,
-                known_forms: Collection[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+                known_forms: Collection[str] | None = None,
+                domains: Collection[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Parse and check one domain score.
 
-    ``form`` must look like ``pain_interference_sf6a_v1.0`` and start with ``domain``; with
+    ``domain`` must be one of ``domains`` (``settings.domains``; None: the domains shipped in
+    data/instruments/forms.toml). ``form`` must look like ``<domain>_sf6a_v1.0`` and start with ``domain``; with
     ``known_forms`` it must also be one of them. It may be missing only when ``method`` is
     ``imported`` (a T-score copied from elsewhere). ``responses`` maps item IDs to whole numbers or
     ``None`` (skipped). See :func:`clean_patient` for the return value.
     """
     f = _Fields(today)
     values = {
-        "domain": f.choice("domain", domain, DOMAINS, required=True),
+        "domain": f.choice("domain", domain, tuple(load_domains() if domains is None else domains),
+                           required=True),
         "assessed_on": f.day("assessed_on", assessed_on, required=True),
         "t_score": f.number("t_score", t_score, 0, 100, required=True),
         "se": f.number("se", se, 0, 50, above=True),
@@ -304,7 +308,7 @@ def clean_score(*, domain: Any, assessed_on: Any, t_score: Any, se: Any = None, 
     key, dom = values["form"], values["domain"]
     if key is not None:
         if not FORM_KEY.fullmatch(key):
-            f.fail(f"form {key!r} is not a form key such as pain_interference_sf6a_v1.0")
+            f.fail(f"form {key!r} is not a form key <domain>_sf<form>_v<version> (such as the keys in forms.toml)")
         elif dom and not key.startswith(dom + "_"):
             f.fail(f"form {key} does not belong to domain {dom}")
         elif known_forms is not None and key not in known_forms:

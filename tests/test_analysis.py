@@ -27,9 +27,9 @@ from outcomes.analysis import (
     with_follow_up_end,
 )
 from outcomes.errors import ConfigError, MissingColumns, ValidationError
-from outcomes.settings import DEFAULT_WINDOWS, MCID_PRESETS, Window
+from outcomes.settings import DEFAULT_WINDOWS, Window
 
-ANCHOR = MCID_PRESETS["anchor"]
+ANCHOR = {"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}  # the anchor preset
 F0 = pd.Timestamp("2025-01-06")  # first infusion of most test episodes
 L0 = F0 + pd.Timedelta(days=4)  # last infusion (a 5-day series)
 LATE = "2027-01-01"  # an as_of after every window has closed
@@ -163,7 +163,7 @@ def test_custom_thresholds_are_per_domain_and_only_listed_domains_are_reported()
     assert report["domain"].unique().tolist() == ["depression"]
     assert cell(report, "depression", "end_of_series")["n_improved"] == 1
     assert cell(report, "depression", "end_of_series")["mcid"] == 2.0
-    lenient = responder_report(ONE, scores, as_of=LATE, mcid=MCID_PRESETS["half_sd"])
+    lenient = responder_report(ONE, scores, as_of=LATE, mcid={"pain_interference": 5.0, "depression": 5.0, "physical_function": 5.0})
     assert cell(lenient, "depression", "end_of_series")["n_improved"] == 0
 
 

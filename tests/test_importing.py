@@ -153,7 +153,7 @@ def test_any_bad_line_rejects_the_whole_import_and_every_line_is_listed(db, file
         "scores.csv line 3: t_score must be a number from 0 to 100, got '101'",
         "scores.csv line 4: assessed_on 2025-07-01 is in the future (today is 2025-06-01)",
         "scores.csv line 5: form pain_interference_sf6a_v1.0 does not belong to domain depression",
-        "scores.csv line 6: form 'phq9' is not a form key such as pain_interference_sf6a_v1.0",
+        "scores.csv line 6: form 'phq9' is not a form key <domain>_sf<form>_v<version> (such as the keys in forms.toml)",
         "scores.csv line 7: patient 'P777' is not in the database or in patients.csv; add the patient first",
         "scores.csv line 8: patient_id is required",
     ]

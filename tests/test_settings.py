@@ -3,13 +3,16 @@ from pathlib import Path
 import pytest
 
 from outcomes.errors import ConfigError
-from outcomes.settings import MCID_PRESETS, PROJECT_ROOT, REGISTRY, load_settings, settings_help
+from outcomes.settings import PROJECT_ROOT, REGISTRY, load_settings, settings_help
+
+THREE = ("pain_interference", "depression", "physical_function")
 
 
 def test_defaults_need_no_environment():
     s = load_settings({})
     assert s.db_path == PROJECT_ROOT / "data" / "outcomes.db"
-    assert dict(s.mcid) == {"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}
+    assert {d: s.mcid[d] for d in THREE} == {"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}
+    assert set(s.mcid) == {d for d in s.domains if "anchor" in s.domains[d].meaningful_change}
     assert s.checkin_forms == ("pain_interference_sf6a_v1.0", "depression_sf6a_v1.0", "physical_function_sf6b_v1.2")
     assert [w.name for w in s.windows] == ["end_of_series", "month_1", "month_3", "month_6"]
     assert s.mcid_label.startswith("Anchor-based")
@@ -25,21 +28,23 @@ def test_relative_paths_are_relative_to_the_project():
     assert load_settings({"OUTCOMES_DB_PATH": "data/clinic.db"}).db_path == PROJECT_ROOT / "data" / "clinic.db"
 
 
-@pytest.mark.parametrize("preset", sorted(MCID_PRESETS))
-def test_presets(preset):
+@pytest.mark.parametrize("preset, expected", [("anchor", (3.0, 3.5, 3.0)), ("lenient", (2.0, 3.0, 2.0)),
+                                              ("half_sd", (5.0, 5.0, 5.0))])
+def test_presets(preset, expected):
     s = load_settings({"OUTCOMES_MCID_PRESET": preset})
-    assert dict(s.mcid) == dict(MCID_PRESETS[preset])
+    assert tuple(s.mcid[d] for d in THREE) == expected
+    assert dict(s.mcid) == s.domains.preset(preset)
 
 
 def test_per_domain_override_applies_on_top_of_the_preset():
     s = load_settings({"OUTCOMES_MCID_PRESET": "lenient", "OUTCOMES_MCID": "depression=4.5"})
-    assert dict(s.mcid) == {"pain_interference": 2.0, "depression": 4.5, "physical_function": 2.0}
+    assert {d: s.mcid[d] for d in THREE} == {"pain_interference": 2.0, "depression": 4.5, "physical_function": 2.0}
     assert s.mcid_label.startswith("Custom")
 
 
 def test_replace_with_a_new_preset_drops_overrides():
     s = load_settings({"OUTCOMES_MCID": "depression=4.5"}).replace(mcid_preset="half_sd")
-    assert dict(s.mcid) == dict(MCID_PRESETS["half_sd"])
+    assert dict(s.mcid) == s.domains.preset("half_sd")
 
 
 @pytest.mark.parametrize(

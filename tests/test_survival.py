@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from outcomes.errors import ConfigError, InsufficientData, MissingColumns
-from outcomes.settings import MCID_PRESETS
 from outcomes.survival import (
+    SUMMARY_COLUMNS,
     IntervalCensoredCurves,
     SurvivalCurves,
     fit_interval_censored,
@@ -22,7 +22,7 @@ from outcomes.survival import (
     response_durations,
 )
 
-ANCHOR = MCID_PRESETS["anchor"]
+ANCHOR = {"pain_interference": 3.0, "depression": 3.5, "physical_function": 3.0}  # the anchor preset
 F0 = pd.Timestamp("2025-01-06")
 L0 = F0 + pd.Timedelta(days=4)
 LATE = "2027-01-01"
@@ -285,6 +285,22 @@ def test_interval_censored_notes_for_sparse_groups_and_no_events():
     assert "depression, group b: no improvement observed; nothing to estimate" in ic.notes
     with pytest.raises(ConfigError, match="upper_weeks <= lower_weeks"):
         fit_interval_censored(times.assign(upper_weeks=0.0))
+
+
+def test_interval_censored_summary_has_the_columns_of_the_km_summary():
+    """The cohort page reads ``summary`` from either kind of result (issue 14)."""
+    times = pd.DataFrame({"domain": DEP, "event": [True, True, False, False, True, True],
+                          "group": ["a", "a", "b", "b", "a", "a"],
+                          "lower_weeks": [0.0, 1.0, 2.0, 3.0, 1.0, 2.0],
+                          "upper_weeks": [1.0, 2.0, np.inf, np.inf, 2.0, 3.0]})
+    ic = fit_interval_censored(times, group_col="group")
+    km = fit_km(times.assign(time_weeks=np.where(times["event"], times["upper_weeks"], times["lower_weeks"])),
+                group_col="group")
+    assert ic.summary.columns.tolist() == km.summary.columns.tolist() == list(SUMMARY_COLUMNS)
+    assert ic.summary[["group", "n", "events"]].values.tolist() == [["a", 4, 4], ["b", 2, 0]]
+    assert ic.summary["median_weeks"].tolist()[0] == ic.parameters["median_weeks"].tolist()[0]
+    assert ic.summary["median_weeks"].isna().tolist() == [False, True]  # group b: no fit
+    assert ic.summary[["median_ci_low", "median_ci_high"]].isna().all().all()  # no CI for the Weibull median
 
 
 # Durability -----------------------------------------------------------------------------------------

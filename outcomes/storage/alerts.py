@@ -14,10 +14,9 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import NotFound
-from ..settings import DOMAINS
 from ..validation import _Fields, _raise_if, _who
 from .connection import _write
-from .reads import _frame, _patient_filter
+from .reads import _frame, _patient_filter, stored_domains
 from .rows import _JSON_COMPACT, _insert, _patient_ref, _stamp
 from .schema import PRIORITIES
 
@@ -162,7 +161,7 @@ def _latest_with_previous(db: Database) -> pd.DataFrame:
     (a GROUP BY walk and two index seeks per patient: about 1 s per domain at 100,000 patients, where a
     window over the table rows took 40 s)."""
     frames = []
-    for domain in DOMAINS:
+    for domain in stored_domains(db):
         frames.append(_frame(
             db, "SELECT l.id AS assessment_id, p.patient_id, ? AS domain, l.assessed_on, l.t_score, "
                 "(SELECT b.t_score FROM assessments b INDEXED BY assessments_cohort WHERE b.domain = ? AND "
