@@ -37,8 +37,9 @@ def instruments(tmp_path: Path) -> Path:
     return Path(shutil.copytree(INSTRUMENTS, tmp_path / "instruments"))
 
 
-def test_supported_forms_are_exactly_the_issue_list(registry: Registry) -> None:
-    assert sorted(f.key for f in registry.forms) == sorted(FORM_KEYS)
+def test_the_first_issue_forms_are_all_supported(registry: Registry) -> None:
+    # More forms come as data (docs/architecture.md, "Add a domain"); these must never go missing.
+    assert set(FORM_KEYS) <= {f.key for f in registry.forms}
 
 
 @pytest.mark.parametrize("key", FORM_KEYS)
