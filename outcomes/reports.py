@@ -50,9 +50,13 @@ def responders(
     db: Any, *, as_of: date, series: str, mcid: Mapping[str, float], settings: Settings
 ) -> pd.DataFrame:
     """The responder table (one row per domain × window) exactly as ``report responders`` prints it."""
+    frame = scores(db)
+    # A domain the clinic neither asks nor has scores in would only add empty rows (Settings.reported_domains).
+    reported = set(settings.reported_domains(frame["domain"].unique()))
     return analysis.responder_report(
-        episodes(db), scores(db), as_of=as_of, mcid=mcid, windows=settings.windows,
-        baseline_days=settings.baseline_days, series=series,
+        episodes(db), frame, as_of=as_of, mcid={d: v for d, v in mcid.items() if d in reported},
+        windows=settings.windows, baseline_days=settings.baseline_days, series=series,
+        registry=settings.domains,
     )
 
 

@@ -132,13 +132,13 @@ def test_severity_band_rejects_nan(registry: Registry) -> None:
 
 def test_default_registry_is_loaded_once() -> None:
     assert default_registry() is default_registry()
-    assert sorted(f.key for f in default_registry().forms) == sorted(FORM_KEYS)
+    assert set(FORM_KEYS) <= {f.key for f in default_registry().forms}
 
 
 def test_forms_are_hashable_and_equal_across_loads(registry: Registry) -> None:
     again = load_registry(INSTRUMENTS)
     assert again.form("depression_sf8a_v1.0") == registry.form("depression_sf8a_v1.0")
-    assert len({*again.forms, *registry.forms}) == len(FORM_KEYS)
+    assert len({*again.forms, *registry.forms}) == len(registry.forms)
 
 
 def _edit(name: str, old: str, new: str) -> Callable[[Path], None]:
@@ -197,8 +197,8 @@ BROKEN = {
                             "item_descriptions.csv: no description for EDDEP17"),
     "duplicate description": (_edit("item_descriptions.csv", "EDDEP17,feeling sad", "EDDEP17,feeling sad\nEDDEP17,sad"),
                               "item_descriptions.csv line 19: item_id EDDEP17 appears more than once"),
-    "unknown domain": (_edit("forms.toml", '[forms."depression_sf6a_v1.0"]', '[forms."anxiety_sf6a_v1.0"]'),
-                       "forms.toml [forms.'anxiety_sf6a_v1.0']: domain 'anxiety' is not defined"),
+    "unknown domain": (_edit("forms.toml", '[forms."depression_sf6a_v1.0"]', '[forms."mood_sf6a_v1.0"]'),
+                       "forms.toml [forms.'mood_sf6a_v1.0']: domain 'mood' is not defined"),
     "form with no items": (_edit("forms.toml", '[forms."depression_sf6a_v1.0"]', '[forms."depression_sf6c_v1.0"]'),
                            "items.csv has no items for depression 1.0 6c"),
     "bad key": (_edit("forms.toml", '[forms."depression_sf6a_v1.0"]', '[forms."depression-6a"]'),

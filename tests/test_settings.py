@@ -53,7 +53,7 @@ def test_replace_with_a_new_preset_drops_overrides():
         ({"OUTCOMES_CHECKIN_CADENCE_DAYS": "abc"}, "OUTCOMES_CHECKIN_CADENCE_DAYS: expected a whole number, got 'abc'"),
         ({"OUTCOMES_CHECKIN_CADENCE_DAYS": "0"}, "from 1 to 90, got 0"),
         ({"OUTCOMES_MCID_PRESET": "strict"}, "expected one of anchor, lenient, half_sd"),
-        ({"OUTCOMES_MCID": "anxiety=3"}, "unknown domain 'anxiety'"),
+        ({"OUTCOMES_MCID": "mood=3"}, "unknown domain 'mood'"),
         ({"OUTCOMES_MCID": "depression=-1"}, "must be above 0"),
         ({"OUTCOMES_MCID": "depression"}, "expected DOMAIN=VALUE"),
         ({"OUTCOMES_CHECKIN_FORMS": " , "}, "at least one value"),
