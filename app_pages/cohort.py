@@ -1,9 +1,10 @@
 """Cohort outcomes: does treatment help, for whom, and for how long (issue 4).
 
 A thin view: the sidebar builds a ``CohortQuery``; ``ui.data`` computes it with ``outcomes.analysis`` and
-``outcomes.survival`` (cached); ``outcomes.figures`` draws; for the quality-improvement role
-``outcomes.disclosure`` hides counts from 1 to ``small_cell_max``. Only groups appear here: no patient
-identifiers, no dates of care. A tab renders only while open, so lifelines loads with the first survival tab.
+``outcomes.survival`` (cached); ``outcomes.cohort_view`` makes the results display-ready for the viewer (for
+the quality-improvement role it hides counts from 1 to ``small_cell_max`` through ``outcomes.disclosure``,
+and formats every number); ``outcomes.figures`` draws. Only groups appear here: no patient identifiers, no
+dates of care. A tab renders only while open, so lifelines loads with the first survival tab.
 
 The quality-improvement role sees what the de-identified files hold (security issue, findings 1 and 2,
 docs/privacy.md): the episodes released by a month end (``outcomes.reports.qi_cohort``), filters with
@@ -19,16 +20,13 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from outcomes import disclosure, figures, reports
+from outcomes import figures, reports
 from outcomes.analysis import AGE_BANDS, SeriesChoice
+from outcomes.cohort_view import CohortView
 from outcomes.errors import OutcomesError
 from outcomes.settings import DOMAINS, MCID_PRESET_LABELS, MCID_PRESETS
 from ui import data, session, widgets
 
-#: Fewer patients with a baseline score than this and a panel shows an empty state, not estimates.
-MIN_PATIENTS = 5
-#: KMunicate: stop a curve where fewer than this many remain at risk (clinical-methods notes §4.5).
-MIN_AT_RISK = 10
 PRESET_SHORT = {"anchor": "anchor-based", "lenient": "lenient", "half_sd": "half SD", "custom": "custom"}
 SERIES_LABELS = {"first": "Each patient's first series (primary)", "all": "All series"}
 ESTIMATES = {"km": "Kaplan–Meier (improvement dated at the first improved score)",
@@ -45,11 +43,10 @@ CAVEAT = (
 
 user = session.require_roles("clinician", "qi")
 settings = data.settings()
-qi = user.role == "qi"
+view = CohortView.for_role(user.role, settings, domain_label=figures.label)
+qi = view.qi
 cells = settings.small_cell_max
-minimum = max(MIN_PATIENTS, cells + 1) if qi else MIN_PATIENTS
-min_at_risk = max(MIN_AT_RISK, cells + 1) if qi else MIN_AT_RISK  # QI: no step rests on a small group
-windows = {w.name: w.label for w in settings.windows}
+windows = view.window_labels
 label = figures.label
 today = session.today()  # the clinic's calendar day (setting OUTCOMES_TIMEZONE), as check-ins are dated
 
@@ -133,75 +130,24 @@ def cohort_table(panel: str) -> pd.DataFrame:
 
 def cohort_survival(estimate: str, group_col: str | None) -> Any:
     if qi_data is None:
-        return data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=min_at_risk)
+        return data.cohort_survival(query, estimate, group_col=group_col, min_at_risk=view.min_at_risk)
     return reports.cohort_survival(qi_sets, qi_data.scores, estimate=estimate, group_col=group_col,
-                                   min_at_risk=min_at_risk, as_of=qi_data.cut, mcid=dict(query.mcid),
+                                   min_at_risk=view.min_at_risk, as_of=qi_data.cut, mcid=dict(query.mcid),
                                    series=series, baseline_days=settings.baseline_days)
-thresholds = ", ".join(f"{label(d).lower()} {mcid[d]:.1f}" for d in DOMAINS)
-threshold_text = (f"Meaningful change: {MCID_PRESET_LABELS[preset]}: {thresholds} T points "
-                  "(docs/methods.md §4).")
 
 
-def count(n: Any) -> str:
-    """A head count; rounded to 10 for QI, since an exact total minus a panel's counts can be small."""
-    if not qi:
-        return f"{int(n):,}"
-    if disclosure.is_small(n, cells):
-        return disclosure.show_count(n, cells)
-    return f"about {int(round(n, -1)):,}"
-
-
-def too_few(n: int, what: str = "this panel", who: str = "with a baseline score") -> str | None:
-    """The empty-state message when fewer than ``minimum`` patients qualify, else None."""
-    if n >= minimum:
-        return None
-    shown = f"n ≤ {cells}" if qi and disclosure.is_small(n, cells) else f"n = {n}"
-    return f"Too few patients for {what} ({shown} {who}; at least {minimum} needed)"
+threshold_text = view.threshold_text(MCID_PRESET_LABELS[preset], mcid, DOMAINS)
 
 
 def empty_state(n: int) -> bool:
-    message = too_few(n)
+    message = view.too_few(n)
     if message:
         st.info(message + ". Widen the filters in the sidebar.", icon=":material/filter_alt_off:")
     return message is not None
 
 
-def whole(value: Any) -> str:
-    return value if isinstance(value, str) else f"{int(value):,}"
-
-
-def ratio(part: Any, total: Any) -> str:
-    return f"{whole(part)} / {whole(total)}"
-
-
-def percent(pct: Any, low: Any, high: Any) -> str:
-    """"40.4 (37.3–43.6)"; a suppressed percentage shows only its marker, a missing one "–"."""
-    if isinstance(pct, str):
-        return pct if pct in (disclosure.HIDDEN, "") else f"{pct} ({low}–{high})"
-    return "–" if pd.isna(pct) else f"{pct:.1f} ({low:.1f}–{high:.1f})"
-
-
-def mean_sd(mean: Any, sd: Any) -> str:
-    if isinstance(mean, str) or isinstance(sd, str):
-        return disclosure.HIDDEN if disclosure.HIDDEN in (mean, sd) else f"{mean} ({sd or '–'})"
-    return "–" if pd.isna(mean) else f"{mean:.1f}" + ("" if pd.isna(sd) else f" ({sd:.1f})")
-
-
-def weeks(value: Any) -> str:
-    if isinstance(value, str):
-        return value or "not reached"
-    return "not reached" if pd.isna(value) else f"{value:.1f}"
-
-
-def median_text(row: dict[str, Any]) -> str:
-    """"10.0 (7.9 to 13.0)"; "not reached" while fewer than half had the event; "" on a total row."""
-    if row["group"] == "All":  # a total row added for suppression has no estimate of its own
-        return ""
-    if row.get("median_weeks") == disclosure.HIDDEN:
-        return disclosure.HIDDEN
-    if "median_ci_low" not in row or weeks(row["median_weeks"]) == "not reached":
-        return weeks(row["median_weeks"])
-    return f"{weeks(row['median_weeks'])} ({weeks(row['median_ci_low'])} to {weeks(row['median_ci_high'])})"
+def caption(text: str, caveat: str = "") -> None:
+    st.caption(f"{text} {caveat}" if caveat else text)
 
 
 def chart(fig: Any, key: str) -> None:
@@ -211,22 +157,13 @@ def chart(fig: Any, key: str) -> None:
 def notes(items: tuple[str, ...]) -> None:
     if items:
         with st.expander(f"Notes on these estimates ({len(items)})"):
-            shown = [disclosure.redact_text(n, threshold=cells) if qi else n for n in items]
-            st.markdown("\n".join(f"- {widgets.literal(n)}" for n in shown))
+            st.markdown("\n".join(f"- {widgets.literal(n)}" for n in items))
 
 
 st.title("Cohort outcomes")
 st.warning(CAVEAT, icon=":material/info:")
 if qi:
-    st.info(f"**Quality-improvement view.** Counts from 1 to {cells} are shown as "
-            f"“{disclosure.small_marker(cells)}”, and “{disclosure.HIDDEN}” marks a value hidden so that "
-            "such a count cannot be worked out from it (CMS cell-size rule; docs/methods.md §12). No patient "
-            "identifiers or dates of care are shown. As in the de-identified exports, an episode is "
-            "included once its follow-up has closed and a further delay of up to a year has passed, so "
-            f"recent episodes are not here yet; filters offer only values shared by more than {cells} "
-            f"patients, and a selection that leaves out only 1 to {cells} patients is not shown "
-            "(docs/privacy.md).",
-            icon=":material/shield:")
+    st.info(view.notice, icon=":material/shield:")
     hidden = reports.qi_suppression(qi_data, series=series, filters=qi_filters, impaired_only=impaired,
                                     domains=DOMAINS, settings=settings)
     if hidden:
@@ -234,23 +171,13 @@ if qi:
         st.stop()
 
 try:
-    counts = cohort_table("counts").set_index("domain")
+    counts = cohort_table("counts")
 except OutcomesError as exc:
     st.error(widgets.message(exc))
     st.stop()
-with_baseline = {d: int(counts.loc[d, "with_baseline"]) if d in counts.index else 0 for d in DOMAINS}
-n_any = max(with_baseline.values())
-n_series, n_patients = int(counts["episodes"].max()), int(counts["patients"].max())
-cohort_text = (f"**{count(n_patients)} patients** (first series of each)" if series == "first" else
-               f"**{count(n_series)} series of {count(n_patients)} patients** (all series)")
-cohort_text += (f" released by the end of {as_of:%B %Y}" if qi
-                else f" with a first infusion up to {as_of:%Y-%m-%d}")
-if not qi:  # for QI, exact baseline counts minus a panel's counts could reveal a small group
-    cohort_text += "; with a baseline score: " + ", ".join(f"{label(d).lower()} {with_baseline[d]:,}"
-                                                          for d in DOMAINS)
-if impaired:
-    cohort_text += "; each domain counts only patients impaired in it at baseline"
-st.markdown(cohort_text + ".  \n" + threshold_text)
+headline = view.headline(counts, domains=DOMAINS, series=series, as_of=as_of, impaired=impaired)
+with_baseline, n_any, n_series = headline.with_baseline, headline.n_any, headline.n_series
+st.markdown(headline.text + "  \n" + threshold_text)
 
 if qi and n_series == 0:
     st.info(f"No episode had been released by the end of {as_of:%B %Y}: an episode is included once its "
@@ -261,19 +188,8 @@ tabs = dict(zip(TABS, st.tabs(TABS, key="cohort.tab", on_change="rerun"), strict
 
 
 def responder_tab() -> None:
-    report = cohort_table("responders")
-    shown = disclosure.suppress(report, disclosure.RESPONDER_SPEC, threshold=cells) if qi else report
-    rows = shown.to_dict("records")
-    widgets.table(pd.DataFrame({
-        "Domain": report["domain"].map(label),
-        "Follow-up": report["window"].map(windows),
-        "Threshold (T)": [f"{m:.1f}" for m in report["mcid"]],
-        "Improved / observed": [ratio(r["n_improved"], r["n_observed"]) for r in rows],
-        "% improved (95 % CI)": [percent(r["pct_observed"], r["ci_low"], r["ci_high"]) for r in rows],
-        "Observed / eligible": [ratio(r["n_observed"], r["n_eligible"]) for r in rows],
-        "% if missing = not improved (95 % CI)": [
-            percent(r["pct_missing_as_not_improved"], r["mnni_ci_low"], r["mnni_ci_high"]) for r in rows],
-    }), hide_index=True, height="content", key="cohort.responders")
+    widgets.table(view.responders(cohort_table("responders")), hide_index=True, height="content",
+                  key="cohort.responders")
     spans = "; ".join(f"{w.label.lower()} {w.low}–{w.high}" for w in settings.windows)
     st.caption(
         "**Improved**: a change from baseline of at least the threshold in the better direction (lower pain "
@@ -289,42 +205,35 @@ def trajectory_tab() -> None:
         "Show", ["change", "t"], default="change", required=True, key="cohort.measure",
         format_func=lambda m: "Mean T-score" if m == "t" else "Mean change from baseline")
     measure: Literal["change", "t"] = "t" if shown_as == "t" else "change"
-    traj = cohort_table("trajectories")
-    if qi:
-        spec = disclosure.TRAJECTORY_CHANGE_SPEC if measure == "change" else disclosure.TRAJECTORY_T_SPEC
-        traj = disclosure.suppress(traj, spec, threshold=cells, as_text=False)
+    traj = view.trajectories(cohort_table("trajectories"), measure)
     for d in DOMAINS:
-        message = too_few(with_baseline[d], label(d))
+        message = view.too_few(with_baseline[d], label(d))
         chart(figures.empty_figure(message) if message else
-              figures.trajectory_figure(traj, d, measure=measure), f"cohort.trajectory.{d}")
-    st.caption(
+              figures.trajectory_figure(traj.data, d, measure=measure), f"cohort.trajectory.{d}")
+    caption(
         "Mean of the scores in each week since the first infusion (week 0 = days 0–6, the infusion week; "
         "negative weeks are before it), with the 95 % CI of the mean. Bars: patients with a score that week; "
         "later weeks rest on fewer patients, and those who keep answering may differ from those who stop. "
         "Change is from each patient's baseline (latest score in the 30 days up to the first infusion). No "
         "threshold is involved: a mean change says nothing about how many patients improved meaningfully. "
-        "Methods: docs/methods.md §7." + (f" Weeks with 1 to {cells} patients are not shown." if qi else ""))
+        "Methods: docs/methods.md §7.", traj.caveat)
 
 
 def distribution_tab() -> None:
-    cdf = cohort_table("cdf")
-    if qi:
-        cdf = disclosure.coarsen_cdf(cdf, threshold=cells, pins=mcid)
+    cdf = view.change_cdf(cohort_table("cdf"), pins=mcid)
     for d in DOMAINS:
-        message = too_few(with_baseline[d], label(d))
+        message = view.too_few(with_baseline[d], label(d))
         marks = {PRESET_SHORT[p]: MCID_PRESETS[p][d] for p in MCID_PRESETS}
         if preset == "custom":
             marks["custom"] = mcid[d]
         chart(figures.empty_figure(message) if message else
-              figures.change_cdf_figure(cdf, d, thresholds=marks, current=mcid[d], steps=not qi),
+              figures.change_cdf_figure(cdf.data, d, thresholds=marks, current=mcid[d], steps=not qi),
               f"cohort.cdf.{d}")
-    st.caption(
+    caption(
         "Each line: the share of patients with a baseline and a score in that window whose score improved "
         "by at least x T points (n = those patients). Dotted lines mark the published thresholds, the dashed "
         "line the one in use; the circles are the responder rates of the first tab. A lower or higher "
-        f"threshold moves the rate along the line (FDA PRO guidance 2009). {threshold_text}"
-        + (" Quality-improvement view: read on a 1-point grid; only points that let no group of 1 to "
-           f"{cells} patients be worked out are shown, joined by dotted lines." if qi else ""))
+        f"threshold moves the rate along the line (FDA PRO guidance 2009). {threshold_text}", cdf.caveat)
 
 
 def survival_panel(estimate: str, group_col: str | None) -> None:
@@ -339,51 +248,28 @@ def survival_panel(estimate: str, group_col: str | None) -> None:
                 if estimate == "durability" else "No patient in this selection has a baseline score.")
         return
     result, cut = fitted
-    raw = result.summary if hasattr(result, "summary") else result.parameters
-    summary, at_risk, hidden = (disclosure.suppress_curves(raw, result.at_risk, threshold=cells) if qi
-                                else (raw, result.at_risk, set()))
-    keep = [(str(d), str(g)) not in hidden for d, g in zip(result.curve["domain"], result.curve["group"],
-                                                            strict=True)]
-    curve = result.curve[keep]
+    shown = view.survival(result, cut, estimate=estimate, domains=DOMAINS, with_baseline=with_baseline)
     durability = estimate == "durability"
-    for d in DOMAINS:
-        # Durability follows responders only: judge the panel on their number.
-        n = int(raw.loc[raw["domain"] == d, "n"].sum()) if durability else with_baseline[d]
-        message = too_few(n, label(d), "who responded" if durability else "with a baseline score")
-        if not message and curve[curve["domain"] == d].empty and any(dom == d for dom, _ in hidden):
-            message = (f"{label(d)}: every group has 1 to {cells} patients or would reveal one; "
-                       "choose “All patients”")
-        cuts = {g: w for (dom, g), w in cut.items() if dom == d}
-        if message:
-            fig = figures.empty_figure(message)
+    for panel in shown.domains:
+        d = panel.domain
+        if panel.message:
+            fig = figures.empty_figure(panel.message)
         elif estimate == "interval":
-            fig = figures.interval_censored_figure(curve, at_risk, d, cut_weeks=cuts)
+            fig = figures.interval_censored_figure(shown.curve, shown.at_risk, d, cut_weeks=panel.cut_weeks)
         else:
-            fig = figures.km_figure(curve, at_risk, d, kind="survival" if durability else "event",
-                                    summary=None if qi else summary, cut_weeks=cuts,
+            fig = figures.km_figure(shown.curve, shown.at_risk, d, kind="survival" if durability else "event",
+                                    summary=shown.hover_summary, cut_weeks=panel.cut_weeks,
                                     x_title=DURABILITY_X_TITLE if durability else figures.WEEKS_X_TITLE,
                                     all_label="Responders" if durability else "All patients")
         chart(fig, f"cohort.{estimate}.{d}")
-        rows = summary[summary["domain"] == d].sort_values(  # as in the plot, the total row last
-            "group", key=lambda g: g.map(lambda x: (x in ("all", "All"), str(x).lower())))
-        if message or rows.empty:
-            continue
-        everyone = "Responders" if durability else "All patients"
-        median = ("Median weeks in response (95 % CI)" if durability else "Weibull median weeks"
-                  if estimate == "interval" else "Median weeks to improvement (95 % CI)")
-        widgets.table(pd.DataFrame({
-            "Group": rows["group"].replace({"all": everyone, "All": everyone}),
-            "Responders" if durability else "Patients": rows["n"],
-            "Lost response" if durability else "Improved": rows["events"],
-            median: [median_text(r) for r in rows.to_dict("records")]}),
-            hide_index=True, height="content", key=f"cohort.{estimate}.{d}.summary")
-        if d in getattr(result, "p_values", {}):
-            st.caption(f"Log-rank test across groups: p = {result.p_values[d]:.3f} (descriptive: the groups "
-                       "also differ in baseline severity and follow-up).")
-    if hidden:
-        st.caption(f"Groups with 1 to {cells} patients, and one more where needed so that none can be worked "
-                   "out from the total, are not drawn.")
-    notes(result.notes)
+        if panel.table is not None:
+            widgets.table(panel.table, hide_index=True, height="content",
+                          key=f"cohort.{estimate}.{d}.summary")
+        if panel.log_rank:
+            st.caption(panel.log_rank)
+    if shown.caveat:
+        st.caption(shown.caveat)
+    notes(shown.notes)
 
 
 def time_to_improvement_tab() -> None:
@@ -406,7 +292,7 @@ def time_to_improvement_tab() -> None:
     st.caption(
         "Time zero: first infusion. Event: the first later score with a change of at least the threshold "
         "(a single score: noise alone can trigger it, so the responder table stays the primary report). "
-        f"n = patients with a baseline score. Curves stop where fewer than {min_at_risk} remain at risk "
+        f"n = patients with a baseline score. Curves stop where fewer than {view.min_at_risk} remain at risk "
         "(KMunicate); the table under each plot gives the number still at risk at 0, 4, 8, 13 and 26 weeks. "
         f"{threshold_text} Methods: docs/methods.md §8–9.")
 
@@ -423,26 +309,11 @@ def durability_tab() -> None:
 
 
 def completion_tab() -> None:
-    completion = cohort_table("completion")
-    table, drawn = completion, completion
-    if qi:
-        spec = disclosure.COMPLETION_SPEC
-        mask = disclosure.suppression_mask(completion, spec, threshold=cells)
-        table = disclosure.apply_mask(completion, mask, counts=spec.counts, threshold=cells)
-        drawn = disclosure.apply_mask(completion, mask, as_text=False).assign(
-            **{c: table[c] for c in spec.counts})  # bar heights as numbers, their labels as text
-    chart(figures.completion_figure(drawn, window_labels=windows), "cohort.completion")
-    rows = table.to_dict("records")
-    widgets.table(pd.DataFrame({
-        "Domain": completion["domain"].map(label), "Follow-up": completion["window"].map(windows),
-        "Eligible": table["n_eligible"], "With a score": table["n_completed"],
-        "% with a score": table["pct_completed"],
-        "Baseline T, with a score: mean (SD)": [
-            mean_sd(r["completer_baseline_mean"], r["completer_baseline_sd"]) for r in rows],
-        "Baseline T, without: mean (SD)": [
-            mean_sd(r["noncompleter_baseline_mean"], r["noncompleter_baseline_sd"]) for r in rows],
-    }), hide_index=True, height="content", key="cohort.completion.table",
-        column_config=None if qi else {"% with a score": st.column_config.NumberColumn(format="%.1f")})
+    shown = view.completion(cohort_table("completion"))
+    chart(figures.completion_figure(shown.drawn, window_labels=windows), "cohort.completion")
+    widgets.table(shown.table, hide_index=True, height="content", key="cohort.completion.table",
+                  column_config={column: st.column_config.NumberColumn(format=f)
+                                 for column, f in shown.number_formats.items()} or None)
     st.caption(
         "Eligible: a baseline score, and the window had closed by the as-of date (or already holds a score). "
         "If patients without a follow-up score started out differently from those with one, the observed "

@@ -188,7 +188,7 @@ def _means_of(count: str, *columns: str) -> Spec:
 TRAJECTORY_T_SPEC = _means_of("n", "mean_t", "sd_t", "t_ci_low", "t_ci_high")
 TRAJECTORY_CHANGE_SPEC = _means_of("n_change", "mean_change", "change_ci_low", "change_ci_high")
 
-#: Survival summaries (``SurvivalCurves.summary``, ``IntervalCensoredCurves.parameters``) with a total row
+#: Survival summaries (``SurvivalCurves.summary``, ``IntervalCensoredCurves.summary``) with a total row
 #: per domain (group "All"): groups add up to it, and events are a part of n (the rest are censored).
 _SURVIVAL_TOTAL = "All"
 
@@ -472,8 +472,8 @@ def suppress_curves(summary: pd.DataFrame, at_risk: pd.DataFrame, *, threshold: 
     Parameters
     ----------
     summary
-        ``domain, group, n, events`` and any estimates (``SurvivalCurves.summary`` or
-        ``IntervalCensoredCurves.parameters``).
+        ``domain, group, n, events`` and any estimates (the ``summary`` of ``SurvivalCurves`` or
+        ``IntervalCensoredCurves``, or the latter's ``parameters``).
     at_risk
         ``domain, group, week, at_risk, events, censored``.
 

@@ -53,6 +53,8 @@ INTERVAL_EPSILON = 1e-5
 
 CURVE_COLUMNS = ("domain", "group", "time_weeks", "estimate", "ci_low", "ci_high")
 AT_RISK_COLUMNS = ("domain", "group", "week", "at_risk", "events", "censored")
+#: The ``summary`` of every curve class: one row per domain and group.
+SUMMARY_COLUMNS = ("domain", "group", "n", "events", "median_weeks", "median_ci_low", "median_ci_high")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ class IntervalCensoredCurves:
     parameters
         ``domain, group, n, events, scale_weeks, scale_ci_low, scale_ci_high, shape, shape_ci_low,
         shape_ci_high, median_weeks, max_gap`` (largest |Weibull - NPMLE| at the NPMLE points).
+    summary
+        ``domain, group, n, events, median_weeks, median_ci_low, median_ci_high``, as in
+        :class:`SurvivalCurves` (a property read from ``parameters``): the Weibull median, NaN without a
+        fit; its CI is not computed, so ``median_ci_low`` and ``median_ci_high`` are NaN.
     at_risk
         ``domain, group, week, at_risk, events, censored``: at risk = not yet improved and still
         followed at the week (lower bound >= week); events = improvement known by the week (upper
@@ -110,6 +116,12 @@ class IntervalCensoredCurves:
     parameters: pd.DataFrame
     at_risk: pd.DataFrame
     notes: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Per domain and group, the columns of :attr:`SurvivalCurves.summary` (:data:`SUMMARY_COLUMNS`)."""
+        return self.parameters[["domain", "group", "n", "events", "median_weeks"]].assign(
+            median_ci_low=np.nan, median_ci_high=np.nan)[list(SUMMARY_COLUMNS)]
 
 
 def improvement_times(
@@ -302,8 +314,7 @@ def fit_km(
         kind=kind,
         curve=_concat(curves, CURVE_COLUMNS),
         at_risk=_concat(risks, AT_RISK_COLUMNS),
-        summary=pd.DataFrame.from_records(summary, columns=["domain", "group", "n", "events", "median_weeks",
-                                                            "median_ci_low", "median_ci_high"]),
+        summary=pd.DataFrame.from_records(summary, columns=list(SUMMARY_COLUMNS)),
         p_values=MappingProxyType(p_values),
         notes=tuple(notes),
     )
