@@ -39,7 +39,7 @@ for col, (label, key) in zip(cols, [("Patients", "patients"), ("Infusion series"
 if summary["assessments"]:
     first, last = summary["first_assessment"], summary["last_assessment"]
     st.write(f"Assessments from **{first}** to **{last}**.")
-    labels = {d.name: d.label for d in data.registry().domains}
+    labels = {d.name: d.label for d in data.registry().domains.values()}
     by_domain = pd.DataFrame(
         [(labels.get(k, k), n) for k, n in summary["assessments_by_domain"].items()], columns=["Domain", "Assessments"]
     )
