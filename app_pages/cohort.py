@@ -24,7 +24,7 @@ from outcomes import figures, reports
 from outcomes.analysis import AGE_BANDS, SeriesChoice
 from outcomes.cohort_view import CohortView
 from outcomes.errors import OutcomesError
-from outcomes.settings import DOMAINS, MCID_PRESET_LABELS, MCID_PRESETS
+from outcomes.settings import CUSTOM_MCID_LABEL
 from ui import data, session, widgets
 
 PRESET_SHORT = {"anchor": "anchor-based", "lenient": "lenient", "half_sd": "half SD", "custom": "custom"}
@@ -61,11 +61,13 @@ with st.sidebar:
         with data.database() as db:
             qi_data = reports.qi_cohort(db, cut=as_of, settings=settings)
         options: dict[str, Any] = dict(qi_data.options)
+        domains = settings.reported_domains(qi_data.scores["domain"].unique())
         filter_labels = {name: label for name, (_, label) in reports.QI_FILTERS.items()}
     else:
         as_of = st.date_input("Data as of", value=today, max_value=today, key="cohort.as_of",
                               help="Scores after this date are ignored and follow-up ends on it.")
         options = {**data.cohort_options(), "age_band": AGE_BANDS}
+        domains = options["domains"]
         filter_labels = {"diagnosis": "Diagnosis", "sex": "Sex", "age_band": "Age band",
                          "protocol": "Protocol", "series_number": "Series number"}
     chosen_set = st.radio("Analysis set", list(SERIES_LABELS), format_func=lambda s: SERIES_LABELS[s],
@@ -91,31 +93,34 @@ with st.sidebar:
         first_day = date(options["first_year"] or today.year, 1, 1)
         span = st.date_input("First infusion between", value=(first_day, today), key="cohort.span")
     impaired = st.checkbox("Impaired at baseline only", key="cohort.impaired",
-                           help="Each domain counts only the patients impaired in it before treatment "
-                                "(pain interference or depression T ≥ 55, physical function T ≤ 45): "
-                                "patients within normal limits have little room to improve.")
+                           help="Each domain counts only the patients impaired in it before treatment (a "
+                                "baseline in the mild band or worse: "
+                                + "; ".join(f"{label(d)} T {'≥' if settings.domains[d].higher_is_worse else '≤'} "
+                                            f"{settings.domains[d].bands.cut_points[0]:g}" for d in domains)
+                                + "): patients within normal limits have little room to improve.")
     st.header("Meaningful change")
-    choices = [*MCID_PRESETS, "custom"]
-    default = "custom" if settings.mcid_label == MCID_PRESET_LABELS["custom"] else settings.mcid_preset
+    preset_labels = {**settings.domains.presets, "custom": CUSTOM_MCID_LABEL}
+    choices = list(preset_labels)
+    default = "custom" if settings.mcid_label == CUSTOM_MCID_LABEL else settings.mcid_preset
     preset = st.selectbox("Threshold", choices, index=choices.index(default), key="cohort.preset",
-                          format_func=lambda p: MCID_PRESET_LABELS[p]) or default
+                          format_func=lambda p: preset_labels[p]) or default
     if preset == "custom":
         mcid = {d: st.number_input(f"{label(d)}, T points", min_value=0.5, max_value=30.0, step=0.5,
-                                   value=float(settings.mcid[d]), key=f"cohort.mcid.{d}") for d in DOMAINS}
+                                   value=float(settings.mcid[d]), key=f"cohort.mcid.{d}") for d in domains}
     else:
-        mcid = dict(MCID_PRESETS[preset])
+        mcid = settings.domains.preset(preset)
 
 # While a range is being picked the widget holds one date.
 start, end = (tuple(span) + (None, None))[:2] if isinstance(span, (tuple, list)) else (span, None)
 query = data.CohortQuery(
-    as_of=as_of, mcid=tuple((d, float(mcid[d])) for d in DOMAINS), series=series,
+    as_of=as_of, mcid=tuple((d, float(mcid[d])) for d in domains), series=series,
     diagnosis=tuple(diagnosis), sex=tuple(sex), age_band=tuple(age_band), protocol=tuple(protocol),
     series_number=tuple(series_number) if series == "all" else (), first_infusion_from=start,
     first_infusion_to=end, impaired_only=impaired)
 qi_filters = {"diagnosis": tuple(diagnosis), "sex": tuple(sex), "age_band": tuple(age_band),
               "protocol": tuple(protocol), "series_number": tuple(series_number) if series == "all" else ()}
 qi_sets = (reports.qi_subsets(qi_data, series=series, filters=qi_filters, impaired_only=impaired,
-                              domains=DOMAINS, baseline_days=settings.baseline_days)
+                              domains=domains, baseline_days=settings.baseline_days)
            if qi_data is not None else [])
 
 
@@ -136,7 +141,7 @@ def cohort_survival(estimate: str, group_col: str | None) -> Any:
                                    series=series, baseline_days=settings.baseline_days)
 
 
-threshold_text = view.threshold_text(MCID_PRESET_LABELS[preset], mcid, DOMAINS)
+threshold_text = view.threshold_text(preset_labels[preset], mcid, domains)
 
 
 def empty_state(n: int) -> bool:
@@ -165,7 +170,7 @@ st.warning(CAVEAT, icon=":material/info:")
 if qi:
     st.info(view.notice, icon=":material/shield:")
     hidden = reports.qi_suppression(qi_data, series=series, filters=qi_filters, impaired_only=impaired,
-                                    domains=DOMAINS, settings=settings)
+                                    domains=domains, settings=settings)
     if hidden:
         st.warning(hidden, icon=":material/filter_alt_off:")
         st.stop()
@@ -175,7 +180,7 @@ try:
 except OutcomesError as exc:
     st.error(widgets.message(exc))
     st.stop()
-headline = view.headline(counts, domains=DOMAINS, series=series, as_of=as_of, impaired=impaired)
+headline = view.headline(counts, domains=domains, series=series, as_of=as_of, impaired=impaired)
 with_baseline, n_any, n_series = headline.with_baseline, headline.n_any, headline.n_series
 st.markdown(headline.text + "  \n" + threshold_text)
 
@@ -206,7 +211,7 @@ def trajectory_tab() -> None:
         format_func=lambda m: "Mean T-score" if m == "t" else "Mean change from baseline")
     measure: Literal["change", "t"] = "t" if shown_as == "t" else "change"
     traj = view.trajectories(cohort_table("trajectories"), measure)
-    for d in DOMAINS:
+    for d in domains:
         message = view.too_few(with_baseline[d], label(d))
         chart(figures.empty_figure(message) if message else
               figures.trajectory_figure(traj.data, d, measure=measure), f"cohort.trajectory.{d}")
@@ -221,9 +226,10 @@ def trajectory_tab() -> None:
 
 def distribution_tab() -> None:
     cdf = view.change_cdf(cohort_table("cdf"), pins=mcid)
-    for d in DOMAINS:
+    for d in domains:
         message = view.too_few(with_baseline[d], label(d))
-        marks = {PRESET_SHORT[p]: MCID_PRESETS[p][d] for p in MCID_PRESETS}
+        marks = {PRESET_SHORT.get(p, p): settings.domains[d].meaningful_change[p].t
+                 for p in settings.domains.presets if p in settings.domains[d].meaningful_change}
         if preset == "custom":
             marks["custom"] = mcid[d]
         chart(figures.empty_figure(message) if message else
@@ -248,7 +254,7 @@ def survival_panel(estimate: str, group_col: str | None) -> None:
                 if estimate == "durability" else "No patient in this selection has a baseline score.")
         return
     result, cut = fitted
-    shown = view.survival(result, cut, estimate=estimate, domains=DOMAINS, with_baseline=with_baseline)
+    shown = view.survival(result, cut, estimate=estimate, domains=domains, with_baseline=with_baseline)
     durability = estimate == "durability"
     for panel in shown.domains:
         d = panel.domain

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -1003,6 +1002,3 @@ def _as_list(value: Any) -> list[Any]:
         return [value]
     return list(value)
 
-
-#: Transitional, for callers not yet given a registry: the shipped domains' directions.
-IMPROVEMENT_SIGN: Mapping[str, int] = MappingProxyType(load_domains().signs())

@@ -320,9 +320,3 @@ def _show(value: Any) -> str:
         return ",".join(f"{k}={v}" for k, v in value.items()) or "(none)"
     return "(none)" if value is None else str(value)
 
-
-# Transitional names for callers not yet moved to ``settings.domains`` (the shipped definitions).
-_SHIPPED = load_domains()
-DOMAINS = _SHIPPED.names
-MCID_PRESETS = MappingProxyType({p: MappingProxyType(_SHIPPED.preset(p)) for p in _SHIPPED.presets})
-MCID_PRESET_LABELS = MappingProxyType({**_SHIPPED.presets, "custom": CUSTOM_MCID_LABEL})

@@ -17,7 +17,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from outcomes import analysis, auth, disclosure, reports, storage, synthetic
-from outcomes.settings import DEFAULT_WINDOWS, DOMAINS, MCID_PRESETS, load_settings
+from outcomes.settings import DEFAULT_WINDOWS, load_settings
+
+DOMAINS = ("pain_interference", "depression", "physical_function")  # the domains the demo cohort has
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "app_pages" / "cohort.py")
@@ -119,6 +121,7 @@ def everything_shown(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_clinician_sees_the_responder_table_of_the_cli_report(clinic, monkeypatch):
     path, users = clinic
     at = open_page(path, users["clinician"], monkeypatch)
@@ -132,13 +135,14 @@ def test_clinician_sees_the_responder_table_of_the_cli_report(clinic, monkeypatc
     assert "DEMO-" not in everything_shown(at)
 
 
+@pytest.mark.slow
 def test_changing_the_threshold_changes_the_table(clinic, monkeypatch):
     path, users = clinic
     at = open_page(path, users["clinician"], monkeypatch)
     at.selectbox(key="cohort.preset").set_value("half_sd").run()
     table = at.dataframe[0].value
     assert set(table["Threshold (T)"]) == {"5.0"}
-    report = cli_report(path, mcid=MCID_PRESETS["half_sd"])
+    report = cli_report(path, mcid={"pain_interference": 5.0, "depression": 5.0, "physical_function": 5.0})
     assert table["Improved / observed"].tolist() == expected_table(report)["Improved / observed"].tolist()
     assert "Half an SD, 5 T points (Norman 2003)" in at.markdown[0].value
 
@@ -149,6 +153,7 @@ def test_changing_the_threshold_changes_the_table(clinic, monkeypatch):
     assert "Custom thresholds set by the clinic" in at.markdown[0].value
 
 
+@pytest.mark.slow
 def test_a_selection_with_too_few_patients_shows_empty_states(clinic, monkeypatch):
     path, users = clinic
     db = storage.open_db(path)
@@ -174,6 +179,7 @@ def test_a_selection_with_too_few_patients_shows_empty_states(clinic, monkeypatc
         assert not at.get("plotly_chart") and not at.dataframe
 
 
+@pytest.mark.slow
 def test_qi_sees_suppressed_counts_and_no_patient_ids_or_dates_of_care(small_clinic, monkeypatch):
     path, users = small_clinic
     at = open_page(path, users["qi"], monkeypatch)
@@ -241,6 +247,7 @@ def test_a_patient_is_refused_and_so_is_a_visitor(clinic, monkeypatch):
     assert visitor.warning[0].value == "Please sign in to see this page." and not visitor.tabs
 
 
+@pytest.mark.slow
 def test_every_tab_renders_for_a_clinician(clinic, monkeypatch):
     path, users = clinic
     at = open_page(path, users["clinician"], monkeypatch)
@@ -267,6 +274,7 @@ def test_every_tab_renders_for_a_clinician(clinic, monkeypatch):
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_impaired_at_baseline_counts_each_domain_on_its_own_patients(clinic, monkeypatch):
     path, users = clinic
     at = open_page(path, users["clinician"], monkeypatch)
@@ -287,6 +295,7 @@ def test_impaired_at_baseline_counts_each_domain_on_its_own_patients(clinic, mon
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_lifelines_loads_only_with_a_survival_tab(clinic):
     path, users = clinic
     user = users["clinician"]
@@ -296,6 +305,7 @@ sys.path.insert(0, {str(ROOT)!r})
 os.environ["OUTCOMES_DB_PATH"] = {str(path)!r}
 from streamlit.testing.v1 import AppTest
 from outcomes.auth import User
+
 at = AppTest.from_file({PAGE!r}, default_timeout=60)
 at.session_state["auth.user"] = User(id={user.id}, username={user.username!r}, role="clinician")
 for tab in ("Responder rates", "Trajectories", "Time to improvement"):
@@ -309,6 +319,7 @@ for tab in ("Responder rates", "Trajectories", "Time to improvement"):
     assert out.stdout.splitlines() == expected, out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_qi_chooses_a_month_end_and_no_calendar_filter(small_clinic, monkeypatch):
     """Finding 1: the QI view is cut at a month end and has no first-infusion date filter (a day-by-day
     filter or cut would date episodes by differencing two views)."""
@@ -323,6 +334,7 @@ def test_qi_chooses_a_month_end_and_no_calendar_filter(small_clinic, monkeypatch
     assert [d.key for d in clinician.date_input] == ["cohort.as_of", "cohort.span"]
 
 
+@pytest.mark.slow
 def test_qi_filters_offer_pooled_codes_and_hide_a_view_that_leaves_a_few_out(tmp_path, monkeypatch):
     """Finding 2: the diagnosis filter lists the clinic's codes, pooled, never a note; "all but X" is hidden
     when X holds 1 to 10 patients, with what to do instead."""

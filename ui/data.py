@@ -182,7 +182,7 @@ def _cohort_frames(db_path: str, version: int) -> tuple[pd.DataFrame, pd.DataFra
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _cohort_options(db_path: str, version: int) -> dict[str, Any]:
-    episodes, _ = _cohort_frames(db_path, version)
+    episodes, scores = _cohort_frames(db_path, version)
 
     def values(column: str) -> list[Any]:
         return sorted(episodes[column].dropna().unique().tolist())
@@ -190,11 +190,13 @@ def _cohort_options(db_path: str, version: int) -> dict[str, Any]:
     first = episodes["first_infusion"].dropna()
     return {"diagnosis": values("diagnosis"), "sex": values("sex"), "protocol": values("protocol"),
             "series_number": [int(n) for n in values("series_number")],
-            "first_year": int(first.min().year) if len(first) else None}
+            "first_year": int(first.min().year) if len(first) else None,
+            "domains": settings().reported_domains(scores["domain"].unique())}
 
 
 def cohort_options() -> dict[str, Any]:
-    """Choices for the cohort filters: diagnoses, sexes, protocols, series numbers, first year with data."""
+    """Choices for the cohort filters (diagnoses, sexes, protocols, series numbers, first year with data) and
+    ``domains``, the domains the cohort reports (Settings.reported_domains)."""
     path = active_db_path()
     return _cohort_options(path, data_version(path))
 
