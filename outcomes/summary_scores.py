@@ -2,7 +2,8 @@
 
 Hays RD, Spritzer KL, Schalet BD, Cella D. PROMIS-29 v2.0 profile physical and mental health summary
 scores. *Qual Life Res* 2018;27(7):1885-1891, doi:10.1007/s11136-018-1842-3. The weights are data
-(``data/instruments/promis29_summary_weights.csv``); where they come from and how far they were checked
+(``data/instruments/promis29_summary_weights.csv``), and so is what each component is made of
+(``promis29_summary_components.csv``: its inputs, each with the mean and SD that standardise it); where they come from and how far they were checked
 is in ``data/instruments/SOURCES.md``, "PROMIS-29 summary scores", and ``docs/methods.md``.
 
 The algorithm, per patient and day:
@@ -33,10 +34,9 @@ A person at every population mean (all T = 50, Global07 = 2.31) scores 50/50; wi
 pain-intensity item there is no score, and the row says why:
 
 >>> import pandas as pd
->>> domains = ["physical_function", "pain_interference", "ability_to_participate", "fatigue",
-...            "anxiety", "depression", "sleep_disturbance"]
+>>> w = load_summary_weights()
 >>> scores = pd.DataFrame({"patient_id": "P1", "assessed_on": pd.Timestamp("2025-01-06"),
-...                        "domain": domains, "t_score": 50.0})
+...                        "domain": list(w.domains), "t_score": 50.0})
 >>> pain = pd.DataFrame({"patient_id": ["P1"], "assessed_on": [pd.Timestamp("2025-01-06")], "value": [2.31]})
 >>> summary_scores(scores, pain)[["physical_health_t", "mental_health_t", "missing"]].to_dict("records")
 [{'physical_health_t': 50.0, 'mental_health_t': 50.0, 'missing': ''}]
@@ -62,24 +62,13 @@ from .analysis import round_half_away
 from .errors import InstrumentDefinitionError, MissingColumns, ValidationError
 from .settings import DATA_DIR
 
-#: The shipped weights (Hays et al. 2018 via two peer implementations; see SOURCES.md).
+#: The shipped weights (Hays et al. 2018 via two peer implementations) and the components' inputs.
 WEIGHTS_FILE = DATA_DIR / "instruments" / "promis29_summary_weights.csv"
+COMPONENTS_FILE = DATA_DIR / "instruments" / "promis29_summary_components.csv"
 WEIGHT_COLUMNS = ("component", "definition", "weight_physical_health", "weight_mental_health")
-
-#: The six components the weights must cover, in the paper's order.
-COMPONENTS = ("physical_function", "pain_composite", "ability_to_participate", "fatigue",
-              "emotional_distress_composite", "sleep_disturbance")
-
-#: The seven PROMIS-29 domain T-scores the summary scores need (``domain`` values of the scores frame).
-DOMAINS = ("physical_function", "pain_interference", "ability_to_participate", "fatigue", "anxiety",
-           "depression", "sleep_disturbance")
-#: The eighth input: the Global07 pain-intensity item, 0-10.
-PAIN_INTENSITY = "pain_intensity"
-INPUTS = (*DOMAINS, PAIN_INTENSITY)
-
-#: Standardisation of Global07 (population mean and SD), as in both peer implementations.
-GLOBAL07_MEAN = 2.31
-GLOBAL07_SD = 2.34
+COMPONENT_COLUMNS = ("component", "input", "kind", "mean", "sd", "source")
+#: ``t_score``: a domain T-score of the scores frame; ``raw_item``: the pain-intensity item (0-10).
+KINDS = ("t_score", "raw_item")
 PAIN_INTENSITY_RANGE = (0.0, 10.0)
 
 SCORE_COLUMNS = ("patient_id", "assessed_on", "domain", "t_score")
@@ -89,19 +78,35 @@ OUTPUT_COLUMNS = ("patient_id", "assessed_on", "physical_health_t", "mental_heal
 
 @dataclass(frozen=True)
 class SummaryWeights:
-    """Weights of each component on the physical (``physical``) and mental (``mental``) summary z."""
+    """Weights of each component on the physical (``physical``) and mental (``mental``) summary z, and
+    each component's ``inputs`` as ``(input, mean, sd)`` (its z is the mean of its inputs' z)."""
 
     physical: Mapping[str, float]
     mental: Mapping[str, float]
+    inputs: Mapping[str, tuple[tuple[str, float, float], ...]]
+    raw_item: str  # the one input that is not a domain T-score (the pain-intensity item)
     source: str = ""
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
 
-def load_summary_weights(path: str | Path | None = None) -> SummaryWeights:
-    """Read and check the weights CSV (default: the shipped ``promis29_summary_weights.csv``).
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The domain T-scores needed, in the components' order."""
+        return tuple(i for parts in self.inputs.values() for i, _, _ in parts if i != self.raw_item)
+
+    @property
+    def all_inputs(self) -> tuple[str, ...]:
+        return (*self.domains, self.raw_item)
+
+
+def load_summary_weights(path: str | Path | None = None, components: str | Path | None = None) -> SummaryWeights:
+    """Read and check the weights CSV and the components CSV (default: the shipped files).
 
     Raises :class:`InstrumentDefinitionError` naming the file and line of the first problem: a missing
     column, an unknown or repeated component, a weight that is not a finite number, or a component of
-    the six that has no row.
+    the components file that has no weight.
 
     Examples
     --------
@@ -109,58 +114,93 @@ def load_summary_weights(path: str | Path | None = None) -> SummaryWeights:
     >>> w.physical["physical_function"], w.mental["fatigue"]
     (0.872, -0.351)
     """
-    if path is None:
+    if path is None and components is None:
         return _default_weights()
-    return _read_weights(Path(path))
+    return _read_weights(Path(path or WEIGHTS_FILE), _read_components(Path(components or COMPONENTS_FILE)))
 
 
 @functools.cache
 def _default_weights() -> SummaryWeights:
-    return _read_weights(WEIGHTS_FILE)
+    return _read_weights(WEIGHTS_FILE, _read_components(COMPONENTS_FILE))
 
 
-def _read_weights(path: Path) -> SummaryWeights:
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """``(where, row)`` of every non-empty row, every column present; errors name the file and line."""
     name = path.name
-    physical: dict[str, float] = {}
-    mental: dict[str, float] = {}
+    out = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel writes a BOM
             reader = csv.DictReader(handle)
             found = [c for c in (reader.fieldnames or []) if c is not None]
-            missing = [c for c in WEIGHT_COLUMNS if c not in found]
-            if missing:
+            if missing := [c for c in columns if c not in found]:
                 raise InstrumentDefinitionError(
                     f"{name} line 1: missing column(s) {', '.join(missing)}; found {', '.join(found) or 'no header'}. "
-                    f"The header must be {','.join(WEIGHT_COLUMNS)}.")
+                    f"The header must be {','.join(columns)}.")
             for row in reader:
                 where = f"{name} line {reader.line_num}"
                 if None in row:
                     raise InstrumentDefinitionError(f"{where}: more fields than the {len(found)} columns "
                                                     "(quote a definition that contains a comma)")
                 values = {k: (v or "").strip() for k, v in row.items()}
-                if not any(values.values()):
-                    continue
-                component = values["component"]
-                if component not in COMPONENTS:
-                    raise InstrumentDefinitionError(f"{where}: unknown component {component!r}; "
-                                                    f"expected one of {', '.join(COMPONENTS)}")
-                if component in physical:
-                    raise InstrumentDefinitionError(f"{where}: component {component} appears twice")
-                physical[component] = _weight(where, values, "weight_physical_health")
-                mental[component] = _weight(where, values, "weight_mental_health")
+                if any(values.values()):
+                    out.append((where, values))
     except FileNotFoundError:
         raise InstrumentDefinitionError(f"{name}: file not found at {path}") from None
     except UnicodeDecodeError as exc:
         raise InstrumentDefinitionError(f"{name}: not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise InstrumentDefinitionError(f"{name}: not a readable CSV file ({exc})") from None
-    if absent := [c for c in COMPONENTS if c not in physical]:
-        raise InstrumentDefinitionError(f"{name}: no row for component(s) {', '.join(absent)}; "
-                                        f"the weights must cover exactly {', '.join(COMPONENTS)}")
-    order = {c: i for i, c in enumerate(COMPONENTS)}
-    return SummaryWeights(MappingProxyType(dict(sorted(physical.items(), key=lambda kv: order[kv[0]]))),
-                          MappingProxyType(dict(sorted(mental.items(), key=lambda kv: order[kv[0]]))),
-                          str(path))
+    return out
+
+
+Components = tuple[dict[str, tuple[tuple[str, float, float], ...]], str]
+
+
+def _read_components(path: Path) -> Components:
+    """Each component's inputs ``(input, mean, sd)`` in file order, and the one raw-item input."""
+    inputs: dict[str, list[tuple[str, float, float]]] = {}
+    raw: list[str] = []
+    seen: set[str] = set()
+    for where, row in _csv_rows(path, COMPONENT_COLUMNS):
+        if row["kind"] not in KINDS:
+            raise InstrumentDefinitionError(f"{where}: kind {row['kind']!r} is not one of {', '.join(KINDS)}")
+        if not row["component"] or not row["input"]:
+            raise InstrumentDefinitionError(f"{where}: component and input must not be empty")
+        if row["input"] in seen:
+            raise InstrumentDefinitionError(f"{where}: input {row['input']} appears twice")
+        seen.add(row["input"])
+        mean, sd = _weight(where, row, "mean"), _weight(where, row, "sd")
+        if sd <= 0:
+            raise InstrumentDefinitionError(f"{where}: sd {sd:g} must be positive")
+        inputs.setdefault(row["component"], []).append((row["input"], mean, sd))
+        if row["kind"] == "raw_item":
+            raw.append(row["input"])
+    if len(raw) != 1:
+        raise InstrumentDefinitionError(f"{path.name}: exactly one input must be the raw_item (pain intensity), "
+                                        f"found {len(raw)}")
+    return {c: tuple(parts) for c, parts in inputs.items()}, raw[0]
+
+
+def _read_weights(path: Path, components: Components) -> SummaryWeights:
+    inputs, raw_item = components
+    known = tuple(inputs)
+    physical: dict[str, float] = {}
+    mental: dict[str, float] = {}
+    for where, values in _csv_rows(path, WEIGHT_COLUMNS):
+        component = values["component"]
+        if component not in known:
+            raise InstrumentDefinitionError(f"{where}: unknown component {component!r}; "
+                                            f"expected one of {', '.join(known)}")
+        if component in physical:
+            raise InstrumentDefinitionError(f"{where}: component {component} appears twice")
+        physical[component] = _weight(where, values, "weight_physical_health")
+        mental[component] = _weight(where, values, "weight_mental_health")
+    if absent := [c for c in known if c not in physical]:
+        raise InstrumentDefinitionError(f"{path.name}: no row for component(s) {', '.join(absent)}; "
+                                        f"the weights must cover exactly {', '.join(known)}")
+    return SummaryWeights(MappingProxyType({c: physical[c] for c in known}),
+                          MappingProxyType({c: mental[c] for c in known}),
+                          MappingProxyType(inputs), raw_item, str(path))
 
 
 def _weight(where: str, row: Mapping[str, str], column: str) -> float:
@@ -238,13 +278,13 @@ def summary_scores(scores: pd.DataFrame, pain_intensity: pd.DataFrame | None = N
     """Physical and mental health summary T-scores, one row per patient and day.
 
     ``scores`` is long format (``patient_id, assessed_on, domain, t_score``) with the ``domain`` names
-    of :data:`DOMAINS`; other domains are ignored and a NaN ``t_score`` counts as absent.
+    of ``weights.domains``; other domains are ignored and a NaN ``t_score`` counts as absent.
     ``pain_intensity`` (``patient_id, assessed_on, value``) holds the Global07 raw item, 0-10; None
     means it was not collected, so no score can be computed. ``assessed_on`` is reduced to the day.
 
     Returns ``patient_id, assessed_on, physical_health_t, mental_health_t, missing``, sorted by patient
     and day. Both T-scores are NaN unless all eight inputs are present that day; ``missing`` then lists
-    the absent inputs (names of :data:`INPUTS`, comma-separated) and is empty when complete. Days with
+    the absent inputs (names of ``weights.all_inputs``, comma-separated) and is empty when complete. Days with
     none of the inputs give no row.
 
     Raises :class:`MissingColumns` for a frame without its columns, and :class:`ValidationError` for a
@@ -255,7 +295,8 @@ def summary_scores(scores: pd.DataFrame, pain_intensity: pd.DataFrame | None = N
     --------
     >>> import pandas as pd
     >>> day = pd.Timestamp("2025-01-06")
-    >>> scores = pd.DataFrame({"patient_id": "P1", "assessed_on": day, "domain": list(DOMAINS),
+    >>> domains = list(load_summary_weights().domains)
+    >>> scores = pd.DataFrame({"patient_id": "P1", "assessed_on": day, "domain": domains,
     ...                        "t_score": [40.0, 62.0, 45.0, 60.0, 55.0, 58.0, 57.0]})
     >>> pain = pd.DataFrame({"patient_id": ["P1"], "assessed_on": [day], "value": [6]})
     >>> summary_scores(scores, pain)[["physical_health_t", "mental_health_t"]].to_dict("records")
@@ -268,7 +309,7 @@ def summary_scores(scores: pd.DataFrame, pain_intensity: pd.DataFrame | None = N
     w = _weights(weights)
     _require(scores, SCORE_COLUMNS, "scores",
              "one row per patient, day and domain, e.g. from the storage layer's score reads.")
-    long = scores.loc[scores["domain"].isin(DOMAINS), list(SCORE_COLUMNS)].copy()
+    long = scores.loc[scores["domain"].isin(w.domains), list(SCORE_COLUMNS)].copy()
     long["assessed_on"] = _days(long["assessed_on"], "scores")
     long["t_score"] = _numbers(long["t_score"], "scores", "t_score")
     long = _one_per_day(long.dropna(subset=["t_score"]), ["patient_id", "assessed_on", "domain"], "scores")
@@ -291,7 +332,7 @@ def summary_scores(scores: pd.DataFrame, pain_intensity: pd.DataFrame | None = N
                                   "Pain intensity is the PROMIS Global07 item, answered 0 to 10; "
                                   "correct or remove these rows.")
         pain = _one_per_day(pain.dropna(subset=["value"]), ["patient_id", "assessed_on"], "pain_intensity")
-        pain = pain.rename(columns={"value": "t_score"}).assign(domain=PAIN_INTENSITY)
+        pain = pain.rename(columns={"value": "t_score"}).assign(domain=w.raw_item)
 
     both = pd.concat([long, pain[list(SCORE_COLUMNS)]], ignore_index=True)
     if both.empty:
@@ -301,25 +342,19 @@ def summary_scores(scores: pd.DataFrame, pain_intensity: pd.DataFrame | None = N
                              "mental_health_t": pd.Series(dtype=float),
                              "missing": pd.Series(dtype=object)})
     wide = both.pivot(index=["patient_id", "assessed_on"], columns="domain", values="t_score")
-    wide = wide.reindex(columns=list(INPUTS)).sort_index()
+    inputs = w.all_inputs
+    wide = wide.reindex(columns=list(inputs)).sort_index()
 
-    z = (wide[list(DOMAINS)] - 50.0) / 10.0
-    pain_z = (wide[PAIN_INTENSITY] - GLOBAL07_MEAN) / GLOBAL07_SD
-    # Plain arithmetic keeps NaN: a composite with a missing half is NaN, never the other half alone.
-    components = {
-        "physical_function": z["physical_function"],
-        "pain_composite": (z["pain_interference"] + pain_z) / 2.0,
-        "ability_to_participate": z["ability_to_participate"],
-        "fatigue": z["fatigue"],
-        "emotional_distress_composite": (z["anxiety"] + z["depression"]) / 2.0,
-        "sleep_disturbance": z["sleep_disturbance"],
-    }
-    physical_z = sum(w.physical[c] * components[c] for c in COMPONENTS)
-    mental_z = sum(w.mental[c] * components[c] for c in COMPONENTS)
+    # A component's z is the mean of its inputs' z. Plain arithmetic keeps NaN: a composite with a missing
+    # half is NaN, never the other half alone.
+    components = {c: sum((wide[i] - mean) / sd for i, mean, sd in parts) / len(parts)
+                  for c, parts in w.inputs.items()}
+    physical_z = sum(w.physical[c] * components[c] for c in w.components)
+    mental_z = sum(w.mental[c] * components[c] for c in w.components)
     absent = wide.isna()
     complete = ~absent.any(axis=1)
     out = wide.index.to_frame(index=False)
     out["physical_health_t"] = round_half_away(np.where(complete, 50.0 + 10.0 * physical_z, np.nan))
     out["mental_health_t"] = round_half_away(np.where(complete, 50.0 + 10.0 * mental_z, np.nan))
-    out["missing"] = [", ".join(c for c, gone in zip(INPUTS, row) if gone) for row in absent.to_numpy()]
+    out["missing"] = [", ".join(c for c, gone in zip(inputs, row) if gone) for row in absent.to_numpy()]
     return out[list(OUTPUT_COLUMNS)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
@@ -201,3 +203,31 @@ def test_a_malformed_weights_file_is_rejected_with_file_and_line(tmp_path, text,
 def test_a_missing_weights_file_is_named(tmp_path):
     with pytest.raises(InstrumentDefinitionError, match="nowhere.csv: file not found"):
         load_summary_weights(tmp_path / "nowhere.csv")
+
+
+SHIPPED_COMPONENTS = (Path(__file__).resolve().parents[1] / "data" / "instruments"
+                      / "promis29_summary_components.csv")
+
+
+def test_the_components_file_says_what_each_component_is_made_of():
+    w = load_summary_weights()
+    assert w.components == ("physical_function", "pain_composite", "ability_to_participate", "fatigue",
+                            "emotional_distress_composite", "sleep_disturbance")
+    assert w.inputs["pain_composite"] == (("pain_interference", 50.0, 10.0), ("pain_intensity", 2.31, 2.34))
+    assert w.inputs["emotional_distress_composite"] == (("anxiety", 50.0, 10.0), ("depression", 50.0, 10.0))
+    assert w.raw_item == "pain_intensity" and sorted(w.domains) == sorted(DOMAINS)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace(",raw_item,", ",t_score,"), "exactly one input must be the raw_item"),
+    (lambda t: t.replace("fatigue,fatigue,t_score", "fatigue,fatigue,score"), "line 6: kind 'score'"),
+    (lambda t: t.replace("2.31,2.34", "2.31,0"), "line 4: sd 0 must be positive"),
+    (lambda t: t.replace("sleep_disturbance,sleep_disturbance", "sleep_disturbance,depression"),
+     "line 9: input depression appears twice"),
+    (lambda t: t + "social_health,social,t_score,50,10,x\n", "no row for component(s) social_health"),
+])
+def test_a_malformed_components_file_is_rejected_with_file_and_line(tmp_path, edit, message):
+    path = tmp_path / "promis29_summary_components.csv"
+    path.write_text(edit(SHIPPED_COMPONENTS.read_text()))
+    with pytest.raises(InstrumentDefinitionError, match=re.escape(message)):
+        load_summary_weights(components=path)
