@@ -154,6 +154,8 @@ class SettingSpec:
         return "OUTCOMES_" + self.name.upper()
 
 
+_EXAMPLE = load_domains().names[-2:]  # two shipped domains, for the help text
+
 REGISTRY: tuple[SettingSpec, ...] = (
     SettingSpec("db_path", DATA_DIR / "outcomes.db", _parse_path,
                 "SQLite database of the clinic (created and migrated on first use; git-ignored)."),
@@ -179,7 +181,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
     SettingSpec("mcid_preset", "anchor", _parse_preset,
                 "Meaningful-change preset: anchor (3.0/3.5/3.0), lenient (2/3/2) or half_sd (5/5/5)."),
     SettingSpec("mcid", MappingProxyType({}), parse_mcid_overrides,
-                "Per-domain overrides of the preset, e.g. 'depression=4.0,physical_function=2.5'."),
+                "Per-domain overrides of the preset, e.g. "
+                f"'{_EXAMPLE[0]}=4.0,{_EXAMPLE[1]}=2.5' (domain names as in forms.toml)."),
     SettingSpec("followup_days", 182, _parse_int(1, 3650),
                 "Days after the last infusion of a series during which an active patient is expected to check "
                 "in (six months); afterwards no check-in is overdue."),
