@@ -51,7 +51,7 @@ from .errors import (
     UnknownForm,
     ValidationError,
 )
-from .instruments import Form, Registry, default_registry
+from .instruments import Form, Registry
 # The pure rules live in outcomes.rules; the names imported "as" themselves are re-exported, so callers keep
 # using clinic.alert_rule, clinic.SAFETY_NOTICE and the like.
 from .rules import (
@@ -471,7 +471,7 @@ def checkin_forms(settings: Settings, registry: Registry | None = None) -> tuple
     ConfigError
         A configured form key is not in the registry, or two forms share a domain.
     """
-    registry = registry or default_registry()
+    registry = registry or settings.registry
     try:
         forms = tuple(registry.form(key) for key in settings.checkin_forms)
     except UnknownForm as exc:
@@ -569,7 +569,7 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
         The patient already has an entry that day and ``replace`` is False: ask "replace it?".
     """
     user = require_patient_access(db, actor, patient_id, action="submit_checkin")
-    registry = registry or default_registry()
+    registry = registry or settings.registry
     you = user.role == "patient"
     problems: list[str] = []
     day = parse_day_or_problem(assessed_on, "assessed_on", today, problems)

@@ -52,7 +52,7 @@ from . import analysis, auth, clinic, disclosure, fhir, storage
 from .deployment import derive_key
 from .domains import load_domains
 from .errors import ConfigError, ValidationError
-from .instruments import Registry, default_registry
+from .instruments import Registry
 from .settings import Settings
 
 KINDS: tuple[str, ...] = ("dataset", "summary", "fhir")
@@ -765,7 +765,7 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
         # invitation codes and FHIR ids alike); ids from before this change differ.
         bundle, notes = fhir.bundle(scores, series, as_of=as_of,
                                     key=derive_key(source.secret, "fhir resource id").hex(),
-                                    registry=registry or default_registry(), pseudonym=subject,
+                                    registry=registry or settings.registry, pseudonym=subject,
                                     generated_at=generated_at)
         data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         tables = {"observations": fhir.preview(bundle)}

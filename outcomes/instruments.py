@@ -31,9 +31,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .domains import Domain, Domains, SeverityBands, load_domains
+from .domains import SHIPPED_DIR, Domain, Domains, SeverityBands, load_domains
 from .errors import InstrumentDefinitionError, UnknownForm
-from .settings import load_settings
 
 #: ``<domain>_sf<form>_v<version>``, the naming of the table files (SOURCES.md, "Files").
 FORM_KEY = re.compile(r"^(?P<domain>[a-z_]+)_sf(?P<form>\d+[a-z])_v(?P<version>\d+\.\d+)$")
@@ -203,13 +202,31 @@ def load_registry(instruments_dir: Path | str, item_wording_file: Path | str | N
 
 @functools.cache
 def default_registry() -> Registry:
-    """The registry named by the settings, loaded once per process.
+    """The registry the environment's settings name, loaded once per process: for the app's edge (the CLI,
+    notebooks). Library functions never call it: they take ``settings.registry`` or a ``registry``.
 
     Call ``default_registry.cache_clear()`` after changing ``OUTCOMES_INSTRUMENTS_DIR`` or
     ``OUTCOMES_ITEM_WORDING_FILE`` in a running process.
     """
-    settings = load_settings()
-    return load_registry(settings.instruments_dir, settings.item_wording_file)
+    from .settings import load_settings  # the settings build on this module, not the other way round
+
+    return load_settings().registry
+
+
+@functools.cache
+def cached_registry(instruments_dir: Path, item_wording_file: Path | None) -> Registry:
+    """:func:`load_registry`, once per process and pair of paths (``Settings.registry``)."""
+    return load_registry(instruments_dir, item_wording_file)
+
+
+def shipped_registry() -> Registry:
+    """The forms shipped in data/instruments with our paraphrased wording: what a pure function given no
+    ``registry`` scores with. It reads no setting and no environment variable."""
+    return cached_registry(SHIPPED_DIR, None)
+
+
+def registry_or_shipped(registry: Registry | None) -> Registry:
+    return shipped_registry() if registry is None else registry
 
 
 def severity_band(domain: str | Domain, t: float, registry: Registry | None = None) -> str:
@@ -225,7 +242,7 @@ def severity_band(domain: str | Domain, t: float, registry: Registry | None = No
     ('mild', 'mild')
     """
     if isinstance(domain, str):
-        domain = (registry or default_registry()).domain(domain)
+        domain = registry_or_shipped(registry).domain(domain)
     return domain.bands.label(t)
 
 

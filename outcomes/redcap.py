@@ -16,10 +16,10 @@ with a note, not imported as a wrong score.
 
 Example
 -------
->>> from outcomes.instruments import default_registry
+>>> from outcomes.instruments import shipped_registry
 >>> frame = read(b"record_id,redcap_event_name,visit_date,eddep04,eddep06,eddep29,eddep41\\n"
 ...              b"P001,baseline_arm_1,2025-01-06,2,3,2,2\\n")
->>> m = detect(frame, default_registry())
+>>> m = detect(frame, shipped_registry())
 >>> m.record_id, m.event, m.date, [f.form for f in m.forms]
 ('record_id', 'redcap_event_name', 'visit_date', ['depression_sf4a_v1.0'])
 """

@@ -22,8 +22,8 @@ reproduces every cell of every shipped table that has parameters (``tests/test_s
 
 Example
 -------
->>> from outcomes.instruments import default_registry
->>> form = default_registry().form("depression_sf4a_v1.0")
+>>> from outcomes.instruments import shipped_registry
+>>> form = shipped_registry().form("depression_sf4a_v1.0")
 >>> r = score_response(form, {"EDDEP04": 2, "EDDEP06": 3, "EDDEP29": None, "EDDEP41": 4})
 >>> r.method, r.t_score, r.se, r.severity, r.imprecise
 ('pattern', 62.5, 2.9, 'moderate', True)
@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InvalidResponse, MissingColumns, UnknownForm, ValidationError
-from .instruments import Form, Item, Registry, default_registry
+from .instruments import Form, Item, Registry, registry_or_shipped
 
 Method = Literal["table", "pattern", "prorated"]
 
@@ -123,7 +123,7 @@ def score_response(form: Form | str, responses: Mapping[str, Any],
     ('table', 12, 61.2, 1.8, 'moderate')
     """
     if isinstance(form, str):
-        form = (registry or default_registry()).form(form)
+        form = registry_or_shipped(registry).form(form)
     if unknown := [item_id for item_id in responses if item_id not in form.item_ids]:
         raise InvalidResponse(
             f"{form.key} has no item {unknown[0]!r}; its items are {', '.join(form.item_ids)}")
@@ -178,7 +178,7 @@ def score_frame(df: pd.DataFrame, registry: Registry | None = None) -> pd.DataFr
     >>> score_frame(df)[["patient", "t_score", "method"]].values.tolist()
     [['a', 41.0, 'table'], ['b', nan, None]]
     """
-    registry = registry or default_registry()
+    registry = registry_or_shipped(registry)
     if "form" not in df.columns:
         raise MissingColumns(
             "score_frame needs a 'form' column with form keys such as 'depression_sf8a_v1.0'")
@@ -253,7 +253,7 @@ def score_csv(in_path: str | Path, out_path: str | Path | None = None,
     >>> score_csv(p)[["id", "t_score", "method"]].values.tolist()
     [['007', 62.2, 'table'], ['008', 70.3, 'pattern']]
     """
-    registry = registry or default_registry()
+    registry = registry_or_shipped(registry)
     try:
         text = pd.read_csv(in_path, dtype=str, keep_default_na=False)
     except UnicodeDecodeError:
@@ -294,7 +294,7 @@ def score_parquet(in_path: str | Path, out_path: str | Path | None = None,
     >>> score_parquet(p)[["id", "t_score", "method"]].values.tolist()
     [['007', 62.2, 'table']]
     """
-    registry = registry or default_registry()
+    registry = registry_or_shipped(registry)
     try:
         table = pd.read_parquet(in_path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
@@ -367,8 +367,8 @@ def summed_score_table(form: Form) -> dict[int, tuple[float, float]]:
 
     Example
     -------
-    >>> from outcomes.instruments import default_registry
-    >>> summed_score_table(default_registry().form("depression_sf8a_v1.0"))[24]
+    >>> from outcomes.instruments import shipped_registry
+    >>> summed_score_table(shipped_registry().form("depression_sf8a_v1.0"))[24]
     (62.1, 1.8)
     """
     probabilities = np.exp(_log_probabilities(form)[:, 1:, :])  # without the "missing" row

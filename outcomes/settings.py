@@ -28,6 +28,7 @@ from typing import Any
 
 from .domains import Domains, load_domains
 from .errors import ConfigError
+from .instruments import Registry, cached_registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
@@ -237,6 +238,11 @@ class Settings:
         object.__setattr__(self, "mcid", MappingProxyType({d: merged[d] for d in domains if d in merged}))
         if not self.checkin_forms:
             object.__setattr__(self, "checkin_forms", domains.checkin_forms())
+
+    @property
+    def registry(self) -> Registry:
+        """The forms of ``instruments_dir`` with the clinic's ``item_wording_file`` (loaded once per process)."""
+        return cached_registry(self.instruments_dir, self.item_wording_file)
 
     @property
     def domains(self) -> Domains:

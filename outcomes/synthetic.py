@@ -85,7 +85,8 @@ class DemoCohort:
         )
 
 
-def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date) -> DemoCohort:
+def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date,
+                    registry: instruments.Registry | None = None) -> DemoCohort:
     """Generate a deterministic synthetic cohort.
 
     Parameters
@@ -96,6 +97,9 @@ def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date) -> D
         Seed of the ``numpy.random.default_rng`` stream; the same seed and ``end`` give the same cohort.
     end
         Last day of the record: no infusion or score is dated after it.
+    registry
+        The forms to answer (``settings.registry``); None: the shipped ones. The generated domains and their
+        parameters are each domain's ``synthetic`` table in forms.toml.
     """
     if n_patients < 1:
         raise ValueError("n_patients must be at least 1")
@@ -104,7 +108,7 @@ def generate_cohort(n_patients: int = 1034, *, seed: int = 2025, end: date) -> D
     patients = _patients(rng, n_patients, end_ts)
     series = _series(rng, patients, end_ts)
     infusions = _infusions(rng, series)
-    assessments = _assessments(rng, series, end_ts)
+    assessments = _assessments(rng, series, end_ts, instruments.registry_or_shipped(registry))
     return DemoCohort(patients, series.drop(columns=["respond_scale"]), infusions, assessments, seed, end)
 
 
@@ -263,10 +267,10 @@ def _visit_days(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timestam
     return visits.drop_duplicates(["series_row", "assessed_on"]).reset_index(drop=True)
 
 
-def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+def _assessments(rng: np.random.Generator, series: pd.DataFrame, end: pd.Timestamp,
+                 registry: instruments.Registry) -> pd.DataFrame:
     """Weekly check-ins around every series, from latent T trajectories sampled per domain."""
     visits = _visit_days(rng, series, end)
-    registry = instruments.default_registry()
     m = len(series)
     frames = []
     for domain in (d for d in registry.domains.values() if d.synthetic):
@@ -357,7 +361,9 @@ def prepare_demo(db, *, end: date, now, n_patients: int = 1034, seed: int = 2025
         if storage.database_summary(db)["patients"]:
             raise NotADemoDatabase("This database holds patients and is not a demo database; choose "
                                         "another path for the demo (setting OUTCOMES_DEMO_DB_PATH).")
-        write_cohort(db, generate_cohort(n_patients, seed=seed, end=end), now=now, settings=settings)
+        write_cohort(db, generate_cohort(n_patients, seed=seed, end=end,
+                                         registry=None if settings is None else settings.registry),
+                     now=now, settings=settings)
     elif storage.get_meta(db, DEMO_ALERTS_META) is None:
         _alert_latest_scores(db, now=now, settings=load_settings() if settings is None else settings)
     stored = storage.get_meta(db, DEMO_ACCOUNTS_META)
