@@ -40,6 +40,6 @@ else:
             st.toast(toast, icon=":material/check_circle:")
         page.run()
     except StorageUnavailable as exc:
-        # Disk full, read-only or unreachable database (issue 7): every write was rolled back, and a page that
-        # must audit what it shows cannot show it. Say so plainly; the next action works once IT has fixed it.
+        # Disk full, read-only or unreachable database (docs/reliability.md, "Faults"): every write was rolled
+        # back, and a page that must audit what it shows cannot show it. Say so plainly; the next action works once IT has fixed it.
         st.error(widgets.message(exc), icon=":material/database:")

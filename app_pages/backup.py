@@ -1,4 +1,4 @@
-"""Backup: a consistent copy of the whole database for the administrator to download (issue 7)."""
+"""Backup: a consistent copy of the whole database for the administrator to download (docs/operations.md)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Cohort outcomes: does treatment help, for whom, and for how long (issue 4).
+"""Cohort outcomes: does treatment help, for whom, and for how long (docs/methods.md).
 
 A thin view: the sidebar builds a ``CohortQuery``; ``ui.data`` computes it with ``outcomes.analysis`` and
 ``outcomes.survival`` (cached); ``outcomes.cohort_view`` makes the results display-ready for the viewer (for
@@ -6,10 +6,10 @@ the quality-improvement role it hides counts from 1 to ``small_cell_max`` throug
 and formats every number); ``outcomes.figures`` draws. Only groups appear here: no patient identifiers, no
 dates of care. A tab renders only while open, so lifelines loads with the first survival tab.
 
-The quality-improvement role sees what the de-identified files hold (security issue, findings 1 and 2,
-docs/privacy.md): the episodes released by a month end (``outcomes.reports.qi_cohort``), filters with
-pooled values only and no calendar filter, and no view that leaves 1 to ``small_cell_max`` patients of a
-wider one out (``reports.qi_suppression``).
+The quality-improvement role sees what the de-identified files hold (docs/privacy.md, "Dates and differencing"
+and "Diagnosis codes and filters"): the episodes released by a month end (``outcomes.reports.qi_cohort``),
+filters with pooled values only and no calendar filter, and no view that leaves 1 to ``small_cell_max``
+patients of a wider one out (``reports.qi_suppression``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Diagnosis codes: the clinic's coded list of diagnoses (administrators; security issue, finding 2).
+"""Diagnosis codes: the clinic's coded list of diagnoses (administrators; docs/privacy.md, "Diagnosis codes
+and filters").
 
 Cohort filters for quality improvement and every de-identified file use a patient's diagnosis *code*,
 pooled when rare; the clinician's free-text diagnosis is a note that only identified output carries.

@@ -1,11 +1,12 @@
-"""Exports for quality improvement and registries (issue 5): every file that leaves the app is audited.
+"""Exports for quality improvement and registries (docs/privacy.md): every file that leaves the app is
+audited.
 
 A thin view over ``outcomes.exports.export`` (role check, build, audit entry). The file is built and
 logged when the user presses "Prepare and download the file", and handed to that browser in the same run
 (``ui.data.hand_over``: once, with no URL).
 
 De-identified files are cut only at a year end (dataset, FHIR) or a month end (summary tables), and hold
-only released episodes (security issue, finding 1; docs/privacy.md); identified files keep any day.
+only released episodes (docs/privacy.md, "Dates and differencing"); identified files keep any day.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ if st.button("Prepare and download the file", type="primary", icon=":material/do
                                       max_bytes=data.hand_over_limit())
         st.session_state["exports.file"] = (request, prepared)
         # Handed to this browser in this run, once, with no URL (a /media link would serve the file to
-        # anybody holding it; security issue, finding 14): preparing is downloading, and both are audited.
+        # anybody holding it; docs/privacy.md, "Downloads, tables on screen, files at rest"): preparing is
+        # downloading, and both are audited.
         data.hand_over(prepared.data, prepared.filename, prepared.mime, key="exports.hand_over")
     except OutcomesError as exc:
         st.error(widgets.message(exc))

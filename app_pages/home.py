@@ -14,7 +14,9 @@ st.title("Infusion outcomes")
 if summary["synthetic"]:
     st.warning("**Synthetic data.** Every patient in this database was generated for demonstration.", icon=":material/science:")
 path = data.active_db_path()
-if data.demo_mode():  # where the clinic's database lives is not the demo's business (security issue, finding 8)
+# Where the clinic's database lives is not the demo's business (docs/authentication.md, "The first
+# administrator").
+if data.demo_mode():
     st.caption(f"Database: the synthetic demo database (schema version {summary['schema_version']})")
 else:
     st.caption(f"Database: `{path}` (schema version {summary['schema_version']})")

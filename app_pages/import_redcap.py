@@ -1,4 +1,5 @@
-"""Import PROMIS answers or T-scores from a REDCap CSV export (issue 5), through a mapping the user confirms.
+"""Import PROMIS answers or T-scores from a REDCap CSV export (docs/privacy.md), through a mapping the user
+confirms.
 
 A thin view over ``outcomes.redcap``: detect a mapping, let the user correct it, preview every row (a dry
 run), and commit all rows or none.
@@ -31,8 +32,8 @@ upload = st.file_uploader("REDCap export (CSV)", type="csv", key="redcap.file")
 if upload is None:
     st.session_state.pop("redcap.parsed", None)
     st.stop()
-# Parsed once per uploaded file, not at every rerun (each choice below reruns the page; security issue,
-# finding 8). Kept in this session only: the file holds identified data.
+# Parsed once per uploaded file, not at every rerun (each choice below reruns the page; docs/reliability.md,
+# "Hostile and bad input"). Kept in this session only: the file holds identified data.
 parsed = st.session_state.get("redcap.parsed")
 if parsed is None or parsed[0] != upload.file_id:
     buffer = io.BytesIO(upload.getvalue())

@@ -992,7 +992,7 @@ def backup_database(db: storage.Database, actor: User, *, now: datetime) -> Back
     return BackupFile(filename, data, check)
 
 
-# Diagnosis codes (security issue, finding 2) ---------------------------------------------------------------
+# Diagnosis codes (docs/privacy.md, "Diagnosis codes and filters") -------------------------------------------
 # The clinic's coded list of diagnoses (storage.DIAGNOSIS_SEED to start with). QI filters and de-identified
 # output use the code's label, pooled when rare; the free-text ``diagnosis`` stays the clinician's note
 # (identified output only). Administrators maintain the list; clinicians choose from it.

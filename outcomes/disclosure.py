@@ -502,7 +502,8 @@ def suppress_curves(summary: pd.DataFrame, at_risk: pd.DataFrame, *, threshold: 
     return shown, risk_shown, hidden
 
 
-# Release of episodes to quality-improvement and de-identified output (security issue, findings 1 and 2) --
+# Release of episodes to quality-improvement and de-identified output (docs/privacy.md, "Dates and
+# differencing" and "Diagnosis codes and filters")
 #
 # An exact calendar cut lets whoever can choose it learn dates by differencing: an episode that is in the
 # file cut on one day and not in the file cut the day before started on that day. So de-identified

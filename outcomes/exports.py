@@ -12,11 +12,11 @@ patients pooled into "Other (pooled)"; a patient's disposition stays as its cate
 reason). Summary tables go through the small-cell rules of :mod:`outcomes.disclosure`. Text written to
 CSV or Excel is neutralised against formula injection (:func:`neutralise`).
 
-Dates by differencing (security issue, finding 1): de-identified files hold only *released* episodes
-(:func:`outcomes.disclosure.released`: follow-up closed, then a secret per-patient delay of up to a
-year), each with all of its scores, and are cut only at a year end (row-level: dataset, FHIR) or a
-month end (summary tables; :func:`release_cut`). So files with different cuts differ only by whole
-episodes, and when one appears says nothing finer than a year about its dates.
+Dates by differencing (docs/privacy.md, "Dates and differencing"): de-identified files hold only *released*
+episodes (:func:`outcomes.disclosure.released`: follow-up closed, then a secret per-patient delay of up to a
+year), each with all of its scores, and are cut only at a year end (row-level: dataset, FHIR) or a month end
+(summary tables; :func:`release_cut`). So files with different cuts differ only by whole episodes, and when
+one appears says nothing finer than a year about its dates.
 
 Every export follows the corrected record (the storage reads' defaults): voided records, planned and
 cancelled series (no infusion given) and replaced scores are left out, corrected values go in. The
@@ -761,8 +761,8 @@ def build(source: Source, kind: str, fmt: str, *, deidentified: bool = True, as_
         subject = (lambda pid: pseudonym(source.secret, pid)) if deidentified else None
         series, scores = (released(source, cut, settings) if deidentified
                           else (source.series, source.assessments))
-        # The resource ids' own key, derived from the secret (security issue: one secret keyed pseudonyms,
-        # invitation codes and FHIR ids alike); ids from before this change differ.
+        # The resource ids' own key, derived from the secret (docs/privacy.md, "FHIR decisions": one secret
+        # keyed pseudonyms, invitation codes and FHIR ids alike); ids from before this change differ.
         bundle, notes = fhir.bundle(scores, series, as_of=as_of,
                                     key=derive_key(source.secret, "fhir resource id").hex(),
                                     registry=registry or settings.registry, pseudonym=subject,

@@ -162,7 +162,7 @@ def read_table(source: Source, default_name: str = "upload.csv", *, what: str = 
     """Parse any CSV export: UTF-8 text cells (stripped), the header as written, and a ``line`` column.
 
     ``max_bytes`` and ``max_rows`` refuse a larger file before it is parsed (the web's upload door: a
-    42 MB file tied up a server for two minutes and 1.8 GB; security issue, finding 8).
+    42 MB file tied up a server for two minutes and 1.8 GB; docs/reliability.md, "Hostile and bad input").
 
     Returns
     -------

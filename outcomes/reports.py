@@ -3,9 +3,10 @@
 Each function loads only what its report needs through :mod:`outcomes.storage` and hands tidy frames
 to :mod:`outcomes.analysis`; nothing here computes a statistic itself.
 
-The quality-improvement view of the cohort page (security issue, findings 1 and 2) reads through
-:func:`qi_cohort`: only the episodes released by a month-end cut (:func:`outcomes.disclosure.released`),
-filters with pooled values only, and :func:`qi_suppression` (the complementary-cell rule across filters).
+The quality-improvement view of the cohort page (docs/privacy.md, "Dates and differencing" and "Diagnosis
+codes and filters") reads through :func:`qi_cohort`: only the episodes released by a month-end cut
+(:func:`outcomes.disclosure.released`), filters with pooled values only, and :func:`qi_suppression` (the
+complementary-cell rule across filters).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def to_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [{key: clean(row[key]) for key in RESPONDER_KEYS} for row in table.to_dict("records")]
 
 
-# The quality-improvement view of the cohort page (security issue, findings 1 and 2) ---------------------
+# The quality-improvement view of the cohort page (docs/privacy.md, "Dates and differencing" and "Diagnosis
+# codes and filters")
 #
 # What a QI user may see of the cohort is what the de-identified files hold: the episodes *released* by
 # the cut (follow-up closed, then the patient's secret delay; outcomes.disclosure.released), each with all

@@ -48,7 +48,7 @@ class Window:
     high: int
 
 
-#: Follow-up windows relative to the last infusion L (issue #4; clinical-methods notes section 3.2).
+#: Follow-up windows relative to the last infusion L (docs/methods.md).
 DEFAULT_WINDOWS: tuple[Window, ...] = (
     Window("end_of_series", "End of series", 0, 0, 7),
     Window("month_1", "1 month", 30, 16, 44),

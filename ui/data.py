@@ -35,8 +35,9 @@ DEMO_SESSION_KEY = "demo.mode"
 
 def demo_available() -> bool:
     """Whether this server offers the synthetic demo: before the clinic's first account exists (that is how a
-    newcomer looks around), and afterwards only when the setting ``OUTCOMES_DEMO`` is true (security issue,
-    finding 8: an anonymous visitor could prepare the demo on a production server and load it)."""
+    newcomer looks around), and afterwards only when the setting ``OUTCOMES_DEMO`` is true: otherwise an
+    anonymous visitor could prepare the demo on a production server and load it (docs/authentication.md,
+    "The first administrator")."""
     s = settings()
     if s.demo:
         return True
@@ -83,7 +84,7 @@ def _ensure_schema(db_path: str) -> Any:
     The migrating connection then stays open, idle, for the life of the process; nothing ever runs
     on it. While any connection to a WAL database is open, closing another one does not checkpoint
     the WAL and delete it, so the per-call connections of :func:`database` close in microseconds
-    instead of 10-30 ms (an fsync at every page and every check-in; issue 6 measurements). SQLite still
+    instead of 10-30 ms (an fsync at every page and every check-in; docs/scaling.md). SQLite still
     checkpoints on its own every 1,000 WAL pages. It holds no lock and no transaction.
     """
     return storage.connect(db_path)

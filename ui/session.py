@@ -5,8 +5,8 @@ nothing a patient typed is lost, because check-in answers are kept as drafts in 
 Every page calls :func:`require_roles` first, on top of the navigation only listing the pages of the
 user's role, and every ``outcomes`` call re-checks the role itself.
 
-**Sign-in bound to the browser** (security issue, finding 3). Streamlit resumes a session for any client
-that presents the session's id, and that id travels in upload URLs that proxies log. So:
+**Sign-in bound to the browser** (docs/authentication.md, "Sessions: bound to the browser"). Streamlit
+resumes a session for any client that presents the session's id, and that id travels in upload URLs that proxies log. So:
 
 1. :class:`ServerGuard`, the ASGI middleware app.py puts in front of Streamlit's server (``st.App``), gives
    every browser an HttpOnly, SameSite=Lax cookie with a random value signed with a key derived from the

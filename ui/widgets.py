@@ -43,8 +43,8 @@ def questionnaire(form: Form, answers: dict[str, int | None], *, key: str,
         if chosen is not None:
             # What the radio shows is the answer, even when its on_change was lost: a run stopped for the
             # next tap can take the new value into session state and stop before the callback runs, and
-            # the next run sees no change (issue 7: 5 of 12 patients checking in at once lost a tapped
-            # answer without this; docs/reliability.md bug 1).
+            # the next run sees no change (5 of 12 patients checking in at once lost a tapped answer without
+            # this; docs/reliability.md bug 1).
             answers[item.item_id] = chosen
 
 

@@ -1,4 +1,4 @@
-"""User accounts, patient invitations and check-in drafts (issue 3).
+"""User accounts, patient invitations and check-in drafts (docs/authentication.md).
 
 The rules (password strength, lockout arithmetic, who may do what) live in outcomes/auth.py and
 outcomes/clinic.py; this module only stores and reads. Callers that need several of these verbs to commit

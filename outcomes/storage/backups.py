@@ -1,4 +1,4 @@
-"""Backup and restore (issue 7; docs/operations.md).
+"""Backup and restore (docs/operations.md).
 
 SQLite's online backup API copies every page of the database in one step, that is from one read
 snapshot: writers carry on meanwhile (WAL), and the copy holds exactly the transactions committed when

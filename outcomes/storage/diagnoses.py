@@ -1,4 +1,4 @@
-"""Diagnosis codes (security issue, finding 2).
+"""Diagnosis codes (docs/privacy.md, "Diagnosis codes and filters").
 
 The diagnosis a cohort is filtered and pooled by is a code from a list the clinic maintains
 (``diagnosis_codes``: add, rename, retire; app_pages/diagnoses.py). The patient's free-text ``diagnosis``

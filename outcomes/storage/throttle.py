@@ -1,4 +1,5 @@
-"""Sign-in throttling (security issue, findings 4, 5 and 16) and the browsers an account has signed in on.
+"""Sign-in throttling and the browsers an account has signed in on (docs/authentication.md, "Failed
+sign-ins").
 
 The policy (which buckets an attempt counts in, their allowances) lives in outcomes/auth.py; this module
 counts attempts atomically and stores subjects as keyed digests only.
