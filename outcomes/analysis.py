@@ -222,6 +222,7 @@ class _Assigned:
 
 
 def _timestamp(value: DateLike, name: str) -> pd.Timestamp:
+    """``value`` as a Timestamp (time of day kept); unreadable or missing raises ConfigError naming it."""
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
@@ -232,6 +233,7 @@ def _timestamp(value: DateLike, name: str) -> pd.Timestamp:
 
 
 def _day_number(value: DateLike, name: str) -> int:
+    """Days since 1970-01-01 of ``value`` (see :func:`_timestamp`), the unit of every array here."""
     return int(_timestamp(value, name).value // _DAY_NS)
 
 
@@ -565,8 +567,8 @@ def window_scores(
     >>> ws.loc[ws.observed, ["window", "baseline_t", "t_score", "day", "change"]].to_dict("records")
     [{'window': 'month_3', 'baseline_t': 60.0, 't_score': 57.0, 'day': 92.0, 'change': -3.0}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
-                baseline_days=baseline_days, series=series)
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry,
+                windows=windows, baseline_days=baseline_days, series=series)
     nd, nw, n_ep = len(a.domains), len(a.windows), len(a.episodes)
     n_g = n_ep * nd
     # Row order: episode, domain, window.
@@ -620,8 +622,8 @@ def cohort_counts(
     >>> cohort_counts(eps, sc, as_of="2025-02-01", domains=["depression"]).to_dict("records")
     [{'domain': 'depression', 'episodes': 2, 'patients': 2, 'with_baseline': 1}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=(), baseline_days=baseline_days,
-                series=series)
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry,
+                windows=(), baseline_days=baseline_days, series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     with_baseline = (~np.isnan(a.base_t)).reshape(n_ep, nd).sum(axis=0)
     return pd.DataFrame({"domain": pd.array(list(a.domains), dtype=object), "episodes": np.int64(n_ep),
@@ -748,8 +750,8 @@ def change_cdf(
     >>> cdf[["improvement", "n_at_least", "n", "pct_at_least"]].to_dict("list")
     {'improvement': [-1.0, 5.0], 'n_at_least': [2, 1], 'n': [2, 2], 'pct_at_least': [100.0, 50.0]}
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
-                baseline_days=baseline_days, series=series)
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry,
+                windows=windows, baseline_days=baseline_days, series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     base = a.base_t.reshape(n_ep, nd)
     parts = [pd.DataFrame(columns=["domain", "window", "improvement", "n_at_least", "n", "pct_at_least"])]
@@ -806,8 +808,8 @@ def follow_up_completion(
     >>> c[["completer_baseline_mean", "noncompleter_baseline_mean"]].to_dict("records")
     [{'completer_baseline_mean': 60.0, 'noncompleter_baseline_mean': 64.0}]
     """
-    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=windows,
-                baseline_days=baseline_days, series=series)
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry,
+                windows=windows, baseline_days=baseline_days, series=series)
     n_ep, nd = len(a.episodes), len(a.domains)
     base = a.base_t.reshape(n_ep, nd)
     has_base = ~np.isnan(base)
@@ -871,8 +873,8 @@ def trajectories(
     if lo > hi:
         raise ConfigError(f"weeks must be (first, last) with first <= last, got {weeks}")
     # Look back far enough for the first week even when it starts before the baseline window.
-    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry, windows=(),
-                baseline_days=baseline_days, series=series, lookback_days=max(0, -7 * lo))
+    a = _assign(episodes, scores, as_of=as_of, domains=_domains_or_all(domains, registry), registry=registry,
+                windows=(), baseline_days=baseline_days, series=series, lookback_days=max(0, -7 * lo))
     nd, n_ep, nweeks = len(a.domains), len(a.episodes), hi - lo + 1
     pos = a.g // nd
     week = np.floor_divide(a.day - a.first[pos], 7)
@@ -986,7 +988,8 @@ def filter_episodes(
         ok = np.ones(len(a.episodes), dtype=bool)
         for j, (domain, wanted_impaired) in enumerate(impaired_at_baseline.items()):
             with np.errstate(invalid="ignore"):
-                impaired = _registry(registry)[domain].at_or_worse(base[:, j], _impaired_from(domain, registry))
+                d = _registry(registry)[domain]
+                impaired = d.at_or_worse(base[:, j], _impaired_from(domain, registry))
             ok &= ~np.isnan(base[:, j]) & (impaired == bool(wanted_impaired))
         keep &= eps["series_id"].isin(a.episodes.loc[ok, "series_id"]).to_numpy()
     return eps.loc[keep].reset_index(drop=True)

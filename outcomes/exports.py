@@ -247,7 +247,8 @@ def _age_bands(birth_year: pd.Series, on: pd.Series) -> pd.Series:
     return out.mask(under, "under 18").where(birth_year.notna(), pd.NA)
 
 
-def _day(value: date | str | None, name: str) -> pd.Timestamp:
+def _required_day(value: date | str | None, name: str) -> pd.Timestamp:
+    """``value`` as a midnight Timestamp; None raises (an export is never cut at an implicit "today")."""
     if value is None:
         raise ValidationError(f"{name} is required: exports are cut at an explicit date, never 'today'")
     return pd.Timestamp(value).normalize()
@@ -268,7 +269,7 @@ def release_cut(kind: str, as_of: date | str | None, *, deidentified: bool) -> p
     ...     ("dataset", "2025-06-01"), ("summary", "2025-06-01"), ("summary", "2025-05-31"))]
     ['2024-12-31', '2025-05-31', '2025-05-31']
     """
-    day = _day(as_of, "as_of")
+    day = _required_day(as_of, "as_of")
     unit = cut_unit(kind, deidentified)
     if unit == "year":
         return day if (day.month, day.day) == (12, 31) else pd.Timestamp(day.year - 1, 12, 31)
@@ -322,7 +323,7 @@ def dataset_tables(source: Source, *, as_of: date, deidentified: bool,
     (every window has closed); the disposition's category as released by the cut; the diagnosis code's
     label, pooled when rare. Nothing in a released episode's rows changes with the cut.
     """
-    cut = _day(as_of, "as_of")
+    cut = _required_day(as_of, "as_of")
     patients = source.patients.set_index("patient_id")
     labels = diagnosis_labels(patients)
     if deidentified:
@@ -484,7 +485,7 @@ def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice
     (:func:`released`: the same population as the row-level files, so a month's tables differ from the
     last month's only by whole released episodes), suppressed for de-identified release (text).
     Diagnoses are the codes' labels, never the free-text note."""
-    cut = _day(as_of, "as_of")
+    cut = _required_day(as_of, "as_of")
     threshold = settings.small_cell_max
     given, scores = released(source, cut, settings)
     repeats = int((given["series_number"] > 1).sum())
@@ -511,7 +512,8 @@ def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice
     picked = analysis.window_scores(episodes, scores, domains=domains,
                                     **{**common, "windows": settings.windows[:1]})
     analysed = picked.drop_duplicates("series_id")[["series_id"]].merge(episodes, on="series_id")
-    table1 = publish_table_one(table_one(analysed, picked, threshold=threshold, domains=settings.domains), threshold=threshold)
+    table1 = publish_table_one(table_one(analysed, picked, threshold=threshold, domains=settings.domains),
+                               threshold=threshold)
     return {"responders": publish(responders, disclosure.RESPONDER_SPEC),
             "completion": publish(completion, disclosure.COMPLETION_SPEC), "table1": table1}
 
@@ -834,7 +836,8 @@ def export(db: Any, actor: auth.User | str, kind: str, fmt: str, *, deidentified
     if isinstance(actor, auth.User):  # refuse before reading anything; record_export checks again
         auth.require_role(db, actor, *roles, action="export")
     reason = None if deidentified else check_reason(reason)
-    cut = release_cut(kind, as_of, deidentified=deidentified) if kind in KINDS else _day(as_of, "as_of")
+    cut = (release_cut(kind, as_of, deidentified=deidentified) if kind in KINDS
+           else _required_day(as_of, "as_of"))
     if deidentified and cut.date() > now.date():  # a future cut would release episodes before their time
         raise ValidationError(f"The data cut {cut:%Y-%m-%d} is in the future; choose a "
                               f"{cut_unit(kind, True)} that has ended")
