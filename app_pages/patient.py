@@ -208,6 +208,20 @@ st.caption(f"Dashed line: baseline (latest score from {settings.baseline_days} d
            f"({settings.mcid_label}). Shaded: severity bands (HealthMeasures cut points). Triangles: infusions.")
 widgets.trajectory_charts(record, settings, registry, key="patient")
 
+if not record.summary_scores.empty:
+    st.subheader("PROMIS-29 summary scores")
+    st.caption("Physical and mental health summary T-scores (Hays et al. 2018) of each day with all seven "
+               "PROMIS-29 domains. They also need the pain-intensity item (0–10) that day; without it no "
+               "score is computed rather than a biased one (docs/methods.md §13).")
+    st.dataframe(widgets.on_screen(record.summary_scores.sort_values("assessed_on", ascending=False)),
+                 hide_index=True, placeholder="—", column_order=["assessed_on", "physical_health_t",
+                                                                 "mental_health_t", "missing"],
+                 column_config={"assessed_on": st.column_config.DateColumn("Date"),
+                                "physical_health_t": st.column_config.NumberColumn("Physical health T",
+                                                                                   format="%.1f"),
+                                "mental_health_t": st.column_config.NumberColumn("Mental health T", format="%.1f"),
+                                "missing": "Missing"})
+
 st.subheader("Every assessment")
 st.caption("**Meaningful change** compares the change from baseline with the group threshold; **reliable "
            "change** asks whether that change is larger than the measurement error of the two scores "

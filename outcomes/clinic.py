@@ -72,6 +72,7 @@ from .rules import (
     today_reasons,
 )
 from .scoring import ScoreResult, min_answered, score_response
+from .summary_scores import load_summary_weights, summary_scores
 from .settings import Settings
 
 def roster_columns(domains: Iterable[str]) -> tuple[str, ...]:
@@ -161,7 +162,10 @@ class PatientRecord:
     what was given and not voided (what analyses count); ``all_series`` adds planned, cancelled and voided
     series (``state``, ``voided``), ``all_infusions`` and ``all_adverse_events`` the voided ones,
     ``replaced_assessments`` the scores replaced by a later entry or correction or voided, and
-    ``changes`` the trail of corrections with ``summary`` in words (as :func:`record_history`). For a patient viewing their own
+    ``changes`` the trail of corrections with ``summary`` in words (as :func:`record_history`).
+    ``summary_scores`` holds the PROMIS-29 physical and mental health summary scores of every day with all
+    seven PROMIS-29 domains (:func:`outcomes.summary_scores.summary_scores`; NaN, with ``missing`` saying
+    why, until the pain-intensity item is collected too). For a patient viewing their own
     record, ``alerts``, ``changes`` and the voided rows are empty: patients' screens never hint at triage.
     """
 
@@ -177,6 +181,7 @@ class PatientRecord:
     all_adverse_events: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     replaced_assessments: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     changes: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    summary_scores: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
 # Alerts ---------------------------------------------------------------------------------------------
@@ -752,7 +757,17 @@ def patient_record(db: storage.Database, actor: User, patient_id: str, *,
                          adverse_events=events[~events["voided"]].reset_index(drop=True), assessments=assessments,
                          item_responses=storage.load_item_responses(db, patient_id), alerts=alerts,
                          all_series=every, all_infusions=infusions, all_adverse_events=events,
-                         replaced_assessments=replaced, changes=changes)
+                         replaced_assessments=replaced, changes=changes,
+                         summary_scores=_profile_days(assessments))
+
+
+def _profile_days(assessments: pd.DataFrame) -> pd.DataFrame:
+    """Summary scores of the days on which every PROMIS-29 domain was scored (days with fewer are not
+    PROMIS-29 administrations and would only list what is missing)."""
+    weights = load_summary_weights()
+    scored = summary_scores(assessments[["patient_id", "assessed_on", "domain", "t_score"]], weights=weights)
+    lacks_a_domain = scored["missing"].map(lambda m: bool(set(filter(None, m.split(", "))) - {weights.raw_item}))
+    return scored[~lacks_a_domain].reset_index(drop=True)
 
 
 def patient_ids(db: storage.Database, actor: User) -> list[str]:

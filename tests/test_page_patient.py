@@ -50,6 +50,7 @@ def pick(at, kind: str, record_id=None):
     return at
 
 
+@pytest.mark.slow
 def test_without_a_choice_the_page_asks_for_a_patient(app_as):
     at = app_as("clinician", PAGE)
     assert not at.exception
@@ -58,6 +59,7 @@ def test_without_a_choice_the_page_asks_for_a_patient(app_as):
     assert messages(at, "info") == ["Choose a patient, or select one on the Roster."]
 
 
+@pytest.mark.slow
 def test_every_section_is_shown_for_the_chosen_patient(app_as, clinic_db):
     at = open_patient(app_as, "P002")
     assert not at.exception
@@ -76,12 +78,14 @@ def test_every_section_is_shown_for_the_chosen_patient(app_as, clinic_db):
     assert "P002" in set(views["patient_id"])
 
 
+@pytest.mark.slow
 def test_open_alerts_are_shown_with_the_safety_notice(app_as):
     at = open_patient(app_as, "P001")
     assert messages(at, "error")[0].startswith("1 open alert(s): Depression T 69.3")
     assert clinic.SAFETY_NOTICE in messages(at, "caption")
 
 
+@pytest.mark.slow
 def test_the_assessment_table_shows_method_se_and_reliable_change_apart_from_meaningful_change(app_as, clinic_db):
     at = open_patient(app_as, "P001")
     table = next(at.dataframe[i].value for i in range(len(at.dataframe)) if "rci" in at.dataframe[i].value)
@@ -99,6 +103,7 @@ def test_the_assessment_table_shows_method_se_and_reliable_change_apart_from_mea
                 "caption")
 
 
+@pytest.mark.slow
 def test_infusions_and_adverse_events_are_listed(app_as, clinic_db):
     db, today = clinic_db.open(), clinic_db.today
     series_id = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -122,6 +127,7 @@ def test_infusions_and_adverse_events_are_listed(app_as, clinic_db):
     assert len(markers) == 3 and all(len(values(m["x"])) == 1 for m in markers)
 
 
+@pytest.mark.slow
 def test_the_roster_choice_carries_over(app_as):
     at = app_as("clinician")
     at.session_state["patient.selected"] = "P002"
@@ -129,6 +135,7 @@ def test_the_roster_choice_carries_over(app_as):
     assert at.title[0].value == "Patient P002"
 
 
+@pytest.mark.slow
 def test_an_unknown_selected_id_asks_for_a_choice(app_as):
     at = app_as("clinician")
     at.session_state["patient.selected"] = "P999"
@@ -139,6 +146,7 @@ def test_an_unknown_selected_id_asks_for_a_choice(app_as):
 # Alerts, disposition, series states -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_alert_history_lists_open_alerts_first_then_who_acknowledged_when_with_the_note(
         app_as, clinic_db, monkeypatch):
     monkeypatch.setenv("OUTCOMES_TIMEZONE", "America/Chicago")
@@ -168,6 +176,7 @@ def test_the_alert_history_lists_open_alerts_first_then_who_acknowledged_when_wi
     assert clinic.SAFETY_NOTICE in messages(at, "caption")
 
 
+@pytest.mark.slow
 def test_a_patient_without_alerts_says_so(app_as, clinic_db):
     clinic.enrol_patient(clinic_db.open(), clinic_db.users["clinician"], patient_id="P003",
                          today=clinic_db.today, now=datetime.now(UTC), settings=load_settings())
@@ -176,6 +185,7 @@ def test_a_patient_without_alerts_says_so(app_as, clinic_db):
     assert not [d for d in at.dataframe if "Priority" in d.value.columns]
 
 
+@pytest.mark.slow
 def test_the_disposition_is_shown_with_its_date_reason_and_who_recorded_it(app_as, clinic_db):
     db, today = clinic_db.open(), clinic_db.today
     clinic.set_disposition(db, clinic_db.users["clinician"], patient_id="P002", disposition="withdrawn",
@@ -187,6 +197,7 @@ def test_the_disposition_is_shown_with_its_date_reason_and_who_recorded_it(app_a
     assert links["Change the disposition (discharged, withdrawn…) on the Record page"] == "record"
 
 
+@pytest.mark.slow
 def test_every_series_is_listed_with_its_status_in_words(app_as, clinic_db):
     db, today, lee = clinic_db.open(), clinic_db.today, clinic_db.users["clinician"]
     logged = int(storage.load_series(db, "P002")["series_id"].iloc[0])
@@ -213,6 +224,7 @@ def test_every_series_is_listed_with_its_status_in_words(app_as, clinic_db):
     assert series["First infusion"].iloc[2:].isna().all()  # nothing given yet
 
 
+@pytest.mark.slow
 def test_a_voided_infusion_is_listed_as_voided_with_its_reason(app_as, clinic_db):
     db, today, lee = clinic_db.open(), clinic_db.today, clinic_db.users["clinician"]
     series_id = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -237,6 +249,7 @@ def dose_input(at, series_id: int):
     return at.number_input(key=f"patient.fix.series.{series_id}.dose_mg_per_kg")
 
 
+@pytest.mark.slow
 def test_correcting_a_series_dose_with_a_reason_stores_it_and_the_history_shows_it(app_as, clinic_db):
     db = clinic_db.open()
     series_id = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -262,6 +275,7 @@ def test_correcting_a_series_dose_with_a_reason_stores_it_and_the_history_shows_
     assert at.text_input(key=f"patient.fix.series.{series_id}.reason").value == ""  # no reason carried over
 
 
+@pytest.mark.slow
 def test_a_correction_without_a_reason_is_refused_and_changes_nothing(app_as, clinic_db):
     db = clinic_db.open()
     series_id = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -277,6 +291,7 @@ def test_a_correction_without_a_reason_is_refused_and_changes_nothing(app_as, cl
     assert dose_input(at, series_id).value == 0.35  # what was typed stays, to add the reason and save again
 
 
+@pytest.mark.slow
 def test_the_form_never_carries_one_record_s_values_over_to_another(app_as, clinic_db):
     db, today = clinic_db.open(), clinic_db.today
     first = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -294,6 +309,7 @@ def test_the_form_never_carries_one_record_s_values_over_to_another(app_as, clin
     assert at.date_input(key=f"patient.fix.series.{second}.first_infusion").value == today + timedelta(days=7)
 
 
+@pytest.mark.slow
 def test_correcting_the_demographics_shows_the_new_values_in_the_header(app_as, clinic_db):
     at = pick(open_patient(app_as, "P002"), "patient")
     assert at.number_input(key="patient.fix.patient.P002.birth_year").value == 1970
@@ -306,6 +322,7 @@ def test_correcting_the_demographics_shows_the_new_values_in_the_header(app_as, 
     assert (change["Record"], change["Change"]) == ("Demographics", "birth year: 1970 → 1971")
 
 
+@pytest.mark.slow
 def test_correcting_the_diagnosis_code_keeps_the_note_and_records_both_in_the_trail(app_as, clinic_db):
     db = clinic_db.open()
     sfn = storage.add_diagnosis_code(db, "Small fibre neuropathy", by="ada.admin")
@@ -337,6 +354,7 @@ def test_correcting_the_diagnosis_code_keeps_the_note_and_records_both_in_the_tr
     assert any("nothing was changed" in m for m in refusals(at))
 
 
+@pytest.mark.slow
 def test_correcting_an_assessment_s_date_keeps_the_corrected_score_chosen(app_as, clinic_db):
     db, today = clinic_db.open(), clinic_db.today
     scores = storage.load_assessments(db, patient_id="P002", domains=["depression"])
@@ -356,6 +374,7 @@ def test_correcting_an_assessment_s_date_keeps_the_corrected_score_chosen(app_as
     assert replaced["Status"].tolist() == ["Corrected (see the history above)"]
 
 
+@pytest.mark.slow
 def test_voiding_an_assessment_removes_it_from_the_scores_and_lists_it_as_voided(app_as, clinic_db,
                                                                                   monkeypatch):
     monkeypatch.setenv("OUTCOMES_TIMEZONE", "UTC")
@@ -388,6 +407,7 @@ def test_voiding_an_assessment_removes_it_from_the_scores_and_lists_it_as_voided
     assert voided_label not in picker.options
 
 
+@pytest.mark.slow
 def test_voiding_without_a_reason_is_refused(app_as, clinic_db):
     db = clinic_db.open()
     series_id = int(storage.load_series(db, "P001")["series_id"].iloc[0])
@@ -397,6 +417,7 @@ def test_voiding_without_a_reason_is_refused(app_as, clinic_db):
     assert not storage.load_series(db, "P001").empty and storage.load_record_changes(db, "P001").empty
 
 
+@pytest.mark.slow
 def test_demographics_cannot_be_voided(app_as, clinic_db):
     at = pick(open_patient(app_as, "P001"), "patient")
     assert [b.label for b in at.button if b.label.startswith("Void")] == []
@@ -451,3 +472,22 @@ def test_every_patient_facing_call_refuses_another_patient(clinic_db, call):
     with pytest.raises(PermissionDenied):
         call(db, clinic_db.users["patient"], load_settings())
     assert storage.load_audit_log(db, action="access_denied", patient_id="P002")["actor"].tolist() == ["pat.patient"]
+
+
+def test_a_full_promis29_day_shows_its_trajectories_and_the_summary_scores_waiting_for_pain_intensity(
+        app_as, clinic_db):
+    db = clinic_db.open()
+    day = clinic_db.today - timedelta(days=1)
+    extra = {"anxiety": 58.0, "fatigue": 61.0, "sleep_disturbance": 55.0, "ability_to_participate": 42.0,
+             "pain_interference": 63.0, "depression": 57.0, "physical_function": 38.0}
+    for domain, t in extra.items():
+        storage.save_assessment(db, patient_id="P002", assessed_on=day, domain=domain, t_score=t, method="imported",
+                                source="clinician", entered_by="x")
+    record = clinic.patient_record(db, clinic_db.users["clinician"], "P002", settings=load_settings())
+    assert record.summary_scores[["physical_health_t", "mental_health_t"]].isna().all().all()
+    assert record.summary_scores["missing"].tolist() == ["pain_intensity"]
+    at = open_patient(app_as, "P002")
+    assert not at.exception
+    assert "PROMIS-29 summary scores" in [s.value for s in at.subheader]
+    assert len(charts(at)) == 7  # one trajectory per domain with scores
+    assert frame(at, "missing")["missing"].tolist() == ["pain_intensity"]
