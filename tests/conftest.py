@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -93,15 +94,12 @@ class Clinic:
         return storage.open_db(self.path)
 
 
-@pytest.fixture
-def clinic_db(tmp_path: Path, fast_hasher: None, monkeypatch: pytest.MonkeyPatch) -> Clinic:
+def _build_clinic(path: Path, today: date) -> dict[str, Any]:
     from outcomes import auth, clinic
     from outcomes.settings import load_settings
 
     settings = load_settings({})
-    today = date.today()
     now = datetime.now(UTC)
-    path = tmp_path / "clinic.db"
     db = storage.connect(path)
     admin = auth.create_first_admin(db, "ada.admin", PASSWORD, now=now)
     clinician = auth.create_user(db, admin, username="cleo.clinician", role="clinician", password=PASSWORD, now=now)
@@ -124,9 +122,42 @@ def clinic_db(tmp_path: Path, fast_hasher: None, monkeypatch: pytest.MonkeyPatch
     for user in (clinician, qi, patient):  # as if each had already chosen their own password
         storage.update_user(db, user.id, must_change_password=False)
     db.close()
+    return {"admin": admin, "clinician": clinician, "qi": qi, "patient": patient}
+
+
+@pytest.fixture(scope="session")
+def _clinic_templates(tmp_path_factory: pytest.TempPathFactory) -> Callable[[date], tuple[Path, dict[str, Any]]]:
+    """The clinic database of ``clinic_db``, built once per day of the test session and copied for each test
+    (building it costs a third of a second, and hundreds of tests use it)."""
+    built: dict[date, tuple[Path, dict[str, Any]]] = {}
+
+    def template(today: date) -> tuple[Path, dict[str, Any]]:
+        if today not in built:
+            from argon2 import PasswordHasher
+
+            from outcomes import auth
+
+            path = tmp_path_factory.mktemp("clinic-template") / "clinic.db"
+            with pytest.MonkeyPatch.context() as m:  # fast_hasher, for the session
+                m.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+                users = _build_clinic(path, today)
+            leftovers = [p.name for p in path.parent.iterdir() if p != path]
+            assert not leftovers, f"the closed template database left {leftovers} beside it"
+            built[today] = path, users
+        return built[today]
+
+    return template
+
+
+@pytest.fixture
+def clinic_db(tmp_path: Path, fast_hasher: None, monkeypatch: pytest.MonkeyPatch,
+              _clinic_templates: Callable[[date], tuple[Path, dict[str, Any]]]) -> Clinic:
+    today = date.today()
+    template, users = _clinic_templates(today)
+    path = tmp_path / "clinic.db"
+    shutil.copy2(template, path)  # the file's permissions too
     monkeypatch.setenv("OUTCOMES_DB_PATH", str(path))
     monkeypatch.setenv("OUTCOMES_DEMO_DB_PATH", str(tmp_path / "demo.db"))
-    users = {"admin": admin, "clinician": clinician, "qi": qi, "patient": patient}
     return Clinic(path, {role: dataclasses.replace(u, must_change_password=False) for role, u in users.items()}, today)
 
 

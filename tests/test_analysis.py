@@ -455,6 +455,7 @@ def cohorts(draw):
     return make_episodes(*ep_rows), scores, day(draw(st.integers(0, 900)))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cohorts(), st.randoms(use_true_random=False), st.sampled_from(["first", "all"]))
 def test_report_ignores_row_order_and_counts_nest(cohort, rnd, series):
@@ -593,6 +594,7 @@ def test_impaired_at_baseline_cut_points(domain, t, impaired):
 # Scale ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vectorised_report_handles_a_larger_cohort_quickly():
     """20,000 patients × 35 weekly scores × 3 domains (2.1 M rows) well under the 100k budget."""
     import time

@@ -19,6 +19,7 @@ def registered(at) -> set[str]:
     return reachable
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["admin", "clinician", "qi", "patient"])
 def test_each_role_sees_only_its_pages(app_as, role):
     at = app_as(role)
@@ -33,6 +34,7 @@ def test_anonymous_visitors_only_reach_the_sign_in_pages(app_as):
     assert registered(at) == {p.path for p in navigation.PUBLIC_PAGES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role, page", [(role, p.path) for p in navigation.PAGES for role in sorted(p.roles)])
 def test_every_page_renders_for_each_of_its_roles(app_as, role, page):
     at = app_as(role, page)
@@ -40,6 +42,7 @@ def test_every_page_renders_for_each_of_its_roles(app_as, role, page):
     assert not at.error, [e.value for e in at.error]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role, page", [(role, p.path) for p in navigation.PAGES
                                         for role in ("admin", "clinician", "qi", "patient") if role not in p.roles])
 def test_every_page_checks_the_role_itself(clinic_db, role, page):

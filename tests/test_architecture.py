@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ROOT / "outcomes"
 STORAGE = OUTCOMES / "storage"
@@ -62,17 +64,20 @@ def test_the_rules_see_every_library_file():
     assert not (OUTCOMES / "storage.py").exists()  # a module beside the package would be shadowed by it
 
 
+@pytest.mark.slow
 def test_the_domain_core_never_imports_streamlit():
     offenders = [name(p) for p in library_files() if "streamlit" in imported_modules(p)]
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_only_the_storage_package_talks_to_sqlite():
     offenders = [name(p) for p in library_files()
                  if not in_storage(p) and imported_modules(p) & {"sqlite3", "sqlite_utils"}]
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_only_the_storage_package_contains_sql():
     code = [*library_files(), *(ROOT / "ui").rglob("*.py"), *(ROOT / "app_pages").rglob("*.py"), ROOT / "app.py"]
     offenders = [f"{name(p)}:{line}" for p in code if not in_storage(p) for line in sql_strings(p)]
@@ -82,6 +87,7 @@ def test_only_the_storage_package_contains_sql():
     assert "sqlite3" not in imported_modules(OUTCOMES / "validation.py") and not sql_strings(OUTCOMES / "validation.py")
 
 
+@pytest.mark.slow
 def test_the_library_never_prints():
     offenders = []
     for p in library_files():
@@ -135,6 +141,7 @@ def test_the_library_has_no_import_cycles():
     assert not {m for m in edges["outcomes.validation"] if m.startswith("outcomes.storage")}  # below storage
 
 
+@pytest.mark.slow
 def test_the_storage_package_is_documented_and_one_namespace():
     import outcomes.storage as storage
 
@@ -157,18 +164,6 @@ def test_the_storage_package_is_documented_and_one_namespace():
                 used.add(node.attr)
     assert sorted(n for n in used if not hasattr(storage, n)) == []
     assert sorted(n for n in storage.__all__ if not hasattr(storage, n)) == []
-
-
-def test_the_examples_in_the_storage_docstrings_hold():
-    import doctest
-
-    import outcomes.storage as storage
-    from outcomes import validation
-    from outcomes.storage import connection
-
-    for module in (storage, connection, validation):
-        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.attempted and not result.failed, module.__name__
 
 
 def test_replacing_a_storage_name_reaches_the_code_that_calls_it():

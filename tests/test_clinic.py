@@ -132,6 +132,7 @@ CALLS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("actor", ACTORS)
 @pytest.mark.parametrize("name", CALLS)
 def test_role_matrix(w, name, actor):
@@ -457,6 +458,7 @@ def test_roster(w):
     assert storage.load_audit_log(w.db, action="view_roster")["actor"].tolist() == ["dr.lee"]
 
 
+@pytest.mark.slow
 def test_roster_runs_the_same_queries_whatever_the_number_of_patients(w):
     def statements():
         seen = []

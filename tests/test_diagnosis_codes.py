@@ -194,6 +194,7 @@ def test_cohort_episodes_carry_the_code_never_the_note(db):
     assert got == {"P1": "Fibromyalgia", "P2": "Not coded"}
 
 
+@pytest.mark.slow
 def test_the_page_adds_renames_retires_and_codes_from_notes(app_as, clinic_db):
     at = app_as("admin", PAGE)
     assert not at.exception and at.title[0].value == "Diagnosis codes"

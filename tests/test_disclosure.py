@@ -192,6 +192,7 @@ def responder_tables(draw):
                         mnni_ci_low=mnni, mnni_ci_high=mnni)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(responder_tables())
 def test_responder_tables_never_reveal_a_small_count(table):
@@ -213,6 +214,7 @@ def test_responder_tables_never_reveal_a_small_count(table):
             assert hide["n_improved"] and hide["pct_observed"]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(0, 40), min_size=2, max_size=7))
 def test_no_hidden_group_is_a_total_minus_published_groups(values):

@@ -84,6 +84,7 @@ def test_harmless_cells_are_unchanged(cell):
 # No identifier survives a de-identified export ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", DEIDENTIFIED)
 def test_no_identifier_of_the_data_model_survives(source, planted, kind, fmt):
     file = build(source, kind, fmt)
@@ -109,6 +110,7 @@ def test_no_identifier_of_the_data_model_survives(source, planted, kind, fmt):
         assert exports.pseudonym(SECRET, PLANT["patient_id"]) in everything
 
 
+@pytest.mark.slow
 def test_excel_data_sheets_hold_no_dates(source):
     file = build(source, "dataset", "xlsx")
     book = load_workbook(io.BytesIO(file.data))
@@ -121,6 +123,7 @@ def test_excel_data_sheets_hold_no_dates(source):
 # Dataset content --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_deidentified_dataset_content(source):
     tables = build(source, "dataset", "csv").tables
     me = exports.pseudonym(SECRET, PLANT["patient_id"])
@@ -140,6 +143,7 @@ def test_deidentified_dataset_content(source):
                                              "method", "source", "used_as"}
 
 
+@pytest.mark.slow
 def test_deidentified_rows_are_in_pseudonym_order_not_the_clinics_id_order(source):
     tables = build(source, "dataset", "parquet").tables
     for table in tables.values():
@@ -181,6 +185,7 @@ def test_rare_diagnoses_and_protocols_are_pooled(planted, tmp_path):
     assert any("pooled" in n for n in file.notes)
 
 
+@pytest.mark.slow
 def test_the_diagnosis_is_the_code_never_the_free_text_note(planted):
     """Finding 2: the free-text note (it may hold a name or a phone number) is in identified files only."""
     db = planted.open()
@@ -218,6 +223,7 @@ def test_data_after_the_cut_is_left_out(source):
     assert not file.tables["episodes"].set_index("patient_id").loc[PLANT["patient_id"], "month_1_closed"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
 def test_every_format_holds_the_same_tables(source, fmt):
     file = build(source, "dataset", fmt)
@@ -253,6 +259,7 @@ def _tables(source, kind="dataset", **kwargs):
     return file.tables
 
 
+@pytest.mark.slow
 def test_planned_cancelled_and_voided_series_are_not_episodes(planted, source):
     db = planted.open()
     every = storage.load_series(db, PLANT["patient_id"], every=True)
@@ -370,6 +377,7 @@ def test_an_identified_dataset_without_changes_has_an_empty_trail(source):
     assert changes.empty and changes.columns.tolist() == list(exports.CHANGE_COLUMNS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
 def test_every_identified_format_holds_the_record_changes_and_its_readme_lists_them(source, fmt):
     file = build(source, "dataset", fmt, deidentified=False)
@@ -391,6 +399,7 @@ def test_every_identified_format_holds_the_record_changes_and_its_readme_lists_t
         assert readme[column] == exports.DEFINITIONS[column], column
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
 def test_deidentified_dataset_never_carries_the_record_changes(source, fmt):
     file = build(source, "dataset", fmt)
@@ -401,6 +410,7 @@ def test_deidentified_dataset_never_carries_the_record_changes(source, fmt):
     assert not trail & set(readme)
 
 
+@pytest.mark.slow
 def test_every_readme_says_that_the_export_follows_the_corrected_record(source):
     for kind, deidentified in (("dataset", True), ("dataset", False), ("summary", True)):
         readme = _readme_of(build(source, kind, "xlsx", deidentified=deidentified))
@@ -450,6 +460,7 @@ def test_summary_tables_suppress_small_cells_and_their_complements(source):
         assert (parts.loc[_visible(parts["n"]).isna(), "percent"] == disclosure.HIDDEN).all()
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(sexes=st.lists(st.sampled_from(["F", "M", "X", None]), min_size=1, max_size=80),
        diagnoses=st.data(), threshold=st.sampled_from([5, 10]))
@@ -614,6 +625,7 @@ def test_export_writes_one_audit_entry_with_filters_and_level(planted):
         "filters": {"as_of": "2025-05-31", "series": "all"}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt, deidentified", [*[(k, f, True) for k, f in DEIDENTIFIED],
                                                      ("dataset", "csv", False), ("dataset", "xlsx", False),
                                                      ("dataset", "parquet", False), ("fhir", "json", False)])
@@ -631,6 +643,7 @@ def test_every_export_writes_exactly_one_audit_entry(planted, kind, fmt, deident
     db.close()
 
 
+@pytest.mark.slow
 def test_identified_export_needs_a_reason_and_a_clinical_role(planted):
     db = planted.open()
     before = len(_exports_logged(db))
@@ -651,6 +664,7 @@ def test_identified_export_needs_a_reason_and_a_clinical_role(planted):
                        "format": "json", "filters": {"as_of": "2025-06-01"}, "reason": "registry submission"}
 
 
+@pytest.mark.slow
 def test_the_command_line_exports_and_audits(planted, tmp_path, monkeypatch):
     monkeypatch.setattr("getpass.getuser", lambda: "analyst")
     out, err = io.StringIO(), io.StringIO()
@@ -669,16 +683,6 @@ def test_the_command_line_exports_and_audits(planted, tmp_path, monkeypatch):
                  "--out", str(tmp_path / "x.json"), "--as-of", "2025-06-01"], stdout=out, stderr=err)
     assert code == 0 and PLANT["patient_id"] in (tmp_path / "x.json").read_text()
     assert json.loads(_exports_logged(planted.open()).iloc[0]["details"])["reason"] == "registry"
-
-
-def test_the_examples_in_the_docstrings_hold():
-    import doctest
-
-    from outcomes import redcap
-
-    for module in (exports, redcap):
-        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.attempted and not result.failed, module.__name__
 
 
 # Dates by differencing (security issue, finding 1) -------------------------------------------------------

@@ -36,6 +36,7 @@ def test_the_page_says_who_is_signed_in(app_as, role, line):
     assert messages(at, "markdown")[0] == line
 
 
+@pytest.mark.slow
 def test_changing_the_password(app_as, clinic_db):
     at = change(app_as("clinician", PAGE), PASSWORD, NEW)
     assert not at.exception
@@ -47,6 +48,7 @@ def test_changing_the_password(app_as, clinic_db):
     assert storage.load_audit_log(clinic_db.open(), action="change_password")["actor"].tolist() == ["cleo.clinician"]
 
 
+@pytest.mark.slow
 def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failure(app_as, clinic_db):
     before = password_hash(clinic_db, "cleo.clinician")
     at = change(app_as("clinician", PAGE), "not my password", NEW)
@@ -68,6 +70,7 @@ def test_new_passwords_that_differ_change_nothing(app_as, clinic_db, dump):
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("new, problem", [("tiny", "use at least 10"),
                                           ("cleo.clinician!!", "it contains the username"),
                                           (PASSWORD, "it is the same as the current password")])
@@ -79,6 +82,7 @@ def test_a_weak_new_password_is_refused_with_the_rule(app_as, clinic_db, new, pr
     assert password_hash(clinic_db, "cleo.clinician") == before
 
 
+@pytest.mark.slow
 def test_a_user_with_an_administrator_set_password_is_asked_to_change_it(app_as, clinic_db):
     storage.update_user(clinic_db.open(), clinic_db.users["clinician"].id, must_change_password=True)
     at = app_as("clinician", PAGE)
@@ -111,6 +115,7 @@ def test_an_administrator_set_password_must_be_changed_before_anything_else(clin
 # Finding 6 of the security issue: sessions survived a password change or an administrator's reset. -------
 
 
+@pytest.mark.slow
 def test_changing_the_password_ends_the_users_other_sessions_but_not_this_one(app_as, clinic_db):
     other = sign_in(new_session().run(), "cleo.clinician", PASSWORD)          # e.g. a forgotten browser
     assert other.title[0].value == "Roster"
@@ -125,6 +130,7 @@ def test_changing_the_password_ends_the_users_other_sessions_but_not_this_one(ap
     assert '"credentials changed"' in reasons.iloc[0]
 
 
+@pytest.mark.slow
 def test_an_administrators_reset_ends_the_users_sessions(clinic_db):
     victim = sign_in(new_session().run(), "cleo.clinician", PASSWORD)
     auth.reset_password(clinic_db.open(), clinic_db.users["admin"], "cleo.clinician", "a temporary password")

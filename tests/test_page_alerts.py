@@ -44,6 +44,7 @@ def test_the_safety_notice_is_always_shown(app_as):
     assert "no substitute for a validated suicide-risk screen" in at.warning[0].value
 
 
+@pytest.mark.slow
 def test_open_alerts_are_listed_high_priority_first_with_reason_and_action(app_as, clinic_db, severe_p002):
     at = app_as("clinician", PAGE)
     shown = cards(at)
@@ -57,6 +58,7 @@ def test_open_alerts_are_listed_high_priority_first_with_reason_and_action(app_a
     assert storage.load_audit_log(clinic_db.open(), action="view_alerts")["actor"].iloc[0] == "cleo.clinician"
 
 
+@pytest.mark.slow
 def test_acknowledging_removes_the_alert_and_records_who_when_and_the_note(app_as, clinic_db, severe_p002):
     alert = open_alerts(clinic_db).iloc[0]
     assert alert["priority"] == "high"
@@ -76,6 +78,7 @@ def test_acknowledging_removes_the_alert_and_records_who_when_and_the_note(app_a
                                                   "note": "Called patient; safety plan reviewed"}
 
 
+@pytest.mark.slow
 def test_when_every_alert_is_acknowledged_the_page_says_so(app_as, clinic_db):
     at = app_as("clinician", PAGE)
     for alert_id in open_alerts(clinic_db)["alert_id"]:
@@ -95,6 +98,7 @@ def test_an_alert_acknowledged_meanwhile_by_a_colleague_just_disappears(app_as, 
     assert len(cards(at)) == 1
 
 
+@pytest.mark.slow
 def test_open_patient_goes_to_the_patient_page(app_as, clinic_db):
     alert = open_alerts(clinic_db).iloc[-1]
     at = app_as("clinician", PAGE)

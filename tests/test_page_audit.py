@@ -31,6 +31,7 @@ def log(at):
     return at.dataframe[0].value
 
 
+@pytest.mark.slow
 def test_sign_ins_successful_or_not_are_in_the_log(audit_page):
     at = audit_page
     assert not at.exception
@@ -46,6 +47,7 @@ def test_sign_ins_successful_or_not_are_in_the_log(audit_page):
     assert messages(at, "markdown")[0] == f"{len(entries):,} entries, newest first."
 
 
+@pytest.mark.slow
 def test_record_views_and_writes_are_in_the_log(app_as, clinic_db):
     at = app_as("clinician", "app_pages/patient.py")
     at.selectbox[0].select("P002").run()
@@ -54,6 +56,7 @@ def test_record_views_and_writes_are_in_the_log(app_as, clinic_db):
     assert {"view_record", "enrol_patient", "log_series", "submit_checkin"} <= actions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value, column", [("User", "cleo.clinician", "actor"),
                                                   ("Action", "login_failed", "action"),
                                                   ("Patient ID", "P002", "patient_id")])
@@ -70,6 +73,7 @@ def test_filters(audit_page, field, value, column):
     assert set(entries[column]) == {value}
 
 
+@pytest.mark.slow
 def test_filtering_by_dates(audit_page):
     at = audit_page
     today = datetime.now(UTC).date()
@@ -80,6 +84,7 @@ def test_filtering_by_dates(audit_page):
     assert messages(at, "markdown")[0] == "0 entries, newest first."
 
 
+@pytest.mark.slow
 def test_a_single_day_is_a_one_day_range(audit_page):
     at = audit_page
     today = datetime.now(UTC).date()
@@ -88,6 +93,7 @@ def test_a_single_day_is_a_one_day_range(audit_page):
     assert len(log(at)) > 0
 
 
+@pytest.mark.slow
 def test_the_action_filter_is_a_list_in_words_with_every_action_the_log_holds(audit_page, clinic_db):
     storage.append_audit(clinic_db.open(), actor="ada.admin", action="close_series_early")  # not known by name
     at = audit_page.run()
@@ -100,6 +106,7 @@ def test_the_action_filter_is_a_list_in_words_with_every_action_the_log_holds(au
     assert log(at).empty
 
 
+@pytest.mark.slow
 def test_viewing_and_downloading_the_log_are_audited(audit_page, clinic_db):
     at = audit_page
     at.button(key="audit.download").click().run()

@@ -112,6 +112,7 @@ def test_the_database_refuses_to_change_or_delete_an_entry(clinic_db):
     pd.testing.assert_frame_equal(storage.load_audit_log(db), before)
 
 
+@pytest.mark.slow
 def test_no_code_path_updates_or_deletes_audit_entries():
     # Every statement that names the audit_log table, anywhere in the app, is an INSERT, a SELECT, or the
     # schema (CREATE TABLE/INDEX/TRIGGER); and only two storage functions touch the table at all.
@@ -153,6 +154,7 @@ def test_the_log_on_screen_shows_stored_formulas_inert_and_details_in_words(app_
     assert not [c for c in cells if c.startswith(exports.FORMULA_TRIGGERS)]
 
 
+@pytest.mark.slow
 def test_nothing_is_at_a_url_before_the_click_and_the_click_hands_the_file_over_once(app_as, hostile):
     at = app_as("admin", PAGE)
     # No st.download_button: its bytes would sit at /media/<hash>.csv, fetched by the browser on render
@@ -168,6 +170,7 @@ def test_nothing_is_at_a_url_before_the_click_and_the_click_hands_the_file_over_
     assert handed_over(at) is None and len(storage.load_audit_log(hostile.open(), action="export")) == 1
 
 
+@pytest.mark.slow
 def test_no_file_is_handed_over_when_the_export_cannot_be_audited(app_as, hostile, monkeypatch):
     from outcomes import clinic
     from outcomes.errors import StorageUnavailable

@@ -67,6 +67,7 @@ def test_the_first_questionnaire_is_shown_with_progress_and_the_crisis_text(app_
     assert seen(at, "0 of 6 answered · saved as you go", "caption")
 
 
+@pytest.mark.slow
 def test_each_tap_is_saved_as_a_draft_and_answers_survive_moving_between_steps(app_as, clinic_db):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 4, 2: 2})
@@ -86,6 +87,7 @@ def test_each_tap_is_saved_as_a_draft_and_answers_survive_moving_between_steps(a
     assert [r.value for r in at.radio] == [4, None, 2, None, None, None]
 
 
+@pytest.mark.slow
 def test_answers_and_step_are_kept_when_visiting_another_page(app_as):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 5})
@@ -99,6 +101,7 @@ def test_answers_and_step_are_kept_when_visiting_another_page(app_as):
     assert at.radio[0].value == 5
 
 
+@pytest.mark.slow
 def test_a_reload_asks_to_sign_in_and_brings_the_answers_back(app_as, clinic_db):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 4, 1: 2})
@@ -116,6 +119,7 @@ def test_a_reload_asks_to_sign_in_and_brings_the_answers_back(app_as, clinic_db)
     assert not seen(at, "Welcome back", "info")                       # said once
 
 
+@pytest.mark.slow
 def test_sending_scores_and_stores_the_check_in_and_explains_it_in_plain_words(app_as, clinic_db):
     at = fill_all(app_as("patient", PAGE))
     button(at, "Send my answers").click().run()
@@ -138,6 +142,7 @@ def test_sending_scores_and_stores_the_check_in_and_explains_it_in_plain_words(a
         assert f"score is {domain.t_score:.1f} (" in result
 
 
+@pytest.mark.slow
 def test_a_second_check_in_the_same_day_asks_before_replacing(app_as, clinic_db):
     at = fill_all(app_as("patient", PAGE))
     button(at, "Send my answers").click().run()
@@ -163,6 +168,7 @@ def test_a_second_check_in_the_same_day_asks_before_replacing(app_as, clinic_db)
     assert draft(clinic_db) is None
 
 
+@pytest.mark.slow
 def test_a_questionnaire_with_too_few_answers_is_not_scored_and_the_patient_is_told(app_as, clinic_db):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 3, 1: 3})                                      # 2 of 6: not enough
@@ -179,6 +185,7 @@ def test_a_questionnaire_with_too_few_answers_is_not_scored_and_the_patient_is_t
     assert todays_scores(clinic_db)["domain"].tolist() == ["depression"]
 
 
+@pytest.mark.slow
 def test_nothing_scorable_is_refused_and_the_answers_are_kept(app_as, clinic_db, dump):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 3})
@@ -194,6 +201,7 @@ def test_nothing_scorable_is_refused_and_the_answers_are_kept(app_as, clinic_db,
     assert draft(clinic_db)[PI.key] == {PI.items[0].item_id: 3}
 
 
+@pytest.mark.slow
 def test_discarding_clears_the_draft_and_the_answers(app_as, clinic_db):
     at = app_as("patient", PAGE)
     answer(at, PI, {0: 4, 1: 4})
@@ -234,6 +242,7 @@ def checkin_of_pam():
     return sign_in(new_session().run(), "pam.patient", PASSWORD)
 
 
+@pytest.mark.slow
 def test_no_check_in_yet_invites_the_first_one(patient_with_history):
     at = checkin_of_pam()
     assert messages(at, "info")[0] == "No check-in yet: the first one can be done now."
@@ -246,6 +255,7 @@ def test_a_check_in_a_week_ago_is_due(patient_with_history):
     assert not at.warning
 
 
+@pytest.mark.slow
 def test_an_old_check_in_is_overdue(patient_with_history):
     patient_with_history(12)
     at = checkin_of_pam()
@@ -274,6 +284,7 @@ def test_a_patient_deactivated_mid_check_in_gets_a_message_not_a_crash(app_as, c
     assert draft(clinic_db)[PI.key] == {PI.items[0].item_id: 4}
 
 
+@pytest.mark.slow
 def test_the_patient_sees_while_answering_how_many_answers_a_score_needs(app_as):
     at = app_as("patient", PAGE)
     hint = "This part can only be scored if at least 3 of the 6 questions are answered."

@@ -60,6 +60,7 @@ def test_qi_gets_only_deidentified_exports(app_as):
     assert handed_over(at) is None   # nothing is handed over before "Prepare and download the file"
 
 
+@pytest.mark.slow
 def test_preparing_a_file_audits_it_and_offers_the_download(app_as, clinic_db):
     at = prepare(app_as("qi", PAGE))
     assert seen(at, "is ready", "success") and seen(at, "recorded in the audit log", "success")
@@ -86,6 +87,7 @@ def test_preparing_a_file_audits_it_and_offers_the_download(app_as, clinic_db):
     assert [t.label for t in at.tabs] == ["episodes", "scores"]
 
 
+@pytest.mark.slow
 def test_changing_an_option_withdraws_the_prepared_file(app_as):
     at = prepare(app_as("qi", PAGE))
     at.radio(key="exports.format.dataset").set_value("xlsx").run()
@@ -95,6 +97,7 @@ def test_changing_an_option_withdraws_the_prepared_file(app_as):
     assert at.session_state["exports.file"][1].filename.endswith(".xlsx")
 
 
+@pytest.mark.slow
 def test_summary_tables_show_their_markers_and_analysis_set(app_as, clinic_db):
     at = app_as("admin", PAGE)
     at.radio(key="exports.choice").set_value("summary").run()
@@ -106,6 +109,7 @@ def test_summary_tables_show_their_markers_and_analysis_set(app_as, clinic_db):
     assert json.loads(exported(clinic_db)["details"].iloc[0])["filters"]["series"] == "first"
 
 
+@pytest.mark.slow
 def test_identified_export_needs_a_reason(app_as, clinic_db):
     at = app_as("clinician", PAGE)
     assert "Identified dataset" in at.radio(key="exports.choice").options
@@ -122,6 +126,7 @@ def test_identified_export_needs_a_reason(app_as, clinic_db):
     assert details["reason"] == "Registry submission, DUA 2025-07" and details["deidentified"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["clinician", "admin"])
 def test_fhir_exports_for_clinical_roles(app_as, role):
     at = app_as(role, PAGE)
@@ -134,6 +139,7 @@ def test_fhir_exports_for_clinical_roles(app_as, role):
     assert [t.label for t in at.tabs] == ["observations"]
 
 
+@pytest.mark.slow
 def test_deidentified_files_offer_year_or_month_ends_and_identified_any_day(app_as, clinic_db):
     """Finding 1: a de-identified file's cut cannot be chosen by the day (two files a day apart would date
     the episodes that differ); identified exports keep any day."""
@@ -155,6 +161,7 @@ def test_deidentified_files_offer_year_or_month_ends_and_identified_any_day(app_
     assert clinician.date_input(key="exports.as_of").value == today
 
 
+@pytest.mark.slow
 def test_a_file_too_large_to_hand_over_is_refused_before_it_is_audited(app_as, clinic_db, monkeypatch):
     from ui import data
 

@@ -38,6 +38,7 @@ def test_without_a_file_the_page_explains_what_to_export(app_as):
     assert [b.key for b in at.button] == ["auth.sign_out"]
 
 
+@pytest.mark.slow
 def test_upload_detect_preview_confirm_import(app_as, clinic_db, export_text):
     at = upload(app_as("clinician", PAGE), export_text)
     assert at.selectbox(key="redcap.record_id").value == "record_id"
@@ -60,6 +61,7 @@ def test_upload_detect_preview_confirm_import(app_as, clinic_db, export_text):
     assert entry["actor"] == "cleo.clinician" and json.loads(entry["details"])["scores_added"] == 3
 
 
+@pytest.mark.slow
 def test_rows_that_cannot_be_read_block_the_import(app_as, clinic_db, export_text):
     bad = export_text + "P001,month_1_arm_1,,1,1,1,1,\nP404,month_1_arm_1,2025-01-01,1,1,1,9,\n"
     at = upload(app_as("admin", PAGE), bad)
@@ -71,6 +73,7 @@ def test_rows_that_cannot_be_read_block_the_import(app_as, clinic_db, export_tex
     assert at.checkbox(key="redcap.confirm").disabled and at.button(key="redcap.import").disabled
 
 
+@pytest.mark.slow
 def test_an_incomplete_mapping_stops_before_the_preview(app_as, export_text):
     at = upload(app_as("clinician", PAGE), export_text)
     at.selectbox(key="redcap.date").select_index(0).run()   # "(none)"
@@ -84,6 +87,7 @@ def test_an_unreadable_file_is_refused_with_its_problems(app_as):
     assert seen(at, "uses ';' between values", "markdown")
 
 
+@pytest.mark.slow
 def test_unknown_records_are_listed_unless_added_as_patients(app_as, clinic_db, export_text):
     at = upload(app_as("clinician", PAGE), export_text.replace("P002", "P777"))
     assert "patient 'P777' is not in the database" in at.code[0].value
@@ -91,6 +95,7 @@ def test_unknown_records_are_listed_unless_added_as_patients(app_as, clinic_db, 
     assert not at.error and seen(at, "patients: 1 would be added")
 
 
+@pytest.mark.slow
 def test_the_import_says_how_many_alerts_it_raised_and_which_scores_are_checked(app_as, clinic_db):
     day = clinic_db.today - timedelta(days=1)  # after the clinic's check-ins: P001's latest depression score
     at = upload(app_as("clinician", PAGE), HEADER + f"P001,month_3_arm_1,{day},5,5,5,5,\n")
@@ -107,6 +112,7 @@ def test_the_import_says_how_many_alerts_it_raised_and_which_scores_are_checked(
         ["P001", "depression", 79.4, "high"]]
 
 
+@pytest.mark.slow
 def test_an_upload_is_parsed_once_not_at_every_choice(app_as, export_text, monkeypatch):
     """Security issue, finding 8: each rerun parsed the whole file again (a 42 MB file: 100 s of CPU each)."""
     calls = []

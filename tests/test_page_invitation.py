@@ -46,6 +46,7 @@ def test_the_page_is_open_to_visitors_and_explains_the_code(clinic_db):
     assert "invitation code" in at.markdown[0].value
 
 
+@pytest.mark.slow
 def test_the_code_shown_at_enrolment_creates_the_patients_login(app_as, clinic_db):
     # The clinician enrols the patient on the Record page and reads the code off the screen.
     at = app_as("clinician", "app_pages/record.py")
@@ -72,6 +73,7 @@ def test_the_code_may_be_typed_in_lower_case_with_spaces(clinic_db):
     assert at.title[0].value == "Weekly check-in"
 
 
+@pytest.mark.slow
 def test_a_code_works_only_once(clinic_db):
     code = enrol(clinic_db).code
     redeem(code)
@@ -109,6 +111,7 @@ def test_a_replaced_code_asks_for_the_latest_one(clinic_db):
                                      "the clinic gave you."]
 
 
+@pytest.mark.slow
 def test_passwords_that_differ_create_nothing_and_keep_the_code_usable(clinic_db, dump):
     code = enrol(clinic_db).code
     before = dump(clinic_db.open())
@@ -128,6 +131,7 @@ def test_a_weak_password_is_refused_with_the_rule(clinic_db, dump, password, pro
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_a_username_already_taken_is_refused_and_the_code_still_works(clinic_db):
     code = enrol(clinic_db).code
     at = redeem(code, username="cleo.clinician")

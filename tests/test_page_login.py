@@ -41,6 +41,7 @@ def test_an_anonymous_visitor_sees_the_sign_in_form_and_the_invitation_link(clin
     assert not at.warning                      # not the demo: no synthetic-data banner
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("username, role, title", [("cleo.clinician", "clinician", "Roster"),
                                                    ("pat.patient", "patient", "Weekly check-in"),
                                                    ("ada.admin", "admin", "Users"),
@@ -67,6 +68,7 @@ def test_a_failed_sign_in_gets_one_generic_message_and_is_audited(clinic_db, use
     assert audit(clinic_db, "login_failed")            # known or unknown user, the attempt is logged
 
 
+@pytest.mark.slow
 def test_too_many_failures_make_this_client_wait_even_for_the_right_password(clinic_db):
     settings = load_settings()
     at = new_session().run()
@@ -127,6 +129,7 @@ def test_signing_in_starts_the_clock_of_the_maximum_age(clinic_db):
     assert at.session_state["auth.signed_in_at"] == started                 # activity does not move it
 
 
+@pytest.mark.slow
 def test_an_active_session_stays_signed_in(app_as):
     at = app_as("clinician")
     at.session_state["auth.last_seen"] = datetime.now(UTC) - timedelta(minutes=1)
@@ -144,6 +147,7 @@ def test_sign_out_returns_to_the_sign_in_page(app_as, clinic_db):
     assert audit(clinic_db, "logout", "pat.patient")[0]["reason"] == "signed out"
 
 
+@pytest.mark.slow
 def test_a_reload_asks_to_sign_in_again(app_as):
     app_as("patient")
     at = new_session().run()            # a browser reload is a new Streamlit session
@@ -174,6 +178,7 @@ def test_without_an_identity_provider_there_is_no_hospital_button(clinic_db):
     assert "Sign in with your hospital account" not in [b.label for b in at.button]
 
 
+@pytest.mark.slow
 def test_a_hospital_identity_with_a_registered_email_is_signed_in(clinic_db, cleo_email):
     at = hospital_session({"is_logged_in": True, "email": cleo_email, "email_verified": True,
                            "iss": "https://idp.example", "sub": "c-1", "iat": time.time() - 60}).run()

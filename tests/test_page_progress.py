@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pytest
 
 from outcomes import auth, clinic, instruments, storage
 from outcomes.settings import load_settings
@@ -31,6 +32,7 @@ def give_p002_a_different_check_in(clinic_db) -> pd.Timestamp:
     return pd.Timestamp(day)
 
 
+@pytest.mark.slow
 def test_the_latest_scores_are_shown_with_the_change_since_baseline(app_as, clinic_db):
     at = app_as("patient", PAGE)
     assert not at.exception
@@ -48,6 +50,7 @@ def test_the_latest_scores_are_shown_with_the_change_since_baseline(app_as, clin
     assert seen(at, "call or text 988", "caption")
 
 
+@pytest.mark.slow
 def test_one_chart_per_domain_with_baseline_series_and_severity_bands(app_as, clinic_db):
     at = app_as("patient", PAGE)
     assert [t.label for t in at.tabs] == ["Pain Interference", "Depression", "Physical Function"]
@@ -65,6 +68,7 @@ def test_one_chart_per_domain_with_baseline_series_and_severity_bands(app_as, cl
         assert len(notes) > 3                                          # severity band labels
 
 
+@pytest.mark.slow
 def test_item_level_answers_per_week(app_as, clinic_db):
     at = app_as("patient", PAGE)
     assert [e.label for e in at.expander] == [f"{f.title}: 3 check-ins" for f in FORMS]
@@ -76,6 +80,7 @@ def test_item_level_answers_per_week(app_as, clinic_db):
     assert answers.iloc[:, 0].tolist() == ["A little bit", "Somewhat", "Quite a bit"]
 
 
+@pytest.mark.slow
 def test_another_patient_s_data_never_appears(app_as, clinic_db):
     other_day = give_p002_a_different_check_in(clinic_db)
     at = app_as("patient", PAGE)
@@ -92,6 +97,7 @@ def test_another_patient_s_data_never_appears(app_as, clinic_db):
     assert set(views["patient_id"]) == {"P001"}
 
 
+@pytest.mark.slow
 def test_the_overdue_banner_links_to_the_check_in(app_as):
     at = app_as("patient", PAGE)
     assert messages(at, "warning")[0].startswith("Your weekly check-in is overdue")
@@ -114,6 +120,7 @@ def test_before_any_check_in_the_page_says_what_will_appear(clinic_db):
     assert not at.get("plotly_chart")
 
 
+@pytest.mark.slow
 def test_a_single_score_shows_no_plus_zero_red_arrow_and_no_none(clinic_db):
     from streamlit.proto.Metric_pb2 import Metric as MetricProto
 
@@ -145,6 +152,7 @@ def test_a_single_score_shows_no_plus_zero_red_arrow_and_no_none(clinic_db):
         assert "None" not in json.dumps(figure)
 
 
+@pytest.mark.slow
 def test_an_improvement_is_green_whichever_way_the_domain_improves(app_as):
     from streamlit.proto.Metric_pb2 import Metric as MetricProto
 

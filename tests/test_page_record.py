@@ -124,6 +124,7 @@ def series_of(clinic_db, patient_id: str) -> pd.DataFrame:
 # Enrolment -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_enrolling_shows_the_one_time_invitation_code(record, clinic_db):
     at = enrol(record, "P100", "Neuropathic pain", sex="F", birth_year=1980)
     assert not at.exception
@@ -140,6 +141,7 @@ def test_enrolling_shows_the_one_time_invitation_code(record, clinic_db):
     assert {"enrol_patient", "issue_invitation"} <= set(log["action"])
 
 
+@pytest.mark.slow
 def test_the_enrolment_form_is_empty_for_the_next_patient(record, clinic_db):
     before = ids(tab(record, "enrol"))
     at = enrol(record, "P100", "Neuropathic pain", sex="M", birth_year=1980,
@@ -160,6 +162,7 @@ def test_the_enrolment_form_is_empty_for_the_next_patient(record, clinic_db):
     assert patient["enrolled_on"] == pd.Timestamp(clinic_db.today)
 
 
+@pytest.mark.slow
 def test_the_diagnosis_is_a_code_from_the_clinics_list_with_a_separate_note(record, clinic_db):
     """Security issue, finding 2: diagnosis was free text that QI filtered by (names, phone numbers)."""
     db = clinic_db.open()
@@ -177,6 +180,7 @@ def test_the_diagnosis_is_a_code_from_the_clinics_list_with_a_separate_note(reco
     assert widget(tab(at, "enrol"), "selectbox", CODE).value is None  # the next patient's form is empty
 
 
+@pytest.mark.slow
 def test_a_duplicate_patient_id_is_refused_and_nothing_changes(record, clinic_db, dump):
     before = dump(clinic_db.open())
     at = enrol(record, "P001", "Something", birth_year=1990)
@@ -200,6 +204,7 @@ def test_an_empty_patient_id_is_refused(record, clinic_db, dump):
 # Series: planned ahead, recorded after the fact, cancelled ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_series_is_planned_ahead_with_consecutive_days_by_default(record, clinic_db):
     first = clinic_db.today + timedelta(days=10)
     at = pick_patient(record, "series", "P002")
@@ -228,6 +233,7 @@ def test_a_series_is_planned_ahead_with_consecutive_days_by_default(record, clin
     assert not ids(form) & before
 
 
+@pytest.mark.slow
 def test_a_series_is_planned_with_its_own_last_day_and_dose(record, clinic_db):
     first = clinic_db.today + timedelta(days=3)
     at = plan(record, "P002", first, infusions=3, last=first + timedelta(days=6), dose=0.75)
@@ -238,6 +244,7 @@ def test_a_series_is_planned_with_its_own_last_day_and_dose(record, clinic_db):
         pd.Timestamp(first + timedelta(days=6)), 3, 0.75)
 
 
+@pytest.mark.slow
 def test_a_plan_too_far_ahead_is_refused_with_the_library_s_reason(record, clinic_db, dump):
     before = dump(clinic_db.open())
     at = plan(record, "P002", clinic_db.today + timedelta(days=400))
@@ -248,6 +255,7 @@ def test_a_plan_too_far_ahead_is_refused_with_the_library_s_reason(record, clini
     assert kept == clinic_db.today + timedelta(days=400)
 
 
+@pytest.mark.slow
 def test_a_completed_series_is_recorded_after_the_fact(record, clinic_db):
     today = clinic_db.today
     at = record_series(record, "P002", today - timedelta(days=4), today, infusions=5, dose=0.75)
@@ -262,6 +270,7 @@ def test_a_completed_series_is_recorded_after_the_fact(record, clinic_db):
     assert widget(form, "date_input", "First infusion").value is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first, last, dose, problem", [
     (-3, -6, 0.5, "is before first_infusion"),
     (-1, 2, 0.5, "last_infusion"),       # the date picker stops at today, so the day never arrives
@@ -280,6 +289,7 @@ def test_a_bad_series_says_what_to_fix_and_writes_nothing(record, clinic_db, dum
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_a_series_without_dates_or_patient_is_refused(record, clinic_db, dump):
     before = dump(clinic_db.open())
     button(record, "Save series").click().run()
@@ -296,6 +306,7 @@ def plan_directly(clinic_db, patient_id: str, first, infusions: int = 5) -> int:
                               today=clinic_db.today)
 
 
+@pytest.mark.slow
 def test_a_planned_series_is_cancelled_with_a_reason(record, clinic_db):
     first = clinic_db.today + timedelta(days=7)
     series_id = plan_directly(clinic_db, "P001", first)
@@ -316,6 +327,7 @@ def test_a_planned_series_is_cancelled_with_a_reason(record, clinic_db):
     assert "This patient has no planned series to cancel." in messages(tab(at, "series"), "caption")
 
 
+@pytest.mark.slow
 def test_cancelling_without_a_reason_is_refused_and_changes_nothing(record, clinic_db, dump):
     plan_directly(clinic_db, "P001", clinic_db.today + timedelta(days=7))
     before = dump(clinic_db.open())
@@ -326,6 +338,7 @@ def test_cancelling_without_a_reason_is_refused_and_changes_nothing(record, clin
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_only_planned_series_are_offered_for_cancelling(record, clinic_db):
     at = pick_patient(record, "series", "P002")           # P002 has one given series, nothing planned
     form = tab(at, "series")
@@ -362,6 +375,7 @@ VITAL_LABELS = {"bp_systolic_before": "Systolic BP before (mmHg)",
                 "heart_rate": "Heart rate (beats/min)"}
 
 
+@pytest.mark.slow
 def test_an_infusion_with_vital_signs_and_adverse_events_is_saved(record, clinic_db):
     at = infusion_form(record, "P001")
     day = series_of(clinic_db, "P001")["first_infusion"].iloc[0].date() + timedelta(days=1)
@@ -387,6 +401,7 @@ def test_an_infusion_with_vital_signs_and_adverse_events_is_saved(record, clinic
                                                                      ["nausea", "moderate", "medication"]]
 
 
+@pytest.mark.slow
 def test_the_infusion_form_is_empty_after_a_save(record, clinic_db):
     """Issue: nausea ticked on day 2 only was saved on days 3 to 5 too."""
     first = series_of(clinic_db, "P001")["first_infusion"].iloc[0].date()
@@ -433,6 +448,7 @@ def test_the_infusion_form_is_empty_after_a_save(record, clinic_db):
     assert second[list(storage.VITALS)].isna().all() and second["n_adverse_events"] == 0
 
 
+@pytest.mark.slow
 def test_a_refused_infusion_keeps_what_was_typed(record, clinic_db, dump):
     first = series_of(clinic_db, "P001")["first_infusion"].iloc[0].date()
     at = infusion_form(record, "P001")
@@ -456,6 +472,7 @@ def test_a_refused_infusion_keeps_what_was_typed(record, clinic_db, dump):
     assert widget(form, "date_input", "Date").value == first
 
 
+@pytest.mark.slow
 def test_an_adverse_event_without_a_severity_is_refused(record, clinic_db, dump):
     at = infusion_form(record, "P001")
     widget(tab(at, "infusion"), "date_input", "Date").set_value(
@@ -468,6 +485,7 @@ def test_an_adverse_event_without_a_severity_is_refused(record, clinic_db, dump)
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_an_other_adverse_event_needs_a_description(record, clinic_db, dump):
     at = infusion_form(record, "P001")
     widget(tab(at, "infusion"), "date_input", "Date").set_value(
@@ -480,6 +498,7 @@ def test_an_other_adverse_event_needs_a_description(record, clinic_db, dump):
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_an_infusion_outside_a_completed_series_is_refused(record, clinic_db, dump):
     at = infusion_form(record, "P001")
     before = dump(clinic_db.open())
@@ -489,6 +508,7 @@ def test_an_infusion_outside_a_completed_series_is_refused(record, clinic_db, du
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_the_series_picker_shows_planned_and_given_series_with_progress(record, clinic_db):
     today = clinic_db.today
     old_first = series_of(clinic_db, "P001")["first_infusion"].iloc[0].date()
@@ -520,6 +540,7 @@ def test_the_series_picker_shows_planned_and_given_series_with_progress(record, 
     assert every_series(clinic_db, "P001").set_index("series_id").loc[planned, "infusions"] == 2
 
 
+@pytest.mark.slow
 def test_a_patient_without_a_series_is_asked_to_plan_one(record, clinic_db):
     at = enrol(record, "P100")
     assert ("This patient has no planned or given series: plan one on the “Plan or log a series” tab first."
@@ -539,6 +560,7 @@ def disposition(at, patient_id: str, value: str, reason: str = "", on=None):
     return button(at, "Record the disposition").click().run()
 
 
+@pytest.mark.slow
 def test_the_current_disposition_is_shown(record, clinic_db):
     at = pick_patient(record, "disposition", "P002")
     enrolled = clinic_db.today - timedelta(days=60)
@@ -546,6 +568,7 @@ def test_the_current_disposition_is_shown(record, clinic_db):
         f"**Current disposition:** Active since enrolment on {words(enrolled)}; no change recorded")
 
 
+@pytest.mark.slow
 def test_a_withdrawal_without_a_reason_is_refused(record, clinic_db, dump):
     before = dump(clinic_db.open())
     at = disposition(record, "P002", "withdrawn")
@@ -556,6 +579,7 @@ def test_a_withdrawal_without_a_reason_is_refused(record, clinic_db, dump):
     assert widget(tab(at, "disposition"), "radio", "New disposition").value == "withdrawn"   # kept
 
 
+@pytest.mark.slow
 def test_a_withdrawal_with_a_reason_is_saved_and_shown(record, clinic_db):
     day = clinic_db.today - timedelta(days=2)
     at = disposition(record, "P002", "withdrawn", "Moved away **far**", on=day)
@@ -571,6 +595,7 @@ def test_a_withdrawal_with_a_reason_is_saved_and_shown(record, clinic_db):
     assert widget(form, "radio", "New disposition").value is None      # an empty form again
 
 
+@pytest.mark.slow
 def test_a_disposition_needs_a_choice(record, clinic_db, dump):
     before = dump(clinic_db.open())
     at = button(pick_patient(record, "disposition", "P002"), "Record the disposition").click().run()
@@ -610,6 +635,7 @@ def alert_ids(clinic_db, patient_id: str) -> set[int]:
     return set(storage.load_alerts(clinic_db.open(), patient_id=patient_id)["alert_id"])
 
 
+@pytest.mark.slow
 def test_a_paper_questionnaire_is_saved_as_entered_by_the_clinician(record, clinic_db):
     day = clinic_db.today - timedelta(days=1)
     alerts = alert_ids(clinic_db, "P002")
@@ -631,6 +657,7 @@ def test_a_paper_questionnaire_is_saved_as_entered_by_the_clinician(record, clin
     assert not ids(scope) & before
 
 
+@pytest.mark.slow
 def test_a_paper_entry_that_raises_an_alert_says_so(record, clinic_db):
     day = clinic_db.today - timedelta(days=1)
     alerts = alert_ids(clinic_db, "P002")
@@ -646,6 +673,7 @@ def test_a_paper_entry_that_raises_an_alert_says_so(record, clinic_db):
     assert all(r.value is None for r in tab(at, "paper").radio)
 
 
+@pytest.mark.slow
 def test_the_alert_warning_counts_every_alert_raised(record, clinic_db):
     day = clinic_db.today - timedelta(days=1)
     alerts = alert_ids(clinic_db, "P002")
@@ -656,6 +684,7 @@ def test_the_alert_warning_counts_every_alert_raised(record, clinic_db):
                                                         "open the Alerts page to acknowledge them.")
 
 
+@pytest.mark.slow
 def test_a_second_paper_on_the_same_day_asks_before_replacing(record, clinic_db):
     day = clinic_db.today - timedelta(weeks=2)                       # P002 already has a check-in that day
     first = scores_on(clinic_db, "P002", day)
@@ -674,6 +703,7 @@ def test_a_second_paper_on_the_same_day_asks_before_replacing(record, clinic_db)
     assert messages(at, "warning")[0].startswith("This entry raised 1 alert for clinician review")
 
 
+@pytest.mark.slow
 def test_the_replace_question_is_not_carried_over_to_another_day(record, clinic_db):
     at = save_paper(paper(record, "P002", clinic_db.today - timedelta(weeks=2), {DEP: 3}))
     assert "Replace the entry" in [b.label for b in at.button]
@@ -682,6 +712,7 @@ def test_the_replace_question_is_not_carried_over_to_another_day(record, clinic_
     assert "Save paper questionnaire" in [b.label for b in at.button]
 
 
+@pytest.mark.slow
 def test_a_paper_dated_in_the_future_or_unanswered_is_refused(record, clinic_db, dump):
     before = dump(clinic_db.open())
     at = save_paper(paper(record, "P002", clinic_db.today, {}))
@@ -692,6 +723,7 @@ def test_a_paper_dated_in_the_future_or_unanswered_is_refused(record, clinic_db,
 # New invitation code ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_new_invitation_code_replaces_the_earlier_one(record, clinic_db):
     next(w for w in record.selectbox if w.key == "record.invite.patient").select("P002").run()
     at = button(record, "Create a new invitation code").click().run()

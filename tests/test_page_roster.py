@@ -45,6 +45,7 @@ def all_patients(at):
     return at
 
 
+@pytest.mark.slow
 def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db):
     at = all_patients(app_as("clinician", PAGE))
     assert not at.exception
@@ -72,6 +73,7 @@ def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db
     assert set(storage.load_audit_log(clinic_db.open(), action="view_roster")["actor"]) == {"cleo.clinician"}
 
 
+@pytest.mark.slow
 def test_high_priority_alerts_come_first(app_as, p100_checked_in_today_and_severe):
     at = all_patients(app_as("clinician", PAGE))
     table = roster(at)
@@ -83,6 +85,7 @@ def test_high_priority_alerts_come_first(app_as, p100_checked_in_today_and_sever
     assert [m.value for m in at.metric] == ["3", "0", "0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_today_is_the_default_view_in_the_clinicians_order(app_as, clinic_db, p100_checked_in_today_and_severe):
     db, clinician, today = clinic_db.open(), clinic_db.users["clinician"], clinic_db.today
     clinic.enrol_patient(db, clinician, patient_id="P200", today=today, now=datetime.now(UTC),
@@ -111,6 +114,7 @@ def test_today_is_the_default_view_in_the_clinicians_order(app_as, clinic_db, p1
     assert [m.value for m in at.metric] == ["1", "1", "0", "0", "0"]
 
 
+@pytest.mark.slow
 def test_a_quiet_day_says_so(app_as, clinic_db):
     db, clinician = clinic_db.open(), clinic_db.users["clinician"]
     for pid in ("P001", "P002"):
@@ -123,6 +127,7 @@ def test_a_quiet_day_says_so(app_as, clinic_db):
     assert messages(at, "success")[0].startswith("Nobody needs attention today")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query, expected", [("P002", ["P002"]), ("crps", ["P001"]), ("p00", ["P001", "P002"]),
                                              ("nobody", [])])
 def test_search_by_patient_id_or_diagnosis(app_as, query, expected):
@@ -132,6 +137,7 @@ def test_search_by_patient_id_or_diagnosis(app_as, query, expected):
     assert messages(at, "caption")[0].startswith(f"{len(expected)} of 2 patients.")
 
 
+@pytest.mark.slow
 def test_filter_by_check_in_status(app_as, p100_checked_in_today_and_severe):
     at = all_patients(app_as("clinician", PAGE))
     multiselect(at, "Check-in").select("overdue").run()
@@ -141,6 +147,7 @@ def test_filter_by_check_in_status(app_as, p100_checked_in_today_and_severe):
     assert roster(at)["patient_id"].tolist() == ["P100"]
 
 
+@pytest.mark.slow
 def test_filter_by_diagnosis_and_open_alerts(app_as, clinic_db, p100_checked_in_today_and_severe):
     at = all_patients(app_as("clinician", PAGE))
     multiselect(at, "Diagnosis").select("Fibromyalgia").run()
@@ -153,6 +160,7 @@ def test_filter_by_diagnosis_and_open_alerts(app_as, clinic_db, p100_checked_in_
     assert roster(at)["patient_id"].tolist() == ["P100", "P001"]
 
 
+@pytest.mark.slow
 def test_selecting_a_row_opens_that_patient(app_as):
     at = all_patients(app_as("clinician", PAGE))
     select_row(at, 1)
@@ -163,6 +171,7 @@ def test_selecting_a_row_opens_that_patient(app_as):
     assert at.title[0].value == "Roster"
 
 
+@pytest.mark.slow
 def test_selecting_a_row_of_a_filtered_list_opens_the_patient_shown(app_as):
     at = all_patients(app_as("clinician", PAGE))
     text_input(at, "Search patient ID or diagnosis").input("P002").run()

@@ -73,6 +73,7 @@ def test_first_run_shows_the_setup_screen(empty_clinic):
         at.switch_page("app_pages/login.py")          # nothing else is reachable before setup
 
 
+@pytest.mark.slow
 def test_creating_the_first_administrator_signs_them_in(empty_clinic, server_log):
     at = new_session().run()
     at = create_admin(at, server_log()[1], email="root@clinic.example")
@@ -117,6 +118,7 @@ def test_an_empty_username_is_refused(empty_clinic, server_log):
     assert users(empty_clinic["clinic"]) == []
 
 
+@pytest.mark.slow
 def test_open_the_demo_seeds_a_separate_database_and_lists_the_demo_accounts(empty_clinic):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -137,6 +139,7 @@ def test_open_the_demo_seeds_a_separate_database_and_lists_the_demo_accounts(emp
     assert new_session().run().title[0].value == "Welcome to Infusion outcomes"
 
 
+@pytest.mark.slow
 def test_a_demo_account_signs_in_and_the_banner_stays(empty_clinic):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -147,6 +150,7 @@ def test_a_demo_account_signs_in_and_the_banner_stays(empty_clinic):
     assert "Demo with synthetic data." in at.warning[0].value
 
 
+@pytest.mark.slow
 def test_demo_accounts_do_not_work_on_the_clinic_database(empty_clinic, server_log):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -159,6 +163,7 @@ def test_demo_accounts_do_not_work_on_the_clinic_database(empty_clinic, server_l
     assert "demo-clinician" not in users(empty_clinic["clinic"])
 
 
+@pytest.mark.slow
 def test_the_demo_is_reopened_without_reseeding(empty_clinic):
     for _ in range(2):
         at = new_session().run()
@@ -167,6 +172,7 @@ def test_the_demo_is_reopened_without_reseeding(empty_clinic):
     assert len(at.dataframe[0].value) == 4
 
 
+@pytest.mark.slow
 def test_a_reload_of_the_demo_tab_stays_in_the_demo(empty_clinic):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -191,6 +197,7 @@ def test_a_demo_link_before_the_demo_exists(empty_clinic):
     assert users(empty_clinic["clinic"]) == []
 
 
+@pytest.mark.slow
 def test_the_demo_survives_moving_between_pages(empty_clinic):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -228,6 +235,7 @@ def test_once_the_clinic_has_an_administrator_a_demo_link_opens_the_clinics_sign
     assert not empty_clinic["demo"].exists()            # nothing was prepared
 
 
+@pytest.mark.slow
 def test_a_demo_session_is_emptied_when_the_clinic_creates_its_administrator(empty_clinic, server_log):
     at = new_session().run()
     button(at, "Open the demo").click().run()
@@ -240,6 +248,7 @@ def test_a_demo_session_is_emptied_when_the_clinic_creates_its_administrator(emp
     assert not any("Demo with synthetic data." in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_the_setting_keeps_the_demo_open_after_the_administrator_exists(empty_clinic, server_log, monkeypatch):
     create_admin(new_session().run(), server_log()[1])
     monkeypatch.setenv("OUTCOMES_DEMO", "true")
@@ -252,6 +261,7 @@ def test_the_setting_keeps_the_demo_open_after_the_administrator_exists(empty_cl
     assert "Demo with synthetic data." in at.warning[0].value
 
 
+@pytest.mark.slow
 def test_the_demos_database_page_does_not_show_where_the_clinics_database_is(empty_clinic):
     at = new_session().run()
     button(at, "Open the demo").click().run()

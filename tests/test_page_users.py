@@ -64,6 +64,7 @@ def test_the_role_must_be_chosen_explicitly(users_page, clinic_db, dump):
     assert text_input(at, "Username").value == "new.person"       # a refused form keeps what was typed
 
 
+@pytest.mark.slow
 def test_creating_a_clinician_who_must_change_the_initial_password(users_page, clinic_db):
     at = create(users_page, "dr.new", "clinician", email="Dr.New@Hospital.example")
     assert not at.exception
@@ -79,6 +80,7 @@ def test_creating_a_clinician_who_must_change_the_initial_password(users_page, c
     assert at.session_state["auth.user"].must_change_password
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields, problem", [
     (dict(username="dr.weak", role="clinician", password="short"), "use at least 10"),
     (dict(username="cleo.clinician", role="clinician"), "The username 'cleo.clinician' is taken"),
@@ -97,6 +99,7 @@ def test_a_refused_user_says_why_and_nothing_changes(users_page, clinic_db, dump
     assert dump(clinic_db.open()) == before
 
 
+@pytest.mark.slow
 def test_deactivating_and_reactivating_a_user(users_page, clinic_db):
     at = choose(users_page, "cleo.clinician")
     button(at, "Deactivate").click().run()
@@ -120,6 +123,7 @@ def test_an_administrator_cannot_deactivate_themselves(users_page, clinic_db):
     assert stored(clinic_db, "ada.admin")["active"]
 
 
+@pytest.mark.slow
 def test_unlocking_a_locked_account(users_page, clinic_db):
     at = new_session().run()
     for _ in range(load_settings().lockout_attempts):
@@ -135,6 +139,7 @@ def test_unlocking_a_locked_account(users_page, clinic_db):
     assert sign_in(new_session().run(), "cleo.clinician", PASSWORD).title[0].value == "Roster"
 
 
+@pytest.mark.slow
 def test_resetting_a_password(users_page, clinic_db):
     at = choose(users_page, "pat.patient")
     text_input(at, "Temporary password").input("temporary pass 99")
@@ -168,6 +173,7 @@ def test_staff_and_patients_are_listed_apart(users_page):
     assert [t.label for t in at.tabs][:2] == ["Staff (3)", "Patients (1)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query, staff, patients", [
     ("CLEO", ["cleo.clinician"], []),                  # any part, any case
     ("p001", [], ["pat.patient"]),                     # a patient by the clinic's ID
@@ -184,6 +190,7 @@ def test_the_search_finds_users_by_name_email_or_patient_id(users_page, query, s
         assert "No user matches" in at.info[0].value and "Clear the search" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_a_display_name_that_is_a_formula_is_shown_inert(users_page, clinic_db):
     at = create(users_page, "dr.formula", "clinician")
     storage.update_user(clinic_db.open(), stored(clinic_db, "dr.formula")["id"],

@@ -279,6 +279,7 @@ def test_the_scores_their_alerts_and_the_audit_entry_are_stored_together(db, cli
     assert dump(db) == before
 
 
+@pytest.mark.slow
 def test_an_export_larger_than_the_limits_is_refused_before_it_is_parsed():
     """Security issue, finding 8: a 42 MB upload cost 100-124 s of CPU and 1.5-1.8 GB."""
     header = "record_id,visit_date,eddep04\n"

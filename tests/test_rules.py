@@ -52,6 +52,7 @@ def test_a_high_score_that_also_worsened_gives_one_high_alert_with_both_reasons(
 t_scores = st.floats(20.0, 80.0).map(lambda t: round(t, 1))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(rows=st.lists(st.tuples(st.sampled_from(sorted(SETTINGS.domains)), t_scores,
                                st.one_of(st.none(), t_scores)), max_size=30))
@@ -132,6 +133,7 @@ patients = st.sampled_from(["P1", "P2", "P3"])
 offsets = st.integers(-60, 200)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(series_rows=st.lists(st.tuples(patients, offsets), max_size=4, unique=True),
        score_rows=st.lists(st.tuples(patients, st.sampled_from(DOMAINS), offsets, st.integers(300, 800),

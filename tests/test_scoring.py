@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import doctest
 import math
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from outcomes import instruments, scoring
+from outcomes import scoring
 from outcomes.errors import InvalidResponse, MissingColumns, UnknownForm, ValidationError
 from outcomes.instruments import Form, Registry, load_registry
 from outcomes.scoring import (round_half_up, score_csv, score_file, score_frame, score_parquet, score_response,
@@ -325,9 +324,3 @@ def test_a_file_that_is_not_parquet_gets_a_clear_error(tmp_path: Path, registry:
     path.write_bytes(content)
     with pytest.raises(ValidationError, match=r"responses.parquet cannot be read as Parquet .*'form' column"):
         score_file(path, registry=registry)
-
-
-@pytest.mark.parametrize("module", [instruments, scoring], ids=lambda m: m.__name__)
-def test_docstring_examples(module: object) -> None:
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)  # type: ignore[arg-type]
-    assert result.failed == 0 and result.attempted > 0

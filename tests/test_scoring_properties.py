@@ -35,6 +35,7 @@ def _t_range(form: Form) -> tuple[float, float]:
     return min(ts), max(ts)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(answers())
 def test_scored_only_with_half_the_items_and_within_the_table(case: tuple[Form, dict[str, int | None]]) -> None:
@@ -52,6 +53,7 @@ def test_scored_only_with_half_the_items_and_within_the_table(case: tuple[Form, 
         assert result.t_score is None and result.se is None and result.method is None
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(answers(complete=True))
 def test_complete_response_is_the_table_value(case: tuple[Form, dict[str, int | None]]) -> None:
@@ -61,6 +63,7 @@ def test_complete_response_is_the_table_value(case: tuple[Form, dict[str, int | 
     assert (result.method, result.raw_score, (result.t_score, result.se)) == ("table", raw, form.table[raw])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(st.data())
 def test_raising_one_answer_never_lowers_t(data: st.DataObject) -> None:
@@ -108,6 +111,7 @@ def _cell(value: Any) -> Any:
     return None if value is pd.NA or (isinstance(value, float) and np.isnan(value)) else value
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(st.lists(st.tuples(answers(), st.one_of(st.none(), st.sampled_from([0, 6, 2.5, "x"])), st.integers(0, 9)),
                 min_size=1, max_size=25))

@@ -533,6 +533,7 @@ def valid_scores(draw):
     }
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(patient_id=patient_ids, diagnosis=free_text, protocol=free_text, notes=free_text,
        scores=st.lists(valid_scores(), min_size=1, max_size=4))
@@ -588,6 +589,7 @@ def _is_number_0_100(text):
         return False
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(assessed_on=bad_dates, t_score=st.one_of(st.just(50.0), bad_t), data=st.data())
 def test_invalid_dates_and_numbers_are_rejected_and_change_nothing(assessed_on, t_score, data):

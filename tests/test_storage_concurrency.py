@@ -13,6 +13,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import date, timedelta
 
+import pytest
+
 from outcomes import storage
 
 DOMAINS = ("pain_interference", "depression", "physical_function")  # the domains these tests write
@@ -60,6 +62,7 @@ def prepare(path, names: list[str]) -> int:
         return storage.data_version(db)
 
 
+@pytest.mark.slow
 def test_eight_threads_write_into_one_file(db_path):
     names = [f"T{i}" for i in range(8)]
     version = prepare(db_path, names)
@@ -96,6 +99,7 @@ def test_opening_a_file_not_yet_in_wal_waits_for_its_writer(tmp_path):
     assert db.conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1  # the writer's row, committed
 
 
+@pytest.mark.slow
 def test_four_processes_write_into_one_file(db_path):
     names = [f"P{i}" for i in range(4)]
     version = prepare(db_path, names)

@@ -198,6 +198,7 @@ def test_results_hold_no_lifelines_objects():
             result.notes = ()  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_importing_survival_does_not_import_lifelines():
     code = "import sys, outcomes.survival, outcomes.analysis; print('lifelines' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -256,6 +257,7 @@ def test_interval_censored_weibull_recovers_shape_and_scale():
     assert p["max_gap"] < 0.05 and not any("departs" in n for n in ic.notes)
 
 
+@pytest.mark.slow
 def test_weekly_scores_give_the_same_intervals_end_to_end():
     n = 300
     event, lower, upper = simulate_weekly(n, seed=5)

@@ -17,12 +17,14 @@ def cohort():
     return synthetic.generate_cohort(1034, seed=2025, end=END)
 
 
+@pytest.mark.slow
 def test_same_seed_same_cohort(cohort):
     again = synthetic.generate_cohort(1034, seed=2025, end=END)
     for name in ("patients", "series", "infusions", "assessments"):
         pd.testing.assert_frame_equal(getattr(cohort, name), getattr(again, name))
 
 
+@pytest.mark.slow
 def test_another_seed_another_cohort(cohort):
     other = synthetic.generate_cohort(1034, seed=7, end=END)
     assert not cohort.assessments["t_score"].equals(other.assessments["t_score"])
@@ -78,6 +80,7 @@ def test_rejects_an_empty_cohort():
         synthetic.generate_cohort(0, seed=1, end=END)
 
 
+@pytest.mark.slow
 def test_demo_responder_rates_sit_inside_the_published_envelope(cohort):
     # Tankha et al. 2025: 20.3-46.4 % improved meaningfully depending on the measure, similar to 6 months.
     from outcomes import reports
@@ -104,6 +107,7 @@ def rows(frame: pd.DataFrame) -> list[tuple]:
     return sorted(map(tuple, frame[SCORE].values.tolist()))
 
 
+@pytest.mark.slow
 def test_the_demo_has_an_alert_for_every_latest_severe_depression_score(cohort):
     db = storage.connect(":memory:")
     raised = synthetic.write_cohort(db, cohort, now=NOW, settings=load_settings({}))
@@ -137,6 +141,7 @@ def test_the_cohort_and_its_alerts_are_written_together_or_not_at_all(dump, monk
     assert dump(db) == before and db["assessments"].indexes == indexes
 
 
+@pytest.mark.slow
 def test_preparing_a_demo_seeded_before_the_alerts_raises_them_once(fast_hasher):
     def alerted(database):
         return rows(storage.load_alerts(database))

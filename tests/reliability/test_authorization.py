@@ -218,6 +218,7 @@ def test_every_function_that_touches_the_database_is_classified():
 CASES = [(name, label, role) for name, rows in MATRIX.items() for label, _, _ in rows for role in ROLES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, label, role", CASES, ids=[f"{n}[{lb or 'call'}]-{r}" for n, lb, r in CASES])
 def test_role_matrix(w, name, label, role):
     allowed, call = next((a, c) for lb, a, c in MATRIX[name] if lb == label)
@@ -247,6 +248,7 @@ def test_the_first_admin_can_only_be_created_in_an_empty_database(w, dump):
 IDENTIFIERS = ("P001", "P002", "P003", "pat.one", "pat.two", "dr.lee", "root.admin")
 
 
+@pytest.mark.slow
 def test_nothing_a_qi_user_may_call_returns_an_identifier(w):
     got = []
     # Changing one's password or signing out ends the session (credential version): those go last.
@@ -265,6 +267,7 @@ def test_nothing_a_qi_user_may_call_returns_an_identifier(w):
         assert not [i for i in IDENTIFIERS if i in text], what
 
 
+@pytest.mark.slow
 def test_qi_pages_show_no_identifier_even_after_preparing_every_export(app_as, clinic_db):
     identifiers = ("P001", "P002", "pat.patient", "cleo.clinician", "ada.admin")
     shown = []
@@ -303,6 +306,7 @@ def _tampered(app_as, clinic_db, page: str, **changes):
 STAFF_PAGES = sorted({p.path for p in navigation.PAGES if "patient" not in p.roles})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["clinician", "admin", "qi"])
 def test_a_patient_session_edited_to_another_role_is_refused_on_every_page_of_that_role(app_as, clinic_db, role):
     pages = [p.path for p in navigation.pages_for(role) if p.path != navigation.ACCOUNT_PAGE.path]
@@ -317,6 +321,7 @@ def test_a_patient_session_edited_to_another_role_is_refused_on_every_page_of_th
     assert all(json.loads(d)["reason"] == "role patient" for d in denials["details"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["app_pages/progress.py", "app_pages/checkin.py"])
 def test_a_patient_session_edited_to_another_patient_still_sees_only_its_own_record(app_as, clinic_db, page):
     at = _tampered(app_as, clinic_db, page, patient_id="P002")
@@ -340,6 +345,7 @@ def test_a_patient_session_edited_to_another_patient_still_sees_only_its_own_rec
             assert (storage.load_assessments(db, patient_id="P001")["assessed_on"] == str(date.today())).sum() == 3
 
 
+@pytest.mark.slow
 def test_a_session_edited_to_another_users_id_is_refused(app_as, clinic_db):
     at = _tampered(app_as, clinic_db, "app_pages/checkin.py", id=clinic_db.users["admin"].id)
     assert not at.exception
@@ -347,6 +353,7 @@ def test_a_session_edited_to_another_users_id_is_refused(app_as, clinic_db):
     assert not at.radio  # no questionnaire of anybody
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("demo_setting", ["false", "true"])
 def test_switching_a_signed_in_session_to_the_demo_database_in_the_url_gives_no_access(
         app_as, clinic_db, tmp_path, monkeypatch, demo_setting):

@@ -59,6 +59,7 @@ def checkins_of(path) -> dict[tuple[str, str], set[str]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_backups_taken_under_load_are_consistent_and_restore_exactly(tmp_path, figures):
     path = tmp_path / "live.db"
     users = harness.make_clinic(path, [harness.SHARED, *(f"W{w:02d}" for w in range(WRITERS))])

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from outcomes import clinic, storage
 from outcomes.settings import load_settings
@@ -28,6 +29,7 @@ from tests.page_helpers import button
 FORMS = clinic.checkin_forms(load_settings())
 
 
+@pytest.mark.slow
 def test_answers_whose_callback_was_skipped_are_saved(app_as, clinic_db):
     at = app_as("patient", "app_pages/checkin.py")
     for step, form in enumerate(FORMS):
@@ -45,6 +47,7 @@ def test_answers_whose_callback_was_skipped_are_saved(app_as, clinic_db):
     assert len(today) == sum(f.n_items for f in FORMS) and (today["value"] == 2).all()
 
 
+@pytest.mark.slow
 def test_the_last_tap_before_send_counts(app_as, clinic_db):
     at = app_as("patient", "app_pages/checkin.py")
     for step, form in enumerate(FORMS):

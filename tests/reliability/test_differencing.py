@@ -135,6 +135,7 @@ def _observations(files: dict) -> tuple[dict, dict, list]:
     return present, rows, cuts
 
 
+@pytest.mark.slow
 def test_differencing_de_identified_files_dates_nothing_finer_than_a_year(cohort, figures):
     path, user = cohort
     db = storage.open_db(path)
@@ -249,6 +250,7 @@ def _fhir_offset(t: dict, study_day: int, files: dict, key, appear) -> int | Non
     return None
 
 
+@pytest.mark.slow
 def test_the_monthly_summary_counts_exactly_the_released_episodes(cohort):
     """The aggregates follow the same rule as the row-level files: a month's tables differ from the last
     month's only by whole episodes released that month (what the attacker above was handed)."""
@@ -338,6 +340,7 @@ def _responders(at: AppTest) -> pd.DataFrame | None:
                          "eligible": split("Observed / eligible", 1)})
 
 
+@pytest.mark.slow
 def test_no_filter_singles_out_a_patient(small_groups, monkeypatch, figures):
     path, user = small_groups
     at = _open(path, user, monkeypatch)

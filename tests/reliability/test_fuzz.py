@@ -170,6 +170,7 @@ def responses_to(draw: st.DrawFn, form) -> dict[str, Any]:
     return answers
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_scoring_any_response(tally, data):
@@ -180,6 +181,7 @@ def test_scoring_any_response(tally, data):
         assert 0 <= result.t_score <= 100 and result.se > 0
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_score_frame_csv_and_parquet_never_crash(tally, tmp_path_factory, data):
@@ -212,6 +214,7 @@ def test_score_frame_csv_and_parquet_never_crash(tally, tmp_path_factory, data):
 # The CSV import ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(files=st.fixed_dictionaries({}, optional={k: st.one_of(
     st.binary(max_size=300), st.text(max_size=300).map(str.encode),
@@ -232,6 +235,7 @@ def _csv(header: list[str], rows: list[list[str]]) -> bytes:
     return out.getvalue().encode("utf-8", "surrogatepass")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_csv_import_of_hostile_cells_stores_exactly_or_refuses(world, tally, data):
@@ -269,6 +273,7 @@ REDCAP_COLUMNS = ["record_id", "redcap_event_name", "visit_date", "eddep04", "ed
                   "pain_tscore", "pain_stderror"]
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_redcap_import_of_hostile_exports(world, tally, data):
@@ -304,6 +309,7 @@ FREE_TEXT = mostly(st.one_of(st.none(), TEXT.filter(lambda t: "\x00" not in t)))
 SERIES_DAYS = st.dates(date(2025, 1, 6), date(2025, 3, 30))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(values=st.fixed_dictionaries({
     "patient_id": mostly(TEXT.filter(lambda t: t.strip() and t.isprintable()).map(lambda t: f"F{t}"[:60])),
@@ -323,6 +329,7 @@ def test_patient_fields(world, tally, values):
             stored=stored)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(first=mostly(st.one_of(PAST, PAST.map(str))), length=st.integers(-3, 30),
        values=st.fixed_dictionaries({"infusions": mostly(st.integers(1, 40)), "protocol": FREE_TEXT,
@@ -348,6 +355,7 @@ EVENT = st.fixed_dictionaries({"kind": mostly(st.sampled_from(storage.EVENT_KIND
                                "severity": mostly(st.sampled_from(storage.SEVERITIES)), "notes": FREE_TEXT})
 
 
+@pytest.mark.slow
 @FUZZ
 @given(day=mostly(st.integers(0, 4), st.integers(-3, 9)), as_text=st.booleans(),
        values=st.fixed_dictionaries({"dose_mg_per_kg": mostly(st.floats(0.05, 2.0)),
@@ -378,6 +386,7 @@ def test_infusion_and_adverse_event_fields(world, tally, day, as_text, values, e
                                                          **values, today=TODAY), stored=stored)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(values=st.fixed_dictionaries({
     "assessed_on": mostly(st.one_of(PAST, PAST.map(str))), "domain": mostly(st.just("depression")),
@@ -416,6 +425,7 @@ def checkin_answers(draw: st.DrawFn) -> Any:
     return out
 
 
+@pytest.mark.slow
 @FUZZ
 @given(answers=checkin_answers(), day=mostly(st.one_of(PAST, PAST.map(str))),
        source=mostly(st.sampled_from(["clinician", "patient"]), st.one_of(st.none(), TEXT)))
@@ -435,6 +445,7 @@ def test_checkin_and_draft(world, tally, answers, day, source):
             stored=stored)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(values=st.fixed_dictionaries({"diagnosis": FREE_TEXT, "sex": mostly(st.sampled_from(["F", "M", "X", None]),
                                                                            FORM_VALUE),
@@ -478,6 +489,7 @@ PASSWORDS = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=4
     lambda t: f"Pw {t} 9x!Qz")  # any Unicode inside; long enough, no control character
 
 
+@pytest.mark.slow
 @FUZZ
 @given(username=mostly(USERNAMES, FORM_VALUE), password=mostly(PASSWORDS, FORM_VALUE), code=FORM_VALUE,
        email=mostly(st.one_of(st.none(), st.emails()), FORM_VALUE), display=FREE_TEXT,
@@ -503,6 +515,7 @@ def test_sign_in_invitation_and_accounts(world, tally, username, password, code,
                                                       patient_id=None, now=NOW), stored=stored)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(user=st.one_of(st.none(), TEXT, st.sampled_from(["dr.lee", "root.admin", "fuzz"])),
        patient=st.one_of(st.none(), TEXT, st.just("P001")), action=st.one_of(st.none(), TEXT, st.just("login")),
@@ -519,6 +532,7 @@ def test_audit_filters_and_export_reasons(world, tally, user, patient, action, f
 # Huge inputs ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_huge_files_are_imported_or_refused_whole(world, figures):
     rows = 20_000
     ids = [world.fresh("BIG-") for _ in range(rows)]

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.reliability import harness
 
 KILLS = int(os.environ.get("OUTCOMES_KILLS", "50"))
 MAX_DELAY_S = 0.3
 
 
+@pytest.mark.slow
 def test_sigkill_during_imports_and_checkins_never_corrupts_or_half_writes(tmp_path, figures):
     path = tmp_path / "kill.db"
     users = harness.make_clinic(path, [f"KILL{i}" for i in range(5)])

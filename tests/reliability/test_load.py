@@ -14,6 +14,8 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+import pytest
+
 from tests.reliability import harness
 
 WRITERS = 16
@@ -36,6 +38,7 @@ def check(path, results, started, figures, kind):
             checkins_per_s=round(totals["checkins"] / elapsed, 1), **harness.latency_figures(results))
 
 
+@pytest.mark.slow
 def test_sixteen_threads_submit_checkins_into_one_database(tmp_path, figures):
     path, clinician = setup(tmp_path)
     started = time.perf_counter()
@@ -45,6 +48,7 @@ def test_sixteen_threads_submit_checkins_into_one_database(tmp_path, figures):
     check(path, results, started, figures, "threads")
 
 
+@pytest.mark.slow
 def test_sixteen_processes_submit_checkins_into_one_database(tmp_path, figures):
     path, clinician = setup(tmp_path)
     started = time.perf_counter()

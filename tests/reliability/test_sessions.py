@@ -88,6 +88,7 @@ def test_simultaneous_wrong_passwords_are_each_counted_and_only_the_allowance_is
             refused_unchecked=reasons.count("throttled"))
 
 
+@pytest.mark.slow
 def test_parallel_guesses_cannot_outrun_the_wait_finding_4(clinic, monkeypatch, figures):
     """Security issue, finding 4: the wait was read before the slow password check and never again, so 30
     parallel sign-ins had 23 wrong passwords checked and then accepted the right one on a locked account."""
@@ -216,6 +217,7 @@ def _random_looking(value: str) -> bool:
     return bool(re.search(r"[A-Za-z]", value) and re.search(r"[0-9]", value)) and not re.search(r"[<>.]{1}", value)
 
 
+@pytest.mark.slow
 def test_no_secret_is_tracked_or_about_to_be(figures):
     files, findings = _files(), []
     assert len(files) > 50  # the scan really sees the repository

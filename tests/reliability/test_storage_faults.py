@@ -224,6 +224,7 @@ def enrol(path: Path, users: dict, i: int) -> None:
 OPERATIONS = {"check-in": checkin, "CSV import": import_batch, "sign-in": sign_in, "enrolment": enrol}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_a_write_that_cannot_be_stored_changes_nothing_and_works_once_the_condition_clears(
         setting, operation, figures):
@@ -340,6 +341,7 @@ def app_condition(request, tmp_path, clinic_db, monkeypatch):
         yield path, condition
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app_condition", ["disk_full", "read_only"], indirect=True)
 def test_a_patient_sees_a_clear_error_keeps_the_answers_and_sends_them_once_it_clears(app_as, clinic_db,
                                                                                    app_condition, figures):
@@ -368,6 +370,7 @@ def test_a_patient_sees_a_clear_error_keeps_the_answers_and_sends_them_once_it_c
     figures(condition=condition.name, real=condition.real, shown=shown[0][:120])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app_condition", ["read_only"], indirect=True)
 def test_a_page_that_must_audit_what_it_shows_says_why_it_cannot_instead_of_crashing(app_as, clinic_db,
                                                                                     app_condition):

@@ -116,6 +116,7 @@ def open_as(user, page: str, **state):
 CASES = [(role, p.path) for p in navigation.PAGES for role in sorted(p.roles)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role, page", CASES)
 def test_every_page_shows_stored_text_literally(hostile, role, page):
     users, _ = hostile
@@ -124,6 +125,7 @@ def test_every_page_shows_stored_text_literally(hostile, role, page):
     assert unescaped(at) == []
 
 
+@pytest.mark.slow
 def test_messages_that_quote_what_was_typed_or_stored_are_literal(hostile):
     users, alert_id = hostile
     at = open_as(users["clinician"], "app_pages/record.py")
@@ -160,6 +162,7 @@ def test_an_uploaded_file_name_and_its_cells_are_literal(hostile):
     assert unescaped(at) == []
 
 
+@pytest.mark.slow
 def test_the_check_fails_when_stored_text_is_not_escaped(hostile, monkeypatch):
     """The negative control: with the escaping switched off, the same walk finds the payloads."""
     from ui import widgets
