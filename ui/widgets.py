@@ -121,13 +121,14 @@ def message(error: object) -> str:
 
 
 def trajectory_charts(record, settings, registry, *, key: str) -> None:
-    """One chart per domain: T-scores with each series' baseline and meaningful-change band, severity
+    """One chart per domain the patient is asked or has scores in: T-scores with each series' baseline and meaningful-change band, severity
     bands, and a marker per infusion."""
     from outcomes import figures
 
     assessments = record.assessments
-    tabs = st.tabs([registry.domain(d).label for d in settings.mcid])
-    for tab, domain in zip(tabs, settings.mcid):
+    shown = settings.reported_domains(assessments["domain"].unique())  # asked at the check-in, or scored
+    tabs = st.tabs([registry.domain(d).label for d in shown])
+    for tab, domain in zip(tabs, shown):
         rows = assessments[assessments["domain"] == domain]
         bands = registry.domain(domain).bands
         with tab:
