@@ -24,8 +24,9 @@ if scores.empty:
 
 st.subheader("Latest scores")
 latest = scores.sort_values("assessed_on").groupby("domain").tail(1).set_index("domain")
-cols = st.columns(len(settings.mcid))
-for col, domain in zip(cols, settings.mcid):
+shown = settings.reported_domains(scores["domain"].unique())  # asked at the check-in, or scored
+cols = st.columns(len(shown))
+for col, domain in zip(cols, shown):
     if domain not in latest.index:
         continue
     row = latest.loc[domain]
@@ -35,10 +36,14 @@ for col, domain in zip(cols, settings.mcid):
     col.metric(label, f"{row['t_score']:.1f}", delta.text, delta_color=delta.color, delta_arrow=delta.arrow,
                help=f"{instruments.severity_band(domain, row['t_score'], registry)} · measured "
                     f"{row['assessed_on']:%d %b %Y}")
+lower = [registry.domain(d).display.lower() for d in shown if registry.domain(d).higher_is_worse]
+higher = [registry.domain(d).display.lower() for d in shown if not registry.domain(d).higher_is_worse]
+directions = "; ".join(f"for {' and '.join(names)} {word} is better"
+                       for names, word in ((lower, "lower"), (higher, "higher")) if names)
+thresholds = [settings.mcid[d] for d in shown]
 st.caption("Scores are PROMIS T-scores: 50 is the average of the US population and 10 points is one standard "
-           "deviation. For pain interference and depression lower is better; for physical function higher is "
-           f"better. A change of about {min(settings.mcid.values()):g}–{max(settings.mcid.values()):g} points is "
-           "the smallest that people usually notice.")
+           f"deviation. {directions[:1].upper() + directions[1:]}. A change of about "
+           f"{min(thresholds):g}–{max(thresholds):g} points is the smallest that people usually notice.")
 
 st.subheader("Over time")
 st.caption("The dashed line is your score before each infusion series; the blue band around it is a "

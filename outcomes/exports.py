@@ -500,13 +500,15 @@ def summary_tables(source: Source, *, as_of: date, series: analysis.SeriesChoice
     scores = scores[["patient_id", "assessed_on", "domain", "t_score", "se"]]
     common: dict[str, Any] = {"as_of": cut, "windows": settings.windows,
                               "baseline_days": settings.baseline_days, "series": series}
-    domains = [d for d in settings.domains if d in settings.mcid]
+    # The domains asked at the check-in or with released scores: no empty rows for an unmeasured domain.
+    domains = list(settings.reported_domains(scores["domain"].unique()))
 
     def publish(table: pd.DataFrame, spec: disclosure.Spec) -> pd.DataFrame:
         formats = {c: "{:.0f}" for c in spec.counts}  # no thousands separator: it would split a CSV cell
         return disclosure.suppress(table, spec, threshold=threshold, formats=formats)
 
-    responders = analysis.responder_report(episodes, scores, mcid=settings.mcid, **common)
+    responders = analysis.responder_report(episodes, scores, mcid={d: settings.mcid[d] for d in domains},
+                                           registry=settings.domains, **common)
     completion = analysis.follow_up_completion(episodes, scores, domains=domains, **common)
     # One window is enough to read each episode's baseline.
     picked = analysis.window_scores(episodes, scores, domains=domains,
