@@ -213,7 +213,9 @@ if not record.summary_scores.empty:
     st.caption("Physical and mental health summary T-scores (Hays et al. 2018) of each day with all seven "
                "PROMIS-29 domains. They also need the pain-intensity item (0–10) that day; without it no "
                "score is computed rather than a biased one (docs/methods.md §13).")
-    st.dataframe(widgets.on_screen(record.summary_scores.sort_values("assessed_on", ascending=False)),
+    in_words = record.summary_scores.assign(missing=record.summary_scores["missing"].map(
+        lambda names: ", ".join(settings.domains.display(n).lower() for n in names.split(", ") if n)))
+    st.dataframe(widgets.on_screen(in_words.sort_values("assessed_on", ascending=False)),
                  hide_index=True, placeholder="—", column_order=["assessed_on", "physical_health_t",
                                                                  "mental_health_t", "missing"],
                  column_config={"assessed_on": st.column_config.DateColumn("Date"),

@@ -490,4 +490,4 @@ def test_a_full_promis29_day_shows_its_trajectories_and_the_summary_scores_waiti
     assert not at.exception
     assert "PROMIS-29 summary scores" in [s.value for s in at.subheader]
     assert len(charts(at)) == 7  # one trajectory per domain with scores
-    assert frame(at, "missing")["missing"].tolist() == ["pain_intensity"]
+    assert frame(at, "missing")["missing"].tolist() == ["pain intensity"]
