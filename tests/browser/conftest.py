@@ -6,6 +6,7 @@ the tests skip on a developer machine; under ``CI=true`` a missing browser is a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,15 @@ CHROMIUM = os.environ.get("OUTCOMES_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder is a browser test (``-m "not browser"`` leaves it out); nobody has to mark it."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.resolve().parents:
+            item.add_marker(pytest.mark.browser)
 
 
 def _require_browser() -> None:
@@ -91,6 +101,27 @@ class AppServer:
         self._log.close()
 
 
+class WatchedBrowser:
+    """Playwright's Browser, except that every page it opens runs :data:`RUN_WATCH` (for ``wait_for_idle``
+    and ``script_run``) before any script of the app."""
+
+    def __init__(self, browser):
+        self._browser = browser
+
+    def new_context(self, **options):
+        context = self._browser.new_context(**options)
+        context.add_init_script(RUN_WATCH)
+        return context
+
+    def new_page(self, **options):
+        page = self._browser.new_page(**options)
+        page.context.add_init_script(RUN_WATCH)
+        return page
+
+    def __getattr__(self, name):
+        return getattr(self._browser, name)
+
+
 @pytest.fixture(scope="session")
 def browser():
     _require_browser()
@@ -100,7 +131,7 @@ def browser():
     expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
+        yield WatchedBrowser(b)
         b.close()
 
 
@@ -124,9 +155,142 @@ def start_server(tmp_path) -> Iterator:
                         "(.streamlit/config.toml, docs/reliability.md bug 8)")
 
 
-def wait_for_idle(page, timeout: float = 30_000) -> None:
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+# Waiting for Streamlit's script runs --------------------------------------------------------------------
+#
+# ``data-test-script-state="notRunning"`` alone cannot tell that a rerun an action asked for has finished:
+# right after a click it still says "notRunning" (the browser has not heard of the new run yet), and when the
+# messages "running" and "finished" are handled before React draws, it never says "running" at all (a
+# MutationObserver waiting for "running" then waited 60 s for nothing: test_exports.py, issue #14). The
+# page therefore counts the runs the server reports on the websocket (RUN_WATCH, installed in every page
+# before the app's own scripts), and the waits compare those counts with what the app has drawn.
+
+#: Counts, in ``window.__stRuns``, the ForwardMsgs that start a script run (``new_session``) and end one
+#: (``script_finished``, with its status) on the page's current websocket. Field numbers: ForwardMsg.proto.
+RUN_WATCH = """(() => {
+  if (window.__stRuns) return;
+  const runs = window.__stRuns = {doc: Math.random(), started: 0, finished: 0, done: 0, rerunPending: false};
+  const NEW_SESSION = 4, SCRIPT_FINISHED = 6;
+  const FINISHED_SUCCESSFULLY = 0, FINISHED_WITH_COMPILE_ERROR = 1, FINISHED_EARLY_FOR_RERUN = 2;
+  const varint = (bytes, at) => {
+    let value = 0, shift = 0, byte;
+    do { byte = bytes[at.i++]; value += (byte & 0x7f) * 2 ** shift; shift += 7; } while (byte & 0x80);
+    return value;
+  };
+  const inspect = (data) => {  // the top-level fields of one ForwardMsg, until its type
+    if (!(data instanceof ArrayBuffer)) return;
+    const bytes = new Uint8Array(data), at = {i: 0};
+    while (at.i < bytes.length) {
+      const tag = varint(bytes, at), field = Math.floor(tag / 8), wire = tag & 7;
+      if (wire === 0) {
+        const value = varint(bytes, at);
+        if (field === SCRIPT_FINISHED) {
+          runs.finished += 1;
+          // A run stopped early for a rerun is followed by that rerun; a fragment's run is not the page's.
+          runs.rerunPending = value === FINISHED_EARLY_FOR_RERUN;
+          if (value === FINISHED_SUCCESSFULLY || value === FINISHED_WITH_COMPILE_ERROR) runs.done += 1;
+          return;
+        }
+      } else if (wire === 2) {
+        const length = varint(bytes, at);
+        if (field === NEW_SESSION) { runs.started += 1; runs.rerunPending = false; return; }
+        at.i += length;
+      } else if (wire === 1) at.i += 8;
+      else if (wire === 5) at.i += 4;
+      else return;
+    }
+  };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      runs.socket = this;  // the app listens only to its newest socket; so does this count
+      this.addEventListener('message', (event) => { if (runs.socket === this) inspect(event.data); });
+    }
+  };
+})()"""
+
+#: The marks ``script_run`` compares with: this document and the full runs finished so far.
+_MARK = "() => window.__stRuns ? {doc: window.__stRuns.doc, done: window.__stRuns.done} : null"
+
+#: True once the app is connected, a full run has finished since ``mark`` (since the page loaded, without
+#: one), no run has started without finishing or is announced, and the app has handled every run's end and
+#: drawn "notRunning". "Handled" is read from the app's own state (``scriptRunFinishedSequence``, a count of
+#: the script_finished messages it has processed), which a message received but not yet drawn has not raised.
+_SETTLED = """(mark) => {
+  const runs = window.__stRuns, app = document.querySelector('[data-testid="stApp"]');
+  if (!runs) throw new Error('RUN_WATCH is not installed in this page: open it through the browser fixture');
+  if (!app || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
+      || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  const before = mark && mark.doc === runs.doc ? mark.done : 0;
+  if (runs.done <= before || runs.started > runs.finished || runs.rerunPending) return false;
+  const key = Object.keys(app).find((k) => k.startsWith('__reactFiber$'));
+  for (let fiber = key && app[key]; fiber; fiber = fiber.return) {
+    const state = fiber.stateNode && fiber.stateNode.state;
+    if (state && typeof state === 'object' && 'scriptRunFinishedSequence' in state)
+      return state.scriptRunFinishedSequence >= runs.finished && state.scriptRunState === 'notRunning';
+  }
+  throw new Error("Streamlit's App state (scriptRunFinishedSequence) was not found above stApp: "
+                  + 'the wait in tests/browser/conftest.py needs updating for this Streamlit version');
+}"""
+
+_DESCRIBE = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return JSON.stringify({runs: window.__stRuns ?? null,
+                         connection: app?.getAttribute('data-test-connection-state'),
+                         script: app?.getAttribute('data-test-script-state')});
+}"""
+
+#: A script run on a loaded 2-core machine can take tens of seconds; the waits end as soon as it is over.
+RUN_TIMEOUT = 120_000
+
+
+def _wait_settled(page, mark, timeout: float, what: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(_SETTLED, arg=mark, timeout=timeout, polling=50)
+    except PlaywrightTimeout as exc:
+        try:
+            seen = page.evaluate(_DESCRIBE)
+        except Exception as unreadable:  # the page itself may be what broke
+            seen = f"(unreadable: {unreadable!r})"
+        raise AssertionError(f"{what} did not finish within {timeout / 1000:.0f} s; page: {seen}") from exc
+
+
+def wait_for_idle(page, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait until the app has finished its script runs and drawn the result.
+
+    For a page just opened (``goto``, ``reload``), or once something on the screen shows that the run an
+    action caused has started. Right after an action, use ``script_run`` instead: until the browser hears
+    of the new run, the previous run's end looks the same as the new one's.
+    """
+    _wait_settled(page, None, timeout, "the app's script run")
+
+
+@contextlib.contextmanager
+def script_run(page, timeout: float = RUN_TIMEOUT) -> Iterator[None]:
+    """``with script_run(page): <an action that reruns the app>``; waits, after the action, until the run
+    it caused (and any rerun that run asked for) has finished and is drawn.
+
+    Only for actions that do rerun the app (a click on a button, a changed widget, a page link); an action
+    that changes nothing waits out the timeout.
+    """
+    _wait_settled(page, None, timeout, "the script run before the action")  # nothing of an earlier one left
+    mark = page.evaluate(_MARK)
+    if mark is None:
+        raise AssertionError("RUN_WATCH is not installed in this page: open it through the browser fixture")
+    yield
+    _wait_settled(page, mark, timeout, "the script run after the action")
+
+
+def settle_in_page(page) -> None:
+    """Let the page finish what it has already queued: one animation frame, then one task after every task
+    queued so far (React runs its effects, and a component its fetches, in such tasks). Not a timer."""
+    page.evaluate("""() => new Promise((resolve) => requestAnimationFrame(() => {
+        const channel = new MessageChannel();
+        channel.port1.onmessage = () => resolve();
+        channel.port2.postMessage(null);
+    }))""")
 
 
 def question(scope, number: int, text: str = ""):

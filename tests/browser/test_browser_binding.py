@@ -18,10 +18,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from tests.conftest import PASSWORD
 from tests.reliability.streamlit_wire import WireClient, fetch_cookies
 
-from .conftest import wait_for_idle
+from .conftest import script_run, wait_for_idle
 from .test_journeys import sign_in
-
-pytestmark = pytest.mark.browser
 
 
 def _session_ids(page) -> list[str]:
@@ -86,7 +84,8 @@ def test_a_leaked_session_id_without_the_browsers_cookie_does_not_take_over_the_
         _assert_anonymous(attacker.receive(), victim_id)
 
     # The victim's session is untouched: still signed in, and it still works.
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Alerts").click()
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Alerts").click()
     expect(page.get_by_role("heading", name="Alerts")).to_be_visible(timeout=30_000)
 
     # Control: with the victim's own cookies the same script does resume the session, so the checks above

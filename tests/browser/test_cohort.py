@@ -7,10 +7,8 @@ import pytest
 from outcomes import auth, storage, synthetic
 from tests.conftest import PASSWORD
 
-from .conftest import screenshot, wait_for_idle
+from .conftest import screenshot, script_run, wait_for_idle
 from .test_journeys import sign_in
-
-pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -36,7 +34,8 @@ def test_cohort_page_shows_the_responder_table_and_charts(browser, start_server,
     page.goto(server.url)
     wait_for_idle(page)
     sign_in(page, username, PASSWORD)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cohort outcomes").click()
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cohort outcomes").click()
     expect(page.get_by_text("Observed outcomes in an uncontrolled cohort")).to_be_visible(timeout=30_000)
     table = page.get_by_test_id("stDataFrame").first
     expect(table).to_be_visible(timeout=30_000)

@@ -35,9 +35,8 @@ from outcomes.instruments import default_registry
 from outcomes.settings import load_settings
 from tests.conftest import PASSWORD
 
-from .conftest import CHROMIUM, FLAGS, _require_browser, question
+from .conftest import _MARK, _SETTLED, CHROMIUM, FLAGS, RUN_WATCH, _require_browser, question
 
-pytestmark = pytest.mark.browser
 PATIENTS, CLINICIANS, QI = 12, 4, 4
 TIMEOUT = 120_000  # ms: 20 sessions share 2 cores
 
@@ -85,9 +84,18 @@ def crowd(tmp_path, fast_hasher):
     return path, users, expected, dep
 
 
-async def _idle(page) -> None:
-    await page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=TIMEOUT)
-    await page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=TIMEOUT)
+async def _idle(page, mark=None) -> None:
+    """``conftest.wait_for_idle`` (no ``mark``) or the end of ``conftest.script_run`` (the ``mark`` taken
+    before the action), for the async API."""
+    await page.wait_for_function(_SETTLED, arg=mark, timeout=TIMEOUT, polling=50)
+
+
+async def _rerun(page, action) -> None:
+    """Await ``action`` (a coroutine that reruns the app) and then the end of the run it caused."""
+    await _idle(page)
+    mark = await page.evaluate(_MARK)
+    await action
+    await _idle(page, mark)
 
 
 async def _sign_in(page, url: str, username: str) -> None:
@@ -95,12 +103,13 @@ async def _sign_in(page, url: str, username: str) -> None:
     await _idle(page)
     await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await _rerun(page, page.get_by_role("button", name="Sign in", exact=True).click())
 
 
 async def _new_page(browser, **context_options):
     context = await browser.new_context(**context_options)
     context.set_default_timeout(TIMEOUT)  # every click and fill too, not only the expectations
+    await context.add_init_script(RUN_WATCH)
     return context, await context.new_page()
 
 
@@ -124,19 +133,18 @@ async def _patient(browser, url: str, username: str, expected, dep) -> dict:
     try:
         await _sign_in(page, url, username)
         await expect(page.get_by_text("Welcome back")).to_be_visible(timeout=TIMEOUT)  # the draft is back
-        await page.get_by_role("button", name="Next").click()
+        await _rerun(page, page.get_by_role("button", name="Next").click())
         await expect(page.get_by_text("Questionnaire 2 of 3")).to_be_visible(timeout=TIMEOUT)
         chosen = [(question(page, number, item.description), dict(item.options)[answers[item.item_id]])
                   for number, item in enumerate(dep.items, start=1)]
         for choices, label in chosen:
-            await choices.get_by_text(label, exact=True).click()
+            await _rerun(page, choices.get_by_text(label, exact=True).click())
             await expect(choices.get_by_role("radio", name=label, exact=True)).to_be_checked(timeout=TIMEOUT)
-            await _idle(page)
         for choices, label in chosen:  # every answer still shown where it was tapped
             await expect(choices.get_by_role("radio", name=label, exact=True)).to_be_checked(timeout=TIMEOUT)
-        await page.get_by_role("button", name="Next").click()
+        await _rerun(page, page.get_by_role("button", name="Next").click())
         await expect(page.get_by_text("Questionnaire 3 of 3")).to_be_visible(timeout=TIMEOUT)
-        await page.get_by_role("button", name="Send my answers").click()
+        await _rerun(page, page.get_by_role("button", name="Send my answers").click())
         await expect(page.get_by_text("Thank you. Your answers are saved.")).to_be_visible(timeout=TIMEOUT)
         shown = await page.get_by_text(re.compile(r"Your depression score is")).inner_text()
         sidebar = await page.get_by_test_id("stSidebar").inner_text()
@@ -156,7 +164,8 @@ async def _staff(browser, url: str, username: str, role: str) -> dict:
         await _sign_in(page, url, username)
         if role == "clinician":
             await expect(page.get_by_role("heading", name="Roster")).to_be_visible(timeout=TIMEOUT)
-            await page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cohort outcomes").click()
+            cohort = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cohort outcomes")
+            await _rerun(page, cohort.click())
         await expect(page.get_by_text("Observed outcomes in an uncontrolled cohort")).to_be_visible(timeout=TIMEOUT)
         await expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=TIMEOUT)
         await _idle(page)
@@ -259,7 +268,7 @@ def test_stored_text_shows_literally_in_chromium(browser, start_server, clinic_d
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(server.url)
-    from .conftest import wait_for_idle
+    from .conftest import script_run, wait_for_idle
 
     wait_for_idle(page)
     sign_in(page, "cleo.clinician", PASSWORD)
@@ -267,9 +276,11 @@ def test_stored_text_shows_literally_in_chromium(browser, start_server, clinic_d
     sidebar = page.get_by_test_id("stSidebar")
     for payload in PAYLOADS[:4]:  # the display name, in the sidebar's "Signed in as" caption
         expect(sidebar.get_by_text(payload, exact=False)).to_have_count(1)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Patient").click()
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Patient").click()
     page.get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name=HOSTILE_ID).click()
+    with script_run(page):
+        page.get_by_role("option", name=HOSTILE_ID).click()
     title = page.get_by_role("heading", level=1)
     expect(title).to_have_text(f"Patient {HOSTILE_ID}", timeout=30_000)  # the ID as typed, not an image
     wait_for_idle(page)

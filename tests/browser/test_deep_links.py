@@ -8,7 +8,6 @@ from ui import navigation
 from .conftest import wait_for_idle
 from .test_journeys import sign_in
 
-pytestmark = pytest.mark.browser
 DEEP_LINKS = [p.url_path for p in navigation.PAGES] + [navigation.SETUP_PAGE.url_path]
 
 

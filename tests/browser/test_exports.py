@@ -14,10 +14,8 @@ from outcomes import exports, storage
 from tests.conftest import PASSWORD
 from tests.export_helpers import PLANT, SECRET, build_planted, file_texts
 
-from .conftest import screenshot, wait_for_idle
+from .conftest import screenshot, script_run, wait_for_idle
 from .test_journeys import sign_in
-
-pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -29,49 +27,43 @@ def open_exports(page, server, username):
     page.goto(server.url)
     wait_for_idle(page)
     sign_in(page, username, PASSWORD)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Exports").click()
-    page.get_by_role("heading", name="Exports").wait_for(timeout=30_000)
-    page.get_by_role("button", name="Prepare and download the file").wait_for(timeout=30_000)
-    wait_for_idle(page)
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Exports").click()
+    page.get_by_role("heading", name="Exports").wait_for()
+    page.get_by_role("button", name="Prepare and download the file").wait_for()
     page.get_by_text("Data as of").wait_for()
 
 
 def prepare_and_download(page, tmp_path):
     from playwright.sync_api import expect
 
-    with page.expect_download(timeout=60_000) as info:
+    with script_run(page), page.expect_download(timeout=60_000) as info:
         page.get_by_role("button", name="Prepare and download the file").click()
     download = info.value
-    expect(page.get_by_text("is ready")).to_be_visible(timeout=60_000)
-    wait_for_idle(page)
+    expect(page.get_by_text("is ready")).to_be_visible()
     path = tmp_path / download.suggested_filename
     download.save_as(path)
     return path
 
 
 def choose(page, label):
-    """Pick a radio option and wait for the rerun it causes to finish.
+    """Pick a radio option and wait until the rerun it causes has finished and is drawn.
 
     Waiting for "notRunning" alone can return before the rerun starts (toolchain notes §4); the next click
     then hit the previous run's radio (after "Summary tables", its old Format radio) and the file came
-    out as CSV instead of Excel under load. A MutationObserver armed before the click sees the run.
+    out as CSV instead of Excel under load. A MutationObserver waiting to see "running" did not do either:
+    when the browser handles the run's start and end before React draws, "running" is never on the page,
+    and the wait ran out (60 s, test_clinician_gives_a_reason_for_an_identified_export; issue #14).
+    ``script_run`` counts the runs the server reports instead.
     """
     option = page.get_by_role("radiogroup").get_by_role("radio", name=label, exact=True)
     if option.is_checked():
         return  # no change, no rerun
-    page.evaluate("""() => {
-        const app = document.querySelector('[data-testid="stApp"]');
-        window.__sawRun = false;
-        window.__runObserver = new MutationObserver(() => {
-            if (app.getAttribute('data-test-script-state') === 'running') window.__sawRun = true;
-        });
-        window.__runObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-    }""")
-    page.get_by_role("radiogroup").get_by_text(label, exact=True).click()
-    page.wait_for_function("""() => window.__sawRun && document.querySelector('[data-testid="stApp"]')
-        .getAttribute('data-test-script-state') === 'notRunning'""", timeout=60_000)
-    page.evaluate("() => window.__runObserver.disconnect()")
-    wait_for_idle(page)
+    with script_run(page):
+        page.get_by_role("radiogroup").get_by_text(label, exact=True).click()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("radiogroup").get_by_role("radio", name=label, exact=True)).to_be_checked()
 
 
 def test_qi_downloads_summary_tables_dataset_and_fhir(browser, start_server, planted, tmp_path):
@@ -131,11 +123,12 @@ def test_clinician_gives_a_reason_for_an_identified_export(browser, start_server
     open_exports(page, server, "cleo.clinician")
     choose(page, "Identified dataset")
     choose(page, "Excel workbook")
-    page.get_by_role("button", name="Prepare and download the file").click()
-    expect(page.get_by_text("needs a reason")).to_be_visible(timeout=30_000)
+    with script_run(page):
+        page.get_by_role("button", name="Prepare and download the file").click()
+    expect(page.get_by_text("needs a reason")).to_be_visible()
     page.get_by_label("Reason for this identified export").fill("Registry submission, DUA 2025-07")
-    page.get_by_label("Reason for this identified export").press("Control+Enter")
-    wait_for_idle(page)
+    with script_run(page):
+        page.get_by_label("Reason for this identified export").press("Control+Enter")
     path = prepare_and_download(page, tmp_path)
     screenshot(page, "exports-clinician-identified")
     episodes = load_workbook(path)["episodes"]
@@ -158,16 +151,18 @@ def test_clinician_imports_a_redcap_export(browser, start_server, planted, tmp_p
     page.goto(server.url)
     wait_for_idle(page)
     sign_in(page, "cleo.clinician", PASSWORD)
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import from REDCap").click()
-    page.get_by_role("heading", name="Import from REDCap").wait_for(timeout=30_000)
-    page.locator("input[type=file]").set_input_files(str(csv))
-    expect(page.get_by_text("3 would be added")).to_be_visible(timeout=30_000)
-    wait_for_idle(page)
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import from REDCap").click()
+    page.get_by_role("heading", name="Import from REDCap").wait_for()
+    with script_run(page):
+        page.locator("input[type=file]").set_input_files(str(csv))
+    expect(page.get_by_text("3 would be added")).to_be_visible()
     screenshot(page, "import-redcap-preview")
-    page.get_by_text("I have checked the mapping and the preview").click()
-    wait_for_idle(page)
-    page.get_by_role("button", name="Import all rows").click()
-    expect(page.get_by_text("Imported from redcap_export.csv: 3 added")).to_be_visible(timeout=30_000)
+    with script_run(page):
+        page.get_by_text("I have checked the mapping and the preview").click()
+    with script_run(page):
+        page.get_by_role("button", name="Import all rows").click()
+    expect(page.get_by_text("Imported from redcap_export.csv: 3 added")).to_be_visible()
     screenshot(page, "import-redcap-done")
     scores = storage.load_assessments(planted.open(), patient_id=PLANT["patient_id"])
     assert (scores["source"] == "import").sum() == 3

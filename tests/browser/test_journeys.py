@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.conftest import PASSWORD
 
-from .conftest import question, screenshot, wait_for_idle
+from .conftest import question, screenshot, script_run, wait_for_idle
 
-pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
 
 
 def sign_in(page, username: str, password: str) -> None:
+    """Sign in, and wait until the app has answered (the page signed in to, or why not)."""
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    with script_run(page):
+        page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def fill_date(scope, label: str, day) -> None:
@@ -29,9 +28,9 @@ def fill_date(scope, label: str, day) -> None:
 
 
 def answer(page, number: int, label: str) -> None:
-    """Tap ``label`` under question ``number`` of the questionnaire on the screen."""
-    question(page, number).get_by_text(label, exact=True).click()
-    wait_for_idle(page)
+    """Tap ``label`` under question ``number`` of the questionnaire on the screen, and wait for the rerun."""
+    with script_run(page):
+        question(page, number).get_by_text(label, exact=True).click()
 
 
 def test_first_run_setup_then_demo(browser, start_server, tmp_path):
@@ -44,7 +43,8 @@ def test_first_run_setup_then_demo(browser, start_server, tmp_path):
     expect(page.get_by_role("heading", name="Welcome to Infusion outcomes")).to_be_visible()
     screenshot(page, "journey-setup")
 
-    page.get_by_role("button", name="Open the demo").click()
+    with script_run(page):
+        page.get_by_role("button", name="Open the demo").click()
     expect(page.get_by_text("Demo with synthetic data.")).to_be_visible(timeout=60_000)
     expect(page.get_by_role("heading", name="Demo accounts")).to_be_visible()
     assert "demo=1" in page.url
@@ -92,20 +92,24 @@ def test_patient_checks_in_on_a_phone_and_sees_progress(browser, start_server, c
 
     for number in range(3, 7):  # the rest of the pain questions
         answer(page, number, "Somewhat")
-    page.get_by_role("button", name="Next").click()
+    with script_run(page):
+        page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Questionnaire 2 of 3")).to_be_visible()
     for number in range(1, 7):
         answer(page, number, "Always")
-    page.get_by_role("button", name="Next").click()
+    with script_run(page):
+        page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Questionnaire 3 of 3")).to_be_visible()
     for number in range(1, 4):
         answer(page, number, "With some difficulty")
-    page.get_by_role("button", name="Send my answers").click()
+    with script_run(page):
+        page.get_by_role("button", name="Send my answers").click()
     expect(page.get_by_text("Thank you. Your answers are saved.")).to_be_visible(timeout=30_000)
     expect(page.get_by_text(re.compile(r"Your depression score is \d+\.\d \(severe\)"))).to_be_visible()
     screenshot(page, "journey-checkin-result")
 
-    page.get_by_role("link", name="See my progress").click()
+    with script_run(page):
+        page.get_by_role("link", name="See my progress").click()
     expect(page.get_by_role("heading", name="My progress")).to_be_visible(timeout=30_000)
     expect(page.get_by_test_id("stPlotlyChart").locator(".main-svg").first).to_be_visible(timeout=30_000)
     expect(page.get_by_text("next check-in is due")).to_be_visible()
@@ -124,11 +128,13 @@ def test_clinician_enrols_logs_a_series_enters_paper_scores_and_acknowledges_the
     sign_in(page, "cleo.clinician", PASSWORD)
     expect(page.get_by_role("heading", name="Roster")).to_be_visible(timeout=30_000)
 
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Record").click()
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Record").click()
     expect(page.get_by_role("heading", name="Record")).to_be_visible()
     page.get_by_role("textbox", name="Clinic patient ID").fill("P100")
     page.get_by_role("textbox", name="Diagnosis").fill("Neuropathic pain")
-    page.get_by_role("button", name="Enrol and create invitation code").click()
+    with script_run(page):
+        page.get_by_role("button", name="Enrol and create invitation code").click()
     expect(page.get_by_text("Enrolled P100")).to_be_visible()
     code = page.get_by_test_id("stCode").inner_text().strip()
     assert re.fullmatch(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{2}", code)
@@ -139,26 +145,29 @@ def test_clinician_enrols_logs_a_series_enters_paper_scores_and_acknowledges_the
     fill_date(series_tab, "First infusion", today)
     fill_date(series_tab, "Last infusion", today)
     series_tab.get_by_role("spinbutton", name="Number of infusions").fill("1")
-    series_tab.get_by_role("button", name="Save series").click()
+    with script_run(page):
+        series_tab.get_by_role("button", name="Save series").click()
     expect(page.get_by_text("Series saved for P100")).to_be_visible()
 
     page.get_by_role("tab", name="Paper questionnaire").click()
     paper = page.get_by_role("tabpanel", name="Paper questionnaire")
     depression = paper.get_by_test_id("stExpander").filter(has_text="Depression")
     for number in range(1, 7):  # the depression questionnaire: all "Always" (severe)
-        question(depression, number).get_by_text("Always", exact=True).click()
-        wait_for_idle(page)
-    paper.get_by_role("button", name="Save paper questionnaire").click()
+        with script_run(page):
+            question(depression, number).get_by_text("Always", exact=True).click()
+    with script_run(page):
+        paper.get_by_role("button", name="Save paper questionnaire").click()
     expect(page.get_by_text(re.compile(r"The depression score is \d+\.\d \(severe\)"))).to_be_visible(timeout=30_000)
     screenshot(page, "journey-record")
 
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Alerts").click()
+    with script_run(page):
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Alerts").click()
     expect(page.get_by_text("no question about suicide")).to_be_visible()
     card = page.locator("[class*='st-key-alert-']").filter(has_text="P100")
     expect(card).to_contain_text("High priority")
     screenshot(page, "journey-alerts")
-    card.get_by_role("button", name="Acknowledge").click()
-    wait_for_idle(page)
+    with script_run(page):
+        card.get_by_role("button", name="Acknowledge").click()
     expect(page.locator("[class*='st-key-alert-']").filter(has_text="P100")).to_have_count(0)
 
     from outcomes import storage
