@@ -40,6 +40,7 @@ DOSE_RANGE = (0.05, 2.0)  # mg/kg: sub-anaesthetic infusion doses; outside this 
 #: ``<domain>_sf<form>_v<version>``; which keys exist is the instrument registry's business.
 FORM_KEY = re.compile(r"[a-z][a-z_]*[a-z]_sf\w+_v\d+\.\d+", re.ASCII)
 EARLIEST = date(1900, 1, 1)
+MAX_WHOLE = 2 ** 53  # the largest whole number a field accepts, whatever its range says
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{2,63}", re.ASCII)
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -111,6 +112,8 @@ class _Fields:
             comma = "; use a decimal point, not a comma" if isinstance(value, str) and "," in value else ""
             return self.fail(f"{name} must be {kind} {span}{unit}, got {value!r}{comma}")
         ok = math.isfinite(number) and (not integer or number.is_integer())
+        # A whole number past 2**53 is no count or year anyone meant (and past 2**63 SQLite cannot store it).
+        ok = ok and not (integer and abs(number) > MAX_WHOLE)
         if not ok or number < low or number > high or (above and number == low):
             return self.fail(f"{name} must be {kind} {span}{unit}, got {value!r}")
         return int(number) if integer else number

@@ -11,6 +11,7 @@ import pytest
 from outcomes import clinic, importing, storage
 from outcomes.errors import ImportRejected, ValidationError
 from outcomes.settings import load_settings
+from outcomes.domains import load_domains
 
 TODAY = date(2025, 6, 1)
 PATIENTS = (
@@ -123,7 +124,7 @@ P009,2025-01-06,2025-01-10,0,
 P002,06/01/2025,2025-01-10,5,
 """
 BAD_SCORES = """patient_id,assessed_on,domain,t_score,se,form
-P001,2025-01-06,anxiety,66,,
+P001,2025-01-06,mood,66,,
 P002,2025-01-06,depression,101,,
 P003,2025-07-01,depression,50,,
 P002,2025-01-07,depression,55,,pain_interference_sf6a_v1.0
@@ -149,7 +150,7 @@ def test_any_bad_line_rejects_the_whole_import_and_every_line_is_listed(db, file
         "series.csv line 3: patient 'P009' is not in the database or in patients.csv; add the patient first",
         ("series.csv line 4: first_infusion must be a date written YYYY-MM-DD (for example 2024-03-15), "
          "got '06/01/2025'"),
-        "scores.csv line 2: domain must be one of pain_interference, depression, physical_function, got 'anxiety'",
+        "scores.csv line 2: domain must be one of " + ", ".join(load_domains()) + ", got 'mood'",
         "scores.csv line 3: t_score must be a number from 0 to 100, got '101'",
         "scores.csv line 4: assessed_on 2025-07-01 is in the future (today is 2025-06-01)",
         "scores.csv line 5: form pain_interference_sf6a_v1.0 does not belong to domain depression",

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from outcomes import storage
 from outcomes.errors import DuplicateRecord, NotFound, StorageUnavailable, ValidationError
+from outcomes.domains import load_domains
 
 DOMAINS = ("pain_interference", "depression", "physical_function")  # the domains these tests write
 
@@ -224,7 +225,7 @@ SCORE_ERRORS = [
     ({"t": "high"}, "t_score must be a number from 0 to 100, got 'high'"),
     ({"t": True}, "t_score must be a number"),
     ({"se": 0}, "se must be a number above 0 and at most 50, got 0"),
-    ({"domain": "anxiety"}, "domain must be one of pain_interference, depression, physical_function, got 'anxiety'"),
+    ({"domain": "mood"}, "domain must be one of " + ", ".join(load_domains()) + ", got 'mood'"),
     ({"on": "2025-06-02"}, "assessed_on 2025-06-02 is in the future (today is 2025-06-01)"),
     ({"on": "2025-6-2"}, "assessed_on must be a date written YYYY-MM-DD"),
     ({"method": "guess"}, "method must be one of table, pattern, prorated, imported, got 'guess'"),
