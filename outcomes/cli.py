@@ -152,10 +152,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     stderr = stderr or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
-    unknown = [d for override in getattr(args, "mcid", ()) for d in override if d not in load_settings().domains]
-    if unknown:
-        parser.error(f"argument --mcid: unknown domain {unknown[0]!r}; expected one of "
-                     f"{', '.join(load_settings().domains)}")
+    if overrides := getattr(args, "mcid", None):
+        known = load_settings().domains
+        if unknown := [d for override in overrides for d in override if d not in known]:
+            parser.error(f"argument --mcid: unknown domain {unknown[0]!r}; expected one of {', '.join(known)}")
     try:
         return _run(args, stdout)
     except OutcomesError as exc:

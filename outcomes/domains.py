@@ -178,13 +178,7 @@ class Domains(Mapping[str, Domain]):
 
 @functools.cache
 def _load(folder: Path) -> Domains:
-    path = folder / "forms.toml"
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InstrumentDefinitionError(f"{path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InstrumentDefinitionError(f"forms.toml is not valid TOML: {exc}") from None
+    spec = _read_toml(folder / "forms.toml")
     presets = _table(spec, "meaningful_change_presets", "forms.toml")
     if not all(isinstance(v, str) and v for v in presets.values()):
         raise InstrumentDefinitionError("forms.toml [meaningful_change_presets]: each preset needs a label")
@@ -198,7 +192,7 @@ def load_domains(instruments_dir: Path | str | None = None) -> Domains:
 
     Raises :class:`~outcomes.errors.InstrumentDefinitionError` naming the table and field at fault.
     """
-    return _load(Path(instruments_dir or SHIPPED_DIR).resolve())
+    return _load(Path(instruments_dir or SHIPPED_DIR))
 
 
 load_domains.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
@@ -214,9 +208,7 @@ def _domain(name: str, entry: Mapping[str, Any], presets: Mapping[str, str]) -> 
     where = f"forms.toml [domains.{name}]"
     if not re.fullmatch(r"[a-z][a-z_]*[a-z]", name):
         raise InstrumentDefinitionError(f"{where}: a domain name is lower-case letters and underscores")
-    if unknown := sorted(set(entry) - _FIELDS):
-        raise InstrumentDefinitionError(f"{where}: unknown field(s) {', '.join(unknown)}; "
-                                        f"allowed: {', '.join(sorted(_FIELDS))}")
+    _no_unknown_fields(entry, _FIELDS, where)
     worse = _get(entry, "higher_is_worse", bool, where)
     bands = _bands(entry, worse, where)
     changes: dict[str, Threshold] = {}
@@ -281,20 +273,37 @@ def _bands(entry: Mapping[str, Any], worse: bool, where: Where) -> SeverityBands
     return SeverityBands(worse, cuts, labels, _get(entry, "severity_source", str, where))
 
 
+# Shared with outcomes/instruments.py, which loads the rest of forms.toml with the same messages.
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InstrumentDefinitionError(f"{path.name}: file not found in {path.parent}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InstrumentDefinitionError(f"{path.name} is not valid TOML: {exc}") from None
+
+
 def _table(spec: Mapping[str, Any], name: str, where: Where) -> dict[str, Any]:
     value = spec.get(name)
     if not isinstance(value, dict):
-        raise InstrumentDefinitionError(f"{where}: [{name}] is missing or not a table")
+        raise InstrumentDefinitionError(f"{where}: expected a table {name!r}")
     return value
 
 
 def _get(entry: Any, name: str, kind: type | tuple[type, ...], where: Where) -> Any:
     if not isinstance(entry, Mapping) or name not in entry:
-        raise InstrumentDefinitionError(f"{where}: {name} is missing")
+        raise InstrumentDefinitionError(f"{where}: missing field {name!r}")
     value = entry[name]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise InstrumentDefinitionError(f"{where}: {name} has the wrong type ({type(value).__name__})")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # bool is an int
+        raise InstrumentDefinitionError(f"{where}: field {name!r} has the wrong type ({value!r})")
     return value
+
+
+def _no_unknown_fields(entry: Mapping[str, Any], allowed: Iterable[str], where: Where) -> None:
+    if unknown := sorted(set(entry) - set(allowed)):
+        raise InstrumentDefinitionError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                                        f"allowed: {', '.join(sorted(allowed))}")
 
 
 def _number(value: Any, where: Where) -> float:

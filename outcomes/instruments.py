@@ -24,14 +24,14 @@ from __future__ import annotations
 import csv
 import functools
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .domains import SHIPPED_DIR, Domain, Domains, SeverityBands, load_domains
+from .domains import (SHIPPED_DIR, Domain, Domains, SeverityBands, _get, _no_unknown_fields, _read_toml, _table,
+                      load_domains)
 from .errors import InstrumentDefinitionError, UnknownForm
 
 #: ``<domain>_sf<form>_v<version>``, the naming of the table files (SOURCES.md, "Files").
@@ -244,37 +244,6 @@ def severity_band(domain: str | Domain, t: float, registry: Registry | None = No
     if isinstance(domain, str):
         domain = registry_or_shipped(registry).domain(domain)
     return domain.bands.label(t)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InstrumentDefinitionError(f"{path.name}: file not found in {path.parent}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InstrumentDefinitionError(f"{path.name} is not valid TOML: {exc}") from None
-
-
-def _table(spec: Mapping[str, Any], name: str, where: Where) -> dict[str, Any]:
-    value = spec.get(name)
-    if not isinstance(value, dict):
-        raise InstrumentDefinitionError(f"{where}: expected a table {name!r}")
-    return value
-
-
-def _get(entry: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: Where) -> Any:
-    if name not in entry:
-        raise InstrumentDefinitionError(f"{where}: missing field {name!r}")
-    value = entry[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # bool is an int
-        raise InstrumentDefinitionError(f"{where}: field {name!r} has the wrong type ({value!r})")
-    return value
-
-
-def _no_unknown_fields(entry: Mapping[str, Any], allowed: set[str], where: Where) -> None:
-    if unknown := sorted(set(entry) - allowed):
-        raise InstrumentDefinitionError(f"{where}: unknown field(s) {', '.join(unknown)}; "
-                                        f"allowed: {', '.join(sorted(allowed))}")
 
 
 def _rows(path: Path, columns: tuple[str, ...], name: str) -> list[tuple[Where, dict[str, str]]]:

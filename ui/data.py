@@ -118,14 +118,9 @@ def summary(db_path: str | None = None) -> dict[str, Any]:
     return _summary(path, data_version(path))
 
 
-@st.cache_resource(show_spinner=False)
-def _registry(instruments_dir: str, wording_file: str | None) -> instruments.Registry:
-    return instruments.load_registry(instruments_dir, wording_file)
-
-
 def registry() -> instruments.Registry:
-    s = settings()
-    return _registry(str(s.instruments_dir), str(s.item_wording_file) if s.item_wording_file else None)
+    """The settings' registry (loaded once per process and pair of paths, ``Settings.registry``)."""
+    return settings().registry
 
 
 def user_count() -> int:

@@ -9,6 +9,7 @@ check too (sex codes, methods, sources, adverse-event kinds, roles, dose range, 
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable
@@ -93,34 +94,14 @@ def _initial_schema(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0002_accounts_checkins_alerts")
-def _accounts_checkins_alerts(db: Database) -> None:
-    _run(db, "0002_accounts_checkins_alerts")
-
+# Migrations that are their SQL file and nothing else.
+for _name in ("0002_accounts_checkins_alerts", "0003_cohort_read_index", "0004_clinic_record",
+              "0005_account_hardening", "0006_audit_hardening"):
+    MIGRATIONS(name=_name)(functools.partial(_run, name=_name))
 
 #: Covering index of load_cohort_scores: superseded_by (always NULL here) is a column too, because SQLite
 #: 3.40 reads the table to check a partial index's WHERE otherwise.
 COHORT_INDEX = migration_statements("0003_cohort_read_index")[0]
-
-
-@MIGRATIONS(name="0003_cohort_read_index")
-def _cohort_read_index(db: Database) -> None:
-    _run(db, "0003_cohort_read_index")
-
-
-@MIGRATIONS(name="0004_clinic_record")
-def _clinic_record(db: Database) -> None:
-    _run(db, "0004_clinic_record")
-
-
-@MIGRATIONS(name="0005_account_hardening")
-def _account_hardening(db: Database) -> None:
-    _run(db, "0005_account_hardening")
-
-
-@MIGRATIONS(name="0006_audit_hardening")
-def _audit_hardening(db: Database) -> None:
-    _run(db, "0006_audit_hardening")
 
 
 @MIGRATIONS(name="0007_diagnosis_codes")
