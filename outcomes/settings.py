@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -143,12 +144,57 @@ def parse_mcid_overrides(value: Any) -> dict[str, float]:
     return result
 
 
+def _parse_text(max_len: int) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if len(text) > max_len or any(ch in text for ch in "\r\n\x00"):
+            raise ValueError(f"expected one line of at most {max_len} characters")
+        return text
+
+    return parse
+
+
+def _parse_choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _parse_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if text and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/\-]*)?", text):
+        raise ValueError(f"expected an address such as https://outcomes.clinic.example, got {value!r}")
+    return text
+
+
+def _parse_region(value: Any) -> str:
+    text = str(value).strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", text):
+        raise ValueError(f"expected a two-letter country code such as US or GB, got {value!r}")
+    return text
+
+
+def _parse_quiet_hours(value: Any) -> tuple[int, int] | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"([0-9]{1,2})-([0-9]{1,2})", text)
+    if not match or not all(0 <= int(h) <= 23 for h in match.groups()) or match[1] == match[2]:
+        raise ValueError(f"expected START-END hours from 0 to 23 such as 21-8, or empty, got {value!r}")
+    return int(match[1]), int(match[2])
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     name: str
     default: Any
     parse: Callable[[Any], Any]
     help: str
+    secret: bool = False
 
     @property
     def env_var(self) -> str:
@@ -176,9 +222,24 @@ REGISTRY: tuple[SettingSpec, ...] = (
     SettingSpec("timezone", "", _parse_timezone,
                 "The clinic's IANA time zone (e.g. America/Chicago), which dates check-ins; empty: the server's."),
     SettingSpec("checkin_cadence_days", 7, _parse_int(1, 90),
-                "Days between check-ins: a check-in is due this many days after the last one."),
-    SettingSpec("checkin_overdue_days", 3, _parse_int(0, 60),
-                "Grace days after a check-in falls due before it is shown as overdue."),
+                "Days between follow-up slots after a series (slot k is due on the last infusion + k times this), "
+                "and how long each slot stays open."),
+    SettingSpec("checkin_overdue_days", 2, _parse_int(0, 60),
+                "Days after a slot falls due before it shows as overdue (2: overdue from day 3 of the slot)."),
+    SettingSpec("baseline_due_days", 7, _parse_int(0, 365),
+                "The baseline questionnaire falls due this many days before the first infusion (or when the "
+                "series is planned, if later); it stays open until the first infusion."),
+    SettingSpec("reminder_after_days", 2, _parse_int(1, 30),
+                "Days after the invitation (sent on the due day) that the one reminder is sent."),
+    SettingSpec("call_list_after_days", 3, _parse_int(1, 30),
+                "Days after a slot falls due, still undone, that the patient joins the staff call list."),
+    SettingSpec("baseline_forms", (), _parse_str_list,
+                "Form keys asked at the baseline before a series; empty: the checkin_forms."),
+    SettingSpec("weekly_forms", (), _parse_str_list,
+                "Form keys asked at a weekly follow-up slot; empty: the checkin_forms."),
+    SettingSpec("timepoint_forms", (), _parse_str_list,
+                "Form keys asked at a formal time point (end of series, 1, 3 and 6 months); empty: the "
+                "checkin_forms."),
     SettingSpec("mcid_preset", "anchor", _parse_preset,
                 "Meaningful-change preset: anchor (3.0/3.5/3.0), lenient (2/3/2) or half_sd (5/5/5)."),
     SettingSpec("mcid", MappingProxyType({}), parse_mcid_overrides,
@@ -199,6 +260,34 @@ REGISTRY: tuple[SettingSpec, ...] = (
                 "How long a locked account stays locked."),
     SettingSpec("invitation_days", 7, _parse_int(1, 90),
                 "Days a patient's one-time invitation code stays valid."),
+    # Messages (docs/followup.md, docs/operations.md)
+    SettingSpec("clinic_name", "Your clinic", _parse_text(80),
+                "The clinic's name as it signs invitations and reminders."),
+    SettingSpec("public_url", "", _parse_url,
+                "The address patients open the app at (e.g. https://outcomes.clinic.example), for the links "
+                "in messages; required to send them."),
+    SettingSpec("phone_region", "US", _parse_region,
+                "Country (ISO 3166 code) of mobile numbers typed without a + and country code."),
+    SettingSpec("smtp_host", "", _parse_text(253), "SMTP server for email; empty: email is not sent."),
+    SettingSpec("smtp_port", 587, _parse_int(1, 65535), "SMTP port (587 for starttls, 465 for ssl)."),
+    SettingSpec("smtp_security", "starttls", _parse_choice("starttls", "ssl", "none"),
+                "starttls, ssl or none (none only for a relay on the same machine)."),
+    SettingSpec("smtp_user", "", _parse_text(253), "SMTP user name; empty: no login."),
+    SettingSpec("smtp_password", "", _parse_text(1000),
+                "SMTP password: from the environment or .streamlit/secrets.toml only.", secret=True),
+    SettingSpec("mail_from", "", _parse_text(254), "Sender address of invitations and reminders."),
+    SettingSpec("sms_provider", "twilio", _parse_choice("twilio"), "SMS provider (Twilio's REST API)."),
+    SettingSpec("sms_api_base", "https://api.twilio.com", _parse_url,
+                "Base URL of the SMS provider's API (tests point it at a fake provider on loopback)."),
+    SettingSpec("sms_account_sid", "", _parse_text(64), "Twilio account SID; empty: SMS is not sent."),
+    SettingSpec("sms_auth_token", "", _parse_text(200),
+                "Twilio auth token: from the environment or .streamlit/secrets.toml only.", secret=True),
+    SettingSpec("sms_from", "", _parse_text(32), "Sender number of text messages (E.164, e.g. +15005550006)."),
+    SettingSpec("message_max_attempts", 3, _parse_int(1, 20),
+                "Times a message is tried before it is given up and shown on the Reminders page."),
+    SettingSpec("quiet_hours", (21, 8), _parse_quiet_hours,
+                "Hours (clinic time zone, 24-hour clock) during which the remind command sends nothing, as "
+                "START-END; empty: none."),
 )
 
 _SPECS = {spec.name: spec for spec in REGISTRY}
@@ -224,6 +313,28 @@ class Settings:
     lockout_attempts: int
     lockout_minutes: int
     invitation_days: int
+    baseline_due_days: int = 7
+    reminder_after_days: int = 2
+    call_list_after_days: int = 3
+    baseline_forms: tuple[str, ...] = ()
+    weekly_forms: tuple[str, ...] = ()
+    timepoint_forms: tuple[str, ...] = ()
+    clinic_name: str = "Your clinic"
+    public_url: str = ""
+    phone_region: str = "US"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)
+    mail_from: str = ""
+    sms_provider: str = "twilio"
+    sms_api_base: str = "https://api.twilio.com"
+    sms_account_sid: str = ""
+    sms_auth_token: str = dataclasses.field(default="", repr=False)
+    sms_from: str = ""
+    message_max_attempts: int = 3
+    quiet_hours: tuple[int, int] | None = (21, 8)
     windows: tuple[Window, ...] = DEFAULT_WINDOWS
 
     def __post_init__(self) -> None:
@@ -238,6 +349,15 @@ class Settings:
         object.__setattr__(self, "mcid", MappingProxyType({d: merged[d] for d in domains if d in merged}))
         if not self.checkin_forms:
             object.__setattr__(self, "checkin_forms", domains.checkin_forms())
+        for kind in ("baseline", "weekly", "timepoint"):
+            if not getattr(self, f"{kind}_forms"):
+                object.__setattr__(self, f"{kind}_forms", self.checkin_forms)
+
+    def slot_forms(self, kind: str) -> tuple[str, ...]:
+        """The form keys a follow-up slot of this kind asks (``baseline``, ``weekly`` or ``timepoint``)."""
+        if kind not in ("baseline", "weekly", "timepoint"):
+            raise ValueError(f"unknown kind of slot {kind!r}; expected baseline, weekly or timepoint")
+        return getattr(self, f"{kind}_forms")
 
     @property
     def registry(self) -> Registry:
@@ -284,6 +404,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {spec.name: spec.default for spec in REGISTRY}
     sources: dict[str, tuple[str, Any]] = {}
 
+    # Secrets (SMTP password, SMS token) come from the environment or the [outcomes] table of the git-ignored
+    # .streamlit/secrets.toml, never from the config file (which a clinic may keep in version control).
+    secrets_file = Path(env.get("OUTCOMES_SECRETS_FILE", PROJECT_ROOT / ".streamlit" / "secrets.toml"))
+    if secrets_file.is_file():
+        try:
+            table = tomllib.loads(secrets_file.read_text(encoding="utf-8")).get("outcomes", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{secrets_file} is not valid TOML: {exc}") from None
+        for key, raw in (table.items() if isinstance(table, Mapping) else ()):
+            if key not in _SPECS or not _SPECS[key].secret:
+                raise ConfigError(f"{secrets_file}: [outcomes] holds only secrets "
+                                  f"({', '.join(s.name for s in REGISTRY if s.secret)}), not {key!r}")
+            sources[key] = (f"{key} in {secrets_file}", raw)
+
     config_file = env.get("OUTCOMES_CONFIG")
     if config_file:
         path = Path(config_file)
@@ -296,6 +430,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         for key, raw in data.items():
             if key not in _SPECS:
                 raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(_SPECS)}")
+            if _SPECS[key].secret:
+                raise ConfigError(f"{path}: {key} is a secret; set it in the environment ({_SPECS[key].env_var}) "
+                                  "or in the [outcomes] table of .streamlit/secrets.toml, not in the config file")
             sources[key] = (f"{key} in {path}", raw)
     for spec in REGISTRY:
         if spec.env_var in env:
@@ -323,6 +460,8 @@ def _show(value: Any) -> str:
             return str(value.relative_to(PROJECT_ROOT))
         except ValueError:
             return str(value)
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return "-".join(map(str, value))  # quiet hours
     if isinstance(value, tuple):
         return ",".join(value)
     if isinstance(value, Mapping):

@@ -25,7 +25,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import email_validator
 import pandas as pd
+import phonenumbers
 
 from .errors import ValidationError
 from .domains import load_domains
@@ -377,6 +379,78 @@ def clean_user(*, username: Any, role: Any, patient_id: Any = None, email: Any =
             f.fail(f"email {email!r} is not an email address such as name@hospital.org")
         else:
             values["email"] = text.lower()  # identity providers differ in case; addresses do not
+    return values, f.problems
+
+
+#: A patient's preferred channel for invitations and reminders (docs/followup.md).
+CHANNELS = ("email", "sms", "none")
+
+
+def clean_email(f: _Fields, name: str, value: Any) -> str | None:
+    """An email address checked and normalised by ``email-validator`` (syntax only: no DNS lookup)."""
+    if not f.required(name, value, False):
+        return None
+    if not isinstance(value, str):
+        return f.fail(f"{name} must be an email address such as name@example.org, got {value!r}")
+    try:
+        return email_validator.validate_email(value.strip(), check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        return f.fail(f"{name} {value.strip()!r} is not a valid email address ({exc}); "
+                      "write it as name@example.org")
+
+
+def clean_phone(f: _Fields, name: str, value: Any, *, region: str = "US") -> str | None:
+    """A mobile number as E.164 (``+15551234567``), parsed and checked by ``phonenumbers``; a number written
+    without ``+`` and country code is read as a number of ``region``."""
+    if not f.required(name, value, False):
+        return None
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else value
+    if not isinstance(text, str):
+        return f.fail(f"{name} must be a phone number such as +1 555 201 0123, got {value!r}")
+    try:
+        number = phonenumbers.parse(text.strip(), region or None)
+    except phonenumbers.NumberParseException as exc:
+        return f.fail(f"{name} {text.strip()!r} is not a phone number ({exc._msg}); write it with its "
+                      "country code, for example +1 555 201 0123")
+    if not phonenumbers.is_valid_number(number):
+        return f.fail(f"{name} {text.strip()!r} is not a valid phone number for its country; check the digits "
+                      "and the country code")
+    kind = phonenumbers.number_type(number)
+    if kind not in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        return f.fail(f"{name} {text.strip()!r} is not a mobile number; text messages need a mobile phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_contact(*, email: Any = None, phone: Any = None, channel: Any = None, consent_on: Any = None,
+                  region: str = "US", today: date | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Parse and check a patient's contact details for reminders.
+
+    ``channel`` is ``email``, ``sms`` or ``none`` (default ``none``); a channel other than ``none`` needs
+    its address and the date the patient consented (``consent_on``, not in the future). See
+    :func:`clean_patient` for the return value.
+
+    Example
+    -------
+    >>> clean_contact(email="Ann@Example.org", phone="(201) 555-0123", channel="sms",
+    ...               consent_on="2025-01-02")[0]["phone"]
+    '+12015550123'
+    >>> clean_contact(email="ann@", channel="email", consent_on="2025-01-02")[1][0][:30]
+    "email 'ann@' is not a valid em"
+    """
+    f = _Fields(today)
+    values = {
+        "email": clean_email(f, "email", email),
+        "phone": clean_phone(f, "phone", phone, region=region),
+        "channel": f.choice("channel", "none" if _missing(channel) else channel, CHANNELS),
+        "consent_on": f.day("consent_on", consent_on),
+    }
+    channel = values["channel"]
+    if channel == "email" and values["email"] is None and _missing(email):
+        f.fail("channel is email but no email address is given; add one or choose another channel")
+    if channel == "sms" and values["phone"] is None and _missing(phone):
+        f.fail("channel is sms but no mobile number is given; add one or choose another channel")
+    if channel in ("email", "sms") and values["consent_on"] is None and _missing(consent_on):
+        f.fail("consent_on is required to send messages: record the date the patient agreed to be contacted")
     return values, f.problems
 
 

@@ -53,8 +53,9 @@ def test_migrations_are_idempotent(db_path):
                                                                       "0005_account_hardening",
                                                                       "0006_audit_hardening",
                                                                       "0007_diagnosis_codes",
-                                                                      "0008_domains_as_data"]
-        assert storage.database_summary(db)["schema_version"] == 8
+                                                                      "0008_domains_as_data",
+                                                                      "0009_followup"]
+        assert storage.database_summary(db)["schema_version"] == 9
 
 
 def test_every_database_gets_its_own_secret(tmp_path):

@@ -80,7 +80,8 @@ def test_0008_keeps_every_row_link_index_trigger_and_audit_entry(tmp_path):
                    "entered_by, entered_at) VALUES (1, '2025-02-01', 'fatigue', 50, 'imported', 'import', 'x', 'x')")
     db.conn.close()
 
-    migrated = storage.connect(tmp_path / "old.db")
+    migrated = storage.open_db(tmp_path / "old.db")
+    storage.MIGRATIONS.apply(migrated, stop_before="0009_followup")  # later migrations add tables of their own
     assert [m.name for m in storage.MIGRATIONS.applied(migrated)][-1] == "0008_domains_as_data"
     assert _snapshot(migrated) == before
     assert migrated.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -18,6 +18,8 @@ surrogate keys (``patient_ref``, ``series_ref``...) stay inside the package; rea
 - ``throttle.py``: sign-in throttling and the browsers an account has signed in on.
 - ``alerts.py``: clinical alerts, and the scores the alert rules read.
 - ``backups.py``: online backup, backup checks, restore.
+- ``followup.py``: patients' contacts and consent, the message outbox, one-tap links, call outcomes,
+  reminder runs (the schedule's rules are :mod:`outcomes.followup`).
 
 The field rules (``clean_patient``, ``clean_series``, ``clean_infusion``, ``clean_adverse_event``,
 ``clean_score``, ``clean_user``) are pure and live in :mod:`outcomes.validation`, shared by the write verbs
@@ -54,6 +56,10 @@ from .connection import (PRIVATE_MODE, WRITE_WAIT_SECONDS, connect, data_version
                          is_synthetic, migrate, open_db, set_meta, transaction)
 from .corrections import (CHANGE_COLUMNS, cancel_series, correct_record, load_record_changes, record_owner,
                           set_disposition, void_record)
+from .followup import (CALL_COLUMNS, CONTACT_COLUMNS, LINK_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, add_call_outcome,
+                       add_link, cancel_messages, claim_messages, finish_message, finish_run, give_up_interrupted,
+                       load_call_outcomes, load_contacts, load_followup_inputs, load_links, load_outbox, load_runs,
+                       load_sent_steps, opt_out, plan_messages, revoke_links, set_contact, start_run, use_link)
 from .diagnoses import (add_diagnosis_code, code_patients_by_note, load_diagnosis_codes, load_diagnosis_notes,
                         load_patient_diagnoses, rename_diagnosis_code, retire_diagnosis_code, set_diagnosis_code)
 from .reads import (ASSESSMENT_COLUMNS, COHORT_EPISODE_COLUMNS, COHORT_SCORE_COLUMNS, SCORE_SUMMARY_COLUMNS,
@@ -63,7 +69,7 @@ from .reads import (ASSESSMENT_COLUMNS, COHORT_EPISODE_COLUMNS, COHORT_SCORE_COL
                     series_patient)
 from .records import (PLAN_AHEAD_DAYS, add_infusion, add_patient, add_series, plan_series,
                       save_assessment, save_checkin)
-from .schema import (CHANGE_ACTIONS, COHORT_INDEX, CORRECTABLE, DIAGNOSIS_LABEL_MAX, DIAGNOSIS_SEED, DISPOSITIONS,
+from .schema import (CALL_OUTCOMES, CHANNELS, LINK_PURPOSES, OUTBOX_STATUSES, STEPS, CHANGE_ACTIONS, COHORT_INDEX, CORRECTABLE, DIAGNOSIS_LABEL_MAX, DIAGNOSIS_SEED, DISPOSITIONS,
                      MIGRATIONS, PRIORITIES, RECORD_KINDS, SERIES_STATES, THROTTLE_SCOPES)
 from .throttle import (MAX_THROTTLE_DELAY, Bucket, Claim, claim_attempt, clear_throttle, client_label,
                        known_browser, remember_browser, settle_attempt, throttled)
@@ -112,6 +118,12 @@ __all__ = [
     "load_alert_candidates", "ALERT_COLUMNS", "ALERT_CANDIDATE_COLUMNS",
     # backup and restore
     "BackupCheck", "backup", "check_backup", "restore",
+    # follow-up: contacts, outbox, links, calls, reminder runs
+    "CHANNELS", "STEPS", "OUTBOX_STATUSES", "CALL_OUTCOMES", "LINK_PURPOSES", "CONTACT_COLUMNS", "OUTBOX_COLUMNS",
+    "LINK_COLUMNS", "CALL_COLUMNS", "RUN_COLUMNS", "set_contact", "opt_out", "load_contacts",
+    "load_followup_inputs", "plan_messages", "claim_messages", "finish_message", "cancel_messages",
+    "give_up_interrupted", "load_outbox", "load_sent_steps", "add_link", "use_link", "revoke_links", "load_links",
+    "add_call_outcome", "load_call_outcomes", "start_run", "finish_run", "load_runs",
 ]
 
 _UNSET = object()

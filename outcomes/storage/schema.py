@@ -1,6 +1,6 @@
 """The schema: the vocabularies of its CHECK constraints, and every migration in the order it is applied.
 
-:func:`~outcomes.storage.connection.migrate` applies ``MIGRATIONS`` (0001 to 0008, declared below in that
+:func:`~outcomes.storage.connection.migrate` applies ``MIGRATIONS`` (0001 to 0009, declared below in that
 order), each from its frozen SQL file in ``migrations/``: existing databases were built from that text,
 so it never changes, and a schema change is a new migration at the end. The vocabularies the field rules
 check too (sex codes, methods, sources, adverse-event kinds, roles, dose range, vital signs) are defined in
@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from ..validation import VITALS
+from ..validation import CHANNELS, VITALS  # noqa: F401  (CHANNELS: the contacts CHECK)
 from .rows import _now
 
 
@@ -53,6 +53,12 @@ DIAGNOSIS_SEED = ("Complex regional pain syndrome", "Fibromyalgia", "Neuropathic
                   "Headache disorder", "Other chronic pain")
 DIAGNOSIS_LABEL_MAX = 80
 
+#: Follow-up (migration 0009, docs/followup.md).
+STEPS = ("invitation", "reminder", "test")  # what an outbox message is
+OUTBOX_STATUSES = ("planned", "sending", "sent", "failed", "gave_up", "cancelled")
+CALL_OUTCOMES = ("completed_by_phone", "no_answer", "declined", "wrong_number")
+LINK_PURPOSES = ("checkin", "stop")
+
 
 # Migrations, in the order they are applied -------------------------------------------------------------
 #
@@ -68,6 +74,8 @@ DIAGNOSIS_LABEL_MAX = 80
 #   0006  audit log append-only even for clients without recursive triggers
 #   0007  diagnosis codes, seeded with a starter list
 #   0008  domains are data: no CHECK names a domain any more (the write path checks the registry)
+#   0009  follow-up: patients' contacts and consent, the message outbox, one-tap check-in links, call
+#         outcomes, reminder runs (docs/followup.md)
 
 MIGRATIONS = Migrations("outcomes")
 MIGRATION_DIR = Path(__file__).with_name("migrations")
@@ -147,3 +155,6 @@ def _domains_as_data(db: Database) -> None:
         conn.execute("PRAGMA writable_schema = OFF")
     if (problem := conn.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
         raise RuntimeError(f"migration 0008: quick_check after the schema rewrite says {problem!r}")
+
+
+MIGRATIONS(name="0009_followup")(functools.partial(_run, name="0009_followup"))
