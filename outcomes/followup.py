@@ -193,9 +193,10 @@ def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule
     day_keys = np.sort(patients.get_indexer(days["patient_id"]).astype(np.int64) * shift
                        + _days(days["assessed_on"]) + offset)
     code = patients.get_indexer(pid[rows]).astype(np.int64) * shift
+    day_keys = np.r_[day_keys, np.iinfo(np.int64).max]  # a sentinel after every real day
     at = np.searchsorted(day_keys, code + opens + offset, side="left")
-    found = at < len(day_keys)
-    hit = np.where(found, day_keys[np.minimum(at, len(day_keys) - 1)], -1)
+    hit = day_keys[at]
+    found = at < len(day_keys) - 1
     done = found & (hit <= code + closes + offset)
     done_on = np.where(done, hit - code - offset, _NAT)
 
