@@ -9,9 +9,13 @@ patient's latest score per domain only, so a history import does not flood the a
 Files (UTF-8, comma-separated, a header line; surrounding spaces and a BOM are ignored, header names
 are case-insensitive, extra columns are ignored):
 
-- ``patients.csv``: ``patient_id`` and optionally ``diagnosis, sex, birth_year, enrolled_on``
+- ``patients.csv``: ``patient_id`` and optionally ``diagnosis, sex, birth_year, enrolled_on`` and the
+  contact for reminders ``email, phone, channel`` (``email``, ``sms`` or ``none``; a channel other than
+  ``none`` records the patient's consent as ``imported``, by the importing user, on the import day)
 - ``series.csv``: ``patient_id, first_infusion, last_infusion, infusions`` and optionally
-  ``protocol, dose_mg_per_kg, notes``
+  ``protocol, dose_mg_per_kg, notes``; a first infusion ahead of today makes a planned series (at most
+  ``storage.PLAN_AHEAD_DAYS`` ahead), whose infusions are logged day by day; a series under way (first
+  infusion given, last ahead) is refused
 - ``scores.csv``: ``patient_id, assessed_on, domain, t_score`` and optionally ``se, form``
 
 Line numbers in messages are the ones a spreadsheet shows: the header is line 1.
@@ -50,7 +54,7 @@ __all__ = ["ALERT_SCOPE", "COLUMNS", "ImportBatch", "ImportResult", "ImportSumma
 
 #: Required and optional columns of each file.
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "patients": (("patient_id",), ("diagnosis", "sex", "birth_year", "enrolled_on")),
+    "patients": (("patient_id",), ("diagnosis", "sex", "birth_year", "enrolled_on", "email", "phone", "channel")),
     "series": (("patient_id", "first_infusion", "last_infusion", "infusions"),
                ("protocol", "dose_mg_per_kg", "notes")),
     "scores": (("patient_id", "assessed_on", "domain", "t_score"), ("se", "form")),
@@ -299,8 +303,9 @@ def import_files(db: Any, patients: Source | None = None, series: Source | None 
     dry_run
         Check everything and count what would be added, without writing (and without alerts).
     now, settings
-        When the alerts are raised (default: the clock) and the settings whose thresholds they use
-        (default: :func:`outcomes.settings.load_settings`).
+        When the alerts are raised (default: the clock) and the settings whose thresholds they use, and
+        whose ``phone_region`` reads numbers without a country code (default:
+        :func:`outcomes.settings.load_settings`).
 
     Returns
     -------
@@ -314,14 +319,15 @@ def import_files(db: Any, patients: Source | None = None, series: Source | None 
         With every problem, by file and line; nothing is written.
     """
     batch = read_import_files(patients, series, scores)
+    settings = load_settings() if settings is None else settings
 
     def write() -> ImportSummary:
         return storage.import_records(db, batch.patients, batch.series, batch.scores, entered_by=entered_by,
-                                      known_forms=known_forms, today=today, dry_run=dry_run)
+                                      known_forms=known_forms, today=today, dry_run=dry_run,
+                                      region=settings.phone_region)
 
     if dry_run:
         return ImportResult(**dataclasses.asdict(write()))
-    settings = load_settings() if settings is None else settings
     scored = [] if batch.scores is None else batch.scores["patient_id"]
     # No data_version bump of its own: a re-import that adds nothing changes nothing (the import and the
     # alerts bump it when they write).

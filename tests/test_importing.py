@@ -46,7 +46,7 @@ def files(tmp_path):
 
 
 def run(db, paths, **kw):
-    return importing.import_files(db, entered_by="import", today=TODAY, **paths, **kw)
+    return importing.import_files(db, entered_by="import", **{"today": TODAY, **kw}, **paths)
 
 
 def test_import_writes_every_file(db, files):
@@ -362,4 +362,161 @@ def test_the_scores_and_their_alerts_are_stored_together_or_not_at_all(db, files
     before = dump(db)
     with pytest.raises(RuntimeError, match="could not be stored"):
         alerting(db, files(scores=SCORES + SEVERE))
+    assert dump(db) == before
+
+
+# Contacts in patients.csv and planned series in series.csv (issue 15) ---------------------------------
+
+CONTACTS = (
+    "patient_id,sex,email,phone,channel\n"
+    "P001,F,ann@example.org,(201) 555-0123,sms\n"
+    "P002,M,,,\n"
+    "P003,,bob@example.com,,email\n"
+    "P004,,,+1 201 555 0145,none\n"
+)
+
+
+def test_patients_csv_carries_contacts_with_imported_consent(db, files):
+    summary = run(db, files(patients=CONTACTS, series=None, scores=None))
+    assert (summary.patients_added, summary.contacts_added) == (4, 3)
+    assert "contacts: 3 added, 0 already present" in summary.describe()
+    c = storage.load_contacts(db).set_index("patient_id")
+    assert c.index.tolist() == ["P001", "P003", "P004"]  # P002 gives no contact cell: no contact row
+    assert c.loc["P001", ["email", "phone", "channel"]].tolist() == ["ann@example.org", "+12015550123", "sms"]
+    assert c.loc["P003", ["channel", "consent_how", "consent_by"]].tolist() == ["email", "imported", "import"]
+    assert c.loc["P001", "consent_on"] == pd.Timestamp(TODAY)  # the import day
+    # Channel none: the number is kept, nothing is sent, and no consent is recorded.
+    assert c.loc["P004", "channel"] == "none" and pd.isna(c.loc["P004", "consent_on"])
+    assert c.loc["P004", "consent_how"] is None
+
+
+def test_phone_numbers_without_country_code_read_in_the_phone_region(db, files):
+    settings = load_settings({"OUTCOMES_PHONE_REGION": "GB"})
+    run(db, files(patients="patient_id,phone,channel\nP001,07400 123456,sms\n", series=None, scores=None),
+        settings=settings)
+    assert storage.load_contacts(db)["phone"].tolist() == ["+447400123456"]
+
+
+def test_bad_contact_cells_are_listed_by_line_and_field_and_nothing_is_stored(db, files, dump):
+    before = dump(db)
+    patients = ("patient_id,sex,email,phone,channel\n"
+                "P001,F,ann@,,email\n"
+                "P002,,,123,sms\n"
+                "P003,,c@example.org,,fax\n"
+                "P004,,,,email\n"
+                "P005,,,+44 20 7946 0000,sms\n"
+                "P006,female,d@example.org,,email\n")
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=patients, series=None, scores=None))
+    problems = caught.value.problems
+    assert [p.split(":")[0] for p in problems] == ["patients.csv line " + n for n in "234567"]
+    assert problems[0].startswith("patients.csv line 2: email 'ann@' is not a valid email address")
+    assert problems[1].startswith("patients.csv line 3: phone '123' is not a valid phone number")
+    assert problems[2] == "patients.csv line 4: channel must be one of email, sms, none, got 'fax'"
+    assert problems[3] == ("patients.csv line 5: channel is email but no email address is given; add one or "
+                           "choose another channel")
+    assert "is not a mobile number" in problems[4]  # a landline cannot take text messages
+    assert problems[5] == "patients.csv line 7: unknown sex code 'female': use F, M or X, or leave it empty"
+    assert dump(db) == before
+
+
+def test_reimporting_contacts_changes_nothing_and_a_different_contact_is_a_conflict(db, files, dump):
+    run(db, files(patients=CONTACTS, series=None, scores=None))
+    before = dump(db)
+    again = run(db, files(patients=CONTACTS, series=None, scores=None), today=date(2025, 7, 1))
+    assert (again.added, again.contacts_present) == (0, 3)
+    assert dump(db) == before  # not even consent_on or updated_at moves
+    changed = CONTACTS.replace("bob@example.com", "robert@example.com")
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=changed, series=None, scores=None))
+    assert caught.value.problems == [
+        "patients.csv line 4: the contact details of 'P003' are already in the database with email "
+        "'bob@example.com' (file: 'robert@example.com'); correct the file or edit the contact in the app"]
+    assert dump(db) == before
+
+
+def test_a_file_never_turns_messages_back_on_after_an_opt_out(db, files, dump):
+    run(db, files(patients=CONTACTS, series=None, scores=None))
+    storage.opt_out(db, "P001", by="dr.lee", now=datetime(2025, 6, 5, 9, tzinfo=UTC))
+    before = dump(db)
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=CONTACTS, series=None, scores=None))
+    assert caught.value.problems == [
+        "patients.csv line 2: patient 'P001' stopped messages on 2025-06-05; a file cannot turn them back on: "
+        "record the patient's new consent on the Record page"]
+    assert dump(db) == before
+
+
+def test_a_contact_for_a_patient_already_enrolled_is_added(db, files):
+    run(db, files(patients=PATIENTS, series=None, scores=None))
+    summary = run(db, files(patients="patient_id,email,channel\nP002,p2@example.org,email\n", series=None,
+                            scores=None))
+    assert (summary.patients_present, summary.contacts_added) == (1, 1)
+    assert storage.load_contacts(db)["patient_id"].tolist() == ["P002"]
+
+
+PLANNED = """patient_id,first_infusion,last_infusion,infusions,protocol
+P001,2025-06-10,2025-06-14,5,5-day 0.5 mg/kg
+P002,2025-02-03,2025-02-07,5,
+"""
+
+
+def test_a_future_first_infusion_is_a_planned_series(db, files):
+    summary = run(db, files(series=PLANNED, scores=None))
+    assert (summary.series_added, summary.series_planned) == (2, 1)
+    assert "1 of the series is planned (first infusion ahead)" in summary.describe()
+    row = db.execute("SELECT first_infusion, last_infusion, infusions, planned_first, planned_last, "
+                     "planned_infusions, by_day, state FROM series ORDER BY id").fetchall()
+    assert row == [("2025-06-10", "2025-06-14", 5, "2025-06-10", "2025-06-14", 5, 1, "planned"),
+                   ("2025-02-03", "2025-02-07", 5, None, None, None, 0, "given")]
+    # Stored as clinic.plan_series stores one: its infusions are logged day by day.
+    sid = db.execute("SELECT id FROM series WHERE state = 'planned'").fetchone()[0]
+    storage.add_infusion(db, series_id=sid, infused_on="2025-06-10", dose_mg_per_kg=0.5, duration_min=40,
+                         entered_by="nurse", today=date(2025, 6, 10))
+    assert db.execute("SELECT state, infusions FROM series WHERE id = ?", [sid]).fetchone() == ("given", 1)
+
+
+def test_reimporting_a_planned_series_after_it_began_or_ended_adds_nothing(db, files, dump):
+    run(db, files(series=PLANNED, scores=None))
+    sid = db.execute("SELECT id FROM series WHERE state = 'planned'").fetchone()[0]
+    for day in ("2025-06-11", "2025-06-12"):  # begun a day late
+        storage.add_infusion(db, series_id=sid, infused_on=day, dose_mg_per_kg=0.5, duration_min=40,
+                             entered_by="nurse", today=date(2025, 6, 12))
+    before = dump(db)
+    for today in (date(2025, 6, 1), date(2025, 6, 12), date(2025, 7, 1)):  # planned, under way, over
+        again = run(db, files(series=PLANNED, scores=None), today=today)
+        assert (again.added, again.series_present) == (0, 2), today
+    assert dump(db) == before
+
+
+def test_a_series_under_way_or_planned_too_far_ahead_is_refused(db, files, dump):
+    run(db, files(series=None, scores=None))
+    before = dump(db)
+    series = ("patient_id,first_infusion,last_infusion,infusions\n"
+              "P001,2025-05-30,2025-06-03,5\n"
+              "P002,2026-06-03,2026-06-07,5\n"
+              "P003,2025-06-10,2025-06-05,5\n"
+              "P003,2025-06-20,2025-06-24,0\n")
+    with pytest.raises(ImportRejected) as caught:
+        run(db, files(patients=None, series=series, scores=None))
+    assert caught.value.problems == [
+        "series.csv line 2: the series starting 2025-05-30 is under way (last_infusion 2025-06-03 is ahead, "
+        "today is 2025-06-01): import it once its last infusion is given, or plan it in the app and log its "
+        "infusions day by day",
+        "series.csv line 3: first_infusion 2026-06-03 is more than 366 days ahead (today is 2025-06-01); "
+        "a series can be planned at most 366 days ahead; check the year",
+        "series.csv line 4: last_infusion 2025-06-05 is before first_infusion 2025-06-10; swap or correct "
+        "the dates",
+        "series.csv line 5: infusions must be a whole number from 1 to 60, got '0'",
+    ]
+    assert dump(db) == before
+    # The limit itself is accepted.
+    edge = "patient_id,first_infusion,last_infusion,infusions\nP002,2026-06-02,2026-06-06,5\n"
+    assert run(db, files(patients=None, series=edge, scores=None)).series_planned == 1
+
+
+def test_a_dry_run_counts_planned_series_and_contacts_without_storing(db, files, dump):
+    before = dump(db)
+    summary = run(db, files(patients=CONTACTS, series=PLANNED.replace("P002", "P003"), scores=None), dry_run=True)
+    assert (summary.contacts_added, summary.series_planned, summary.dry_run) == (3, 1, True)
     assert dump(db) == before

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -14,9 +14,10 @@ import pandas as pd
 from sqlite_utils import Database
 
 from ..errors import ImportRejected, ValidationError
-from ..validation import _missing, _who, clean_patient, clean_score, clean_series
+from ..validation import (DOSE_RANGE, _Fields, _missing, _who, clean_contact, clean_patient, clean_score,
+                          clean_series)
 from .connection import _Rollback, _write, is_synthetic
-from .records import _store_score
+from .records import PLAN_AHEAD_DAYS, _store_score
 from .rows import _JSON_COMPACT, _insert, _now, _sql
 
 
@@ -32,20 +33,29 @@ class ImportSummary:
     scores_present: int = 0
     scores_superseded: int = 0
     dry_run: bool = False
+    #: Of the series added, those whose first infusion is ahead (stored as planned series).
+    series_planned: int = 0
+    contacts_added: int = 0
+    contacts_present: int = 0
 
     @property
     def added(self) -> int:
-        return self.patients_added + self.series_added + self.scores_added
+        return self.patients_added + self.series_added + self.scores_added + self.contacts_added
 
     @property
     def present(self) -> int:
-        return self.patients_present + self.series_present + self.scores_present
+        return self.patients_present + self.series_present + self.scores_present + self.contacts_present
 
     def describe(self) -> str:
         """One line for the CLI and the import page, e.g. ``0 added, 12 already present``."""
         verb = "would be added" if self.dry_run else "added"
+        kinds = ("patients", "series", "scores") + (
+            ("contacts",) if self.contacts_added or self.contacts_present else ())
         parts = [f"{k}: {getattr(self, k + '_added')} {verb}, {getattr(self, k + '_present')} already present"
-                 for k in ("patients", "series", "scores")]
+                 for k in kinds]
+        if self.series_planned:
+            parts.append(f"{self.series_planned} of the series {'are' if self.series_planned > 1 else 'is'} "
+                         "planned (first infusion ahead)")
         if self.scores_superseded:
             parts.append(f"{self.scores_superseded} of the scores replace an earlier T-score")
         return f"{self.added} {verb}, {self.present} already present ({'; '.join(parts)})."
@@ -99,8 +109,14 @@ def _plan(problems: list[str], rows: Iterable[tuple[str, int, dict[str, Any]]],
                 old is None or _sql(values["t_score"]) != old["t_score"]):
             present += 1
             continue
-        # Empty cells say nothing, so they never conflict with a stored value.
-        differs = [k for k in old or () if values[k] is not None and _sql(values[k]) != old[k]]
+        # Empty cells say nothing, so they never conflict with a stored value. A key may have several
+        # stored versions (a planned series: its plan, and what was given): matching any one is present.
+        candidates = old if isinstance(old, list) else [old]
+        differs = []
+        for old in candidates:
+            differs = [k for k in old or () if values[k] is not None and _sql(values[k]) != old[k]]
+            if not differs:
+                break
         if old is not None and not differs:
             present += 1
         elif differs and not supersede:
@@ -115,7 +131,7 @@ def _plan(problems: list[str], rows: Iterable[tuple[str, int, dict[str, Any]]],
 def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                    series_df: pd.DataFrame | None = None, scores_df: pd.DataFrame | None = None, *,
                    entered_by: str, known_forms: Collection[str] | None = None, today: date | None = None,
-                   dry_run: bool = False) -> ImportSummary:
+                   dry_run: bool = False, region: str = "US") -> ImportSummary:
     """Import patients, series and T-scores in one all-or-nothing transaction.
 
     Rows already present are skipped: the same patient ID with no differing field, a series with the
@@ -134,6 +150,15 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
         ``imported`` T-score.
     dry_run
         Validate and count, then roll back.
+    region
+        The country whose numbers a ``phone`` cell may give without ``+`` and country code (the
+        ``phone_region`` setting).
+
+    A series whose first infusion is ahead of ``today`` is stored as a planned series (as
+    :func:`plan_series` stores one, up to :data:`PLAN_AHEAD_DAYS` ahead); one under way (first infusion
+    given, last ahead) is refused. ``patients.csv`` may carry ``email, phone, channel``: the patient's
+    contact for reminders, consent recorded as ``imported`` on ``today`` by ``entered_by`` when the
+    channel is not ``none`` (docs/clinic-record.md, "Importing history").
 
     Raises
     ------
@@ -150,7 +175,8 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                 f"SELECT {', '.join(_PATIENT_FIELDS)} FROM patients")}
             patients, patients_present, in_file = _plan(
                 problems, _file_rows(patients_df, "patients"),
-                lambda row: clean_patient(**{k: row.get(k) for k in _PATIENT_FIELDS}, today=today),
+                lambda row: _with_contact(clean_patient(**{k: row.get(k) for k in _PATIENT_FIELDS}, today=today),
+                                          row, today=today or date.today(), region=region),
                 lambda where, row, values: None if values["patient_id"] is None else (values["patient_id"],),
                 stored, lambda key: f"patient {key[0]!r}")
 
@@ -173,13 +199,23 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                     return None if None in key else key
                 return key_of
 
-            stored = {(r[0], r[1]): dict(zip(_SERIES_FIELDS[1:], r[2:])) for r in conn.execute(
-                f"SELECT p.patient_id, {', '.join('s.' + f for f in _SERIES_FIELDS)} "
-                "FROM series s JOIN patients p ON p.id = s.patient_ref")}
+            stored = {}
+            plans = set()
+            for r in conn.execute(f"SELECT p.patient_id, {', '.join('s.' + f for f in _SERIES_FIELDS)}, "
+                                  "s.planned_first, s.planned_last, s.planned_infusions "
+                                  "FROM series s JOIN patients p ON p.id = s.patient_ref"):
+                stored.setdefault((r[0], r[1]), []).append(dict(zip(_SERIES_FIELDS[1:], r[2:7])))
+                if r[7] is not None:  # a planned series: its plan is how a file names it, even once begun
+                    plans.add((r[0], r[7]))
+                    stored.setdefault((r[0], r[7]), []).append(
+                        dict(zip(_SERIES_FIELDS[1:], (r[8], r[9], *r[4:7]))))
+            day = today or date.today()
             series, series_present, _ = _plan(
                 problems, _file_rows(series_df, "series"),
-                lambda row: clean_series(**{k: row.get(k) for k in _SERIES_FIELDS}, today=today),
+                lambda row: _clean_imported_series(row, today=day, plans=plans),
                 keyed("first_infusion"), stored, lambda key: f"the series of {key[0]!r} starting {key[1]}")
+            contacts, contacts_present = _plan_contacts(
+                conn, problems, _file_rows(patients_df, "patients"), today=day, region=region)
 
             stored = {r[:3]: {"t_score": r[3]} for r in conn.execute(
                 "SELECT p.patient_id, a.domain, a.assessed_on, a.t_score FROM assessments a "
@@ -206,14 +242,136 @@ def import_records(db: Database, patients_df: pd.DataFrame | None = None,
                 refs[values["patient_id"]] = _insert(conn, "patients", row)
             for (pid, _), values in series:
                 row = {"patient_ref": refs[pid], **values, "entered_by": who, "entered_at": at}
+                if values["first_infusion"] > day:  # stored as plan_series stores a plan
+                    row.update(planned_first=values["first_infusion"], planned_last=values["last_infusion"],
+                               planned_infusions=values["infusions"], by_day=1, state="planned")
                 _insert(conn, "series", row)
             superseded = sum(_store_score(conn, refs[key[0]], values, who, at)[1] for key, values in scores)
-            if dry_run or not (patients or series or scores):
+            for pid, values in contacts:
+                conn.execute(
+                    "INSERT INTO contacts (patient_ref, email, phone, channel, consent_on, consent_by, consent_how, "
+                    "updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [refs[pid], values["email"], values["phone"], values["channel"], _sql(values["consent_on"]),
+                     None if values["consent_on"] is None else who,
+                     None if values["consent_on"] is None else "imported", at, who])
+            if dry_run or not (patients or series or scores or contacts):
                 raise _Rollback  # nothing to keep: data_version stays, so no cache is emptied
     except _Rollback:
         pass
     return ImportSummary(len(patients), patients_present, len(series), series_present, len(scores),
-                         scores_present, superseded, dry_run)
+                         scores_present, superseded, dry_run,
+                         series_planned=sum(values["first_infusion"] > day for _, values in series),
+                         contacts_added=len(contacts), contacts_present=contacts_present)
+
+
+_CONTACT_FIELDS = ("email", "phone", "channel")
+
+
+def _clean_imported_series(row: Mapping[str, Any], *, today: date,
+                           plans: Collection[tuple[str, str]]) -> tuple[dict[str, Any], list[str]]:
+    """A ``series.csv`` row: a series given (both infusions on or before ``today``), or a planned series
+    (first infusion ahead, up to :data:`PLAN_AHEAD_DAYS`). A series under way (first infusion given, last
+    ahead) is refused: its infusions are logged day by day in the app, unless the row is the plan a
+    former import stored (``plans``: patient and planned first infusion), which a re-import finds present."""
+    if _missing(row.get("first_infusion")) or _clean_day(row.get("first_infusion"), today) <= today:
+        values, problems = clean_series(**{k: row.get(k) for k in _SERIES_FIELDS}, today=today)
+        pid = row.get("patient_id").strip() if isinstance(row.get("patient_id"), str) else row.get("patient_id")
+        first = values["first_infusion"]
+        ahead = [p for p in problems if p.startswith("last_infusion") and "in the future" in p]
+        if ahead:
+            problems = [p for p in problems if p not in ahead]
+            values["last_infusion"] = last = _clean_day(row.get("last_infusion"), today)
+            if first is None or (pid, first.isoformat()) not in plans:
+                problems.append(
+                    f"the series starting {first or row.get('first_infusion')} is under way (last_infusion {last} "
+                    f"is ahead, today is {today}): import it once its last infusion is given, or plan it in "
+                    "the app and log its infusions day by day")
+            # else: the plan of a series begun since a former import stored it, compared with that plan
+        return values, problems
+    # A planned series: the checks of plan_series.
+    f = _Fields(today)
+    first = f.day("first_infusion", row.get("first_infusion"), required=True, future_days=PLAN_AHEAD_DAYS)
+    if f.problems:
+        f.problems = [p.replace("check the year", f"a series can be planned at most {PLAN_AHEAD_DAYS} days "
+                                "ahead; check the year") for p in f.problems]
+    values = {
+        "first_infusion": first,
+        "last_infusion": f.day("last_infusion", row.get("last_infusion"), required=True,
+                               future_days=PLAN_AHEAD_DAYS + 366),
+        "infusions": f.number("infusions", row.get("infusions"), 1, 60, integer=True, required=True),
+        "protocol": f.text("protocol", row.get("protocol"), max_len=200),
+        "dose_mg_per_kg": f.number("dose_mg_per_kg", row.get("dose_mg_per_kg"), *DOSE_RANGE, unit=" mg/kg"),
+        "notes": f.text("notes", row.get("notes")),
+    }
+    last = values["last_infusion"]
+    if first and last and last < first:
+        f.fail(f"last_infusion {last} is before first_infusion {first}; swap or correct the dates")
+    return values, f.problems
+
+
+def _clean_day(value: Any, today: date) -> date:
+    """A cell's day when it is one (whatever its distance from today), else ``today`` (the field rules then
+    report the cell)."""
+    far = _Fields(today + timedelta(days=100 * 366))
+    day = far.day("day", value)
+    return today if day is None else day
+
+
+def _contact(row: Mapping[str, Any], *, today: date, region: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The contact cells a ``patients.csv`` row gives, their checked values and problems."""
+    given = {k: row.get(k) for k in _CONTACT_FIELDS if not _missing(row.get(k))}
+    if not given:
+        return given, {}, []
+    channel = given.get("channel")
+    channel = channel.strip().lower() if isinstance(channel, str) else channel
+    values, errs = clean_contact(email=given.get("email"), phone=given.get("phone"), channel=channel,
+                                 consent_on=today if channel in ("email", "sms") else None, region=region,
+                                 today=today)
+    return given, values, errs
+
+
+def _with_contact(checked: tuple[dict[str, Any], list[str]], row: Mapping[str, Any], *, today: date,
+                  region: str) -> tuple[dict[str, Any], list[str]]:
+    """A patient row's checked fields, with the problems of its contact cells, so a line's problems are
+    listed together."""
+    values, problems = checked
+    return values, problems + _contact(row, today=today, region=region)[2]
+
+
+def _plan_contacts(conn: sqlite3.Connection, problems: list[str],
+                   rows: Iterable[tuple[str, int, dict[str, Any]]], *, today: date,
+                   region: str) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """The contacts of ``patients.csv`` (optional columns ``email, phone, channel``): the new ones to store
+    and how many are already stored with the same values.
+
+    A channel other than ``none`` records consent as ``imported``, on ``today``, by the importing user. A
+    patient whose stored contact differs in a cell the file gives is a conflict (edit the contact in the
+    app), so a file never overrides what staff recorded, nor turns messages back on after an opt-out.
+    """
+    stored = {r[0]: dict(zip(_CONTACT_FIELDS + ("opted_out_at",), r[1:])) for r in conn.execute(
+        "SELECT p.patient_id, c.email, c.phone, c.channel, c.opted_out_at FROM contacts c "
+        "JOIN patients p ON p.id = c.patient_ref")}
+    new, present = [], 0
+    for where, _, row in rows:
+        pid = row.get("patient_id").strip() if isinstance(row.get("patient_id"), str) else row.get("patient_id")
+        given, values, errs = _contact(row, today=today, region=region)
+        if not given or errs or _missing(pid):
+            continue  # no contact cells, or errors the patients' rules reported (_with_contact)
+        old = stored.get(pid)
+        if old is None:
+            new.append((pid, values))
+            continue
+        differs = [k for k in given if values[k] != old[k]]
+        if not differs:
+            present += 1
+        elif "channel" in differs and old["opted_out_at"] is not None and values["channel"] != "none":
+            problems.append(f"{where}: patient {pid!r} stopped messages on {old['opted_out_at'][:10]}; a file "
+                            "cannot turn them back on: record the patient's new consent on the Record page")
+        else:
+            shown = ", ".join(f"{k} {old[k]!r} (file: {values[k]!r})" for k in differs)
+            problems.append(f"{where}: the contact details of {pid!r} are already in the database with {shown}; "
+                            "correct the file or edit the contact in the app")
+    return new, present
 
 
 def _values(df: pd.DataFrame, columns: Sequence[str], dates: Collection[str] = (),
