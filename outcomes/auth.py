@@ -136,6 +136,26 @@ class User:
 
 
 @dataclass(frozen=True)
+class LinkUser(User):
+    """A session opened by a one-tap check-in link (``outcomes.link_access``): it acts as the link's patient,
+    without an account, and only for :data:`LINK_ACTIONS` (the check-in and its result).
+
+    ``id`` is minus the link's id, so it never names a row of ``users``; ``username`` (``link:<id>``) is what
+    the audit log records as the actor. :func:`require_role` checks it against the link itself, never the
+    users table: a revoked or expired link ends what its session may do at the next call.
+    """
+
+    link_id: int = 0
+    expires_at: datetime | None = None
+
+
+#: All that a check-in link's session may do: open the check-in page, see whether the check-in is due, and
+#: send it (drafts are kept in the session only, so ``save_draft`` is not among them).
+LINK_ACTIONS = frozenset({"open_page", "checkin_due", "load_draft", "discard_draft", "submit_checkin"})
+LINK_ENDED = "This link can't be used any more. Ask your clinic for a new link."
+
+
+@dataclass(frozen=True)
 class Invitation:
     """A one-time code that lets a patient create their login; only its hash is stored."""
 
@@ -344,6 +364,8 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
     PermissionDenied
         With an ``access_denied`` audit entry.
     """
+    if isinstance(actor, LinkUser):
+        return _require_link(db, actor, roles, action=action, patient_id=patient_id)
     stored = storage.get_user(db, user_id=actor.id)
     if stored is None or not stored["active"] or stored["username"] != actor.username:
         _audit_denial(db, actor.username, action, patient_id, "account inactive or unknown")
@@ -358,6 +380,23 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
         raise PermissionDenied(f"Only a user with the {allowed} role can do this; you are signed in as "
                                f"{ROLE_LABELS[current.role].lower()}.")
     return current
+
+
+def _require_link(db: storage.Database, actor: LinkUser, roles: tuple[str, ...], *, action: str,
+                  patient_id: str | None) -> LinkUser:
+    """:func:`require_role` for a check-in link's session: the link must still be open (not revoked, not past
+    its expiry on the server's clock), the patient role allowed, and ``action`` one of :data:`LINK_ACTIONS`."""
+    links = storage.load_links(db, actor.patient_id) if actor.patient_id else None
+    row = None if links is None else next(
+        (r for r in links.itertuples() if r.link_id == actor.link_id and r.purpose == "checkin"), None)
+    if (row is None or actor.role != "patient" or not pd.isna(row.revoked_at)
+            or row.expires_at <= datetime.now(UTC)):
+        _audit_denial(db, actor.username, action, patient_id, "check-in link revoked or expired")
+        raise PermissionDenied(LINK_ENDED)
+    if "patient" not in roles or action not in LINK_ACTIONS:
+        _audit_denial(db, actor.username, action, patient_id, "a check-in link opens only the check-in")
+        raise PermissionDenied("A check-in link opens only your check-in. Sign in with your account to see more.")
+    return actor
 
 
 def require_patient_access(db: storage.Database, actor: User, patient_id: str, *, action: str,
