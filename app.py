@@ -27,13 +27,16 @@ else:
 
     try:
         demo = data.demo_mode()  # first: a demo session this server no longer offers is emptied before use
+        session.open_link()  # a one-tap link's token leaves the address bar before anything else is done
         user = session.current_user()
         if demo:
             st.warning("**Demo with synthetic data.** No real patient is in this database; accounts and "
                        "passwords are listed on the sign-in page.", icon=":material/science:")
-        first_run = user is None and not data.demo_mode() and data.user_count() == 0
+        link_page = user is None and session.link_page() is not None
+        first_run = user is None and not link_page and not data.demo_mode() and data.user_count() == 0
         page = navigation.build(user.role if user else None, first_run=first_run,
-                                must_change_password=bool(user and user.must_change_password))
+                                must_change_password=bool(user and user.must_change_password),
+                                link_session=session.is_link_session(user), link_page=link_page)
         if user is not None:
             session.sidebar(user)
         if toast := st.session_state.pop("app.toast", None):

@@ -26,6 +26,8 @@ answers: dict[str, dict[str, int | None]] = st.session_state[ANSWERS]
 
 def save_draft() -> None:
     widgets.sync_answers(forms, answers, key="checkin")
+    if session.is_link_session(user):
+        return  # a check-in link's session keeps its answers in the session only (docs/authentication.md)
     try:
         with data.database() as db:
             clinic.save_draft(db, user, user.patient_id, answers, now=session.now())
@@ -58,10 +60,13 @@ if result is not None:
     st.success("Thank you. Your answers are saved." + (" They replace today's earlier check-in." if result.replaced else ""))
     for domain in result.domains:
         (st.info if domain.scored else st.warning)(domain.message)
-    st.page_link("app_pages/progress.py", label="See my progress", icon=":material/show_chart:")
-    if st.button("Start another check-in"):
-        del st.session_state[RESULT]
-        st.rerun()
+    if session.is_link_session(user):  # a check-in link opens the check-in and this result, nothing else
+        st.caption("You can close this page now.")
+    else:
+        st.page_link("app_pages/progress.py", label="See my progress", icon=":material/show_chart:")
+        if st.button("Start another check-in"):
+            del st.session_state[RESULT]
+            st.rerun()
     st.caption(clinic.PATIENT_CRISIS_TEXT)
     st.stop()
 
@@ -78,7 +83,7 @@ st.progress((step + 1) / len(forms), text=f"Questionnaire {step + 1} of {len(for
 st.caption(data.registry().domain(form.domain).recall + " Answer what you can; you may leave a question out.")
 widgets.questionnaire(form, answers[form.key], key="checkin", on_change=save_draft)
 n_answered, need = widgets.answered(form, answers[form.key]), scoring.min_answered(form)
-st.caption(f"{n_answered} of {form.n_items} answered · saved as you go")
+st.caption(f"{n_answered} of {form.n_items} answered" + ("" if session.is_link_session(user) else " · saved as you go"))
 if n_answered < need:
     st.caption(f"This part can only be scored if at least {need} of the {form.n_items} questions are answered.")
 

@@ -382,15 +382,22 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
     return current
 
 
+def link_session_open(db: storage.Database, actor: LinkUser) -> bool:
+    """Whether the check-in link behind a link session still stands: a check-in link of the session's patient,
+    not revoked, and not past its expiry on the server's clock (not the caller's ``now``: a session must not
+    outlive its link whatever moment a caller passes)."""
+    links = storage.load_links(db, actor.patient_id) if actor.patient_id else None
+    row = None if links is None else next(
+        (r for r in links.itertuples() if r.link_id == actor.link_id and r.purpose == "checkin"), None)
+    return (row is not None and actor.role == "patient" and pd.isna(row.revoked_at)
+            and row.expires_at > datetime.now(UTC))
+
+
 def _require_link(db: storage.Database, actor: LinkUser, roles: tuple[str, ...], *, action: str,
                   patient_id: str | None) -> LinkUser:
     """:func:`require_role` for a check-in link's session: the link must still be open (not revoked, not past
     its expiry on the server's clock), the patient role allowed, and ``action`` one of :data:`LINK_ACTIONS`."""
-    links = storage.load_links(db, actor.patient_id) if actor.patient_id else None
-    row = None if links is None else next(
-        (r for r in links.itertuples() if r.link_id == actor.link_id and r.purpose == "checkin"), None)
-    if (row is None or actor.role != "patient" or not pd.isna(row.revoked_at)
-            or row.expires_at <= datetime.now(UTC)):
+    if not link_session_open(db, actor):
         _audit_denial(db, actor.username, action, patient_id, "check-in link revoked or expired")
         raise PermissionDenied(LINK_ENDED)
     if "patient" not in roles or action not in LINK_ACTIONS:

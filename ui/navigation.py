@@ -57,6 +57,11 @@ PUBLIC_PAGES: tuple[PageSpec, ...] = (
     _page("app_pages/invitation.py", "I have an invitation code", "mail", "", ""),
 )
 SETUP_PAGE = _page("app_pages/setup.py", "Set up", "rocket_launch", "", "")
+#: What a one-tap link that is not a check-in session opens: the friendly page of a link that cannot be used,
+#: and the "stop these messages" confirmation (docs/authentication.md, "One-tap links").
+LINK_PAGE = _page("app_pages/link.py", "Your clinic's link", "link", "", "")
+#: The only page a session opened by a check-in link registers.
+CHECKIN_PAGE = next(p for p in PAGES if p.path == "app_pages/checkin.py")
 
 
 def pages_for(role: str) -> tuple[PageSpec, ...]:
@@ -66,11 +71,18 @@ def pages_for(role: str) -> tuple[PageSpec, ...]:
 ACCOUNT_PAGE = next(p for p in PAGES if p.path == "app_pages/account.py")
 
 
-def build(role: str | None, *, first_run: bool = False, must_change_password: bool = False) -> StreamlitPage:
+def build(role: str | None, *, first_run: bool = False, must_change_password: bool = False,
+          link_session: bool = False, link_page: bool = False) -> StreamlitPage:
     """The navigation of one session: its role's pages, the sign-in pages, or the first-run setup.
 
     A user whose password was set by an administrator gets only "My account" until they choose their own.
+    A session opened by a check-in link (``link_session``) gets only the check-in page; a visitor whose link
+    was refused, or who opened a stop link (``link_page``), only the link page.
     """
+    if link_session:
+        return st.navigation(_st_pages([CHECKIN_PAGE]), position="hidden")
+    if role is None and link_page:
+        return st.navigation(_st_pages([LINK_PAGE]), position="hidden")
     if role is None:
         specs = (SETUP_PAGE,) if first_run else PUBLIC_PAGES
         return st.navigation(_st_pages(specs), position="hidden" if first_run else "sidebar")

@@ -25,6 +25,12 @@ caches) and answers ``/_stcore/metrics`` with 404 (it was public).
 Sessions end: after ``OUTCOMES_SESSION_IDLE_MINUTES`` without a script run, :data:`auth.MAX_SESSION_AGE`
 after signing in, and when the account's password is changed or reset (finding 6); :func:`watchdog` wakes
 just after the session's deadline while the page is open, so the screen is cleared on time (finding 7).
+
+**One-tap links** (docs/authentication.md, "One-tap links"): :func:`open_link` takes ``?checkin=<token>`` or
+``?stop=<token>`` out of the address at the first run, before anything else, and exchanges it
+(``outcomes.link_access``): a check-in link becomes a session of an :class:`auth.LinkUser` that registers
+only the check-in page and also ends when its link expires or is revoked; anything else opens the link page
+(app_pages/link.py) with :data:`LINK_PAGE_KEY`.
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ from typing import Any
 
 import streamlit as st
 
-from outcomes import auth, deployment, storage
-from outcomes.auth import User
+from outcomes import auth, deployment, link_access, links, storage
+from outcomes.auth import LinkUser, User
 from outcomes.errors import OutcomesError, PermissionDenied
 
 from . import data, widgets
@@ -53,6 +59,10 @@ SIGNED_IN_AT_KEY = "auth.signed_in_at"
 BROWSER_KEY = "auth.browser"
 NOTICE_KEY = "auth.notice"
 IDENTITY_REFUSED_KEY = "auth.identity_refused"
+#: What app_pages/link.py shows: ``{"kind": "refused" | "stop" | "stopped", "message": ..., "stop": StopLink}``.
+LINK_PAGE_KEY = "link.page"
+#: The query parameters of one-tap links (outcomes.links.PARAMETERS).
+LINK_PARAMETERS = tuple(links.PARAMETERS.values())
 
 #: The browser's cookie, its digest's header (set only by ServerGuard) and the key of that digest in st.user
 #: (``[server] trustedUserHeaders`` in .streamlit/config.toml maps the header to it).
@@ -195,6 +205,7 @@ class ServerGuard:
       ``HttpOnly; SameSite=Lax; Path=/``, ``Secure`` when the request came over HTTPS.
     * Removes any ``X-Outcomes-Browser`` header a client sent and, for a valid cookie, sets it to the
       cookie's digest, on every HTTP request and websocket handshake.
+    * Gives the app page's response ``Referrer-Policy: no-referrer`` (one-tap links' tokens, docs/authentication.md).
     * Drops ``clear_cache`` messages on the websocket and logs them.
     * Answers ``/_stcore/metrics`` with 404.
     """
@@ -219,10 +230,8 @@ class ServerGuard:
         scope = {**scope, "headers": headers}
         if scope["type"] == "websocket":
             await self.app(scope, self._filtered(receive, scope), send)
-        elif digest is None:
-            await self.app(scope, receive, self._with_cookie(send, scope))
         else:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._with_cookie(send, scope, cookie=digest is None))
 
     @staticmethod
     def _filtered(receive: Receive, scope: Scope) -> Receive:
@@ -239,7 +248,10 @@ class ServerGuard:
         return filtered
 
     @staticmethod
-    def _with_cookie(send: Send, scope: Scope) -> Send:
+    def _with_cookie(send: Send, scope: Scope, *, cookie: bool = True) -> Send:
+        """Add to the app page's (HTML) response ``Referrer-Policy: no-referrer`` (a one-tap link's token is in
+        that page's address until its first script run removes it, and the page's own requests must not
+        carry it to a proxy's log as their Referer) and, with ``cookie``, the browser's new cookie."""
         forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").decode("latin-1")
         secure = scope.get("scheme") == "https" or forwarded.split(",")[0].strip() == "https"
 
@@ -248,10 +260,14 @@ class ServerGuard:
                 headers = list(message.get("headers", []))
                 content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 if content_type.startswith(b"text/html"):
-                    cookie = (f"{BROWSER_COOKIE}={new_browser_cookie()}; Path=/; HttpOnly; SameSite=Lax; "
+                    headers = [(k, v) for k, v in headers if k.lower() != b"referrer-policy"]
+                    headers.append((b"referrer-policy", b"no-referrer"))
+                    message = {**message, "headers": headers}
+                if content_type.startswith(b"text/html") and cookie:
+                    value = (f"{BROWSER_COOKIE}={new_browser_cookie()}; Path=/; HttpOnly; SameSite=Lax; "
                               f"Max-Age={BROWSER_COOKIE_DAYS * 86400}" + ("; Secure" if secure else ""))
                     headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-                    headers += [(b"set-cookie", cookie.encode()), (b"cache-control", b"no-store")]
+                    headers += [(b"set-cookie", value.encode()), (b"cache-control", b"no-store")]
                     message = {**message, "headers": headers}
             await send(message)
         return sending
@@ -275,7 +291,10 @@ def current_user() -> User | None:
 
 def _ended(user: User, moment: datetime) -> bool:
     """Sign the session out with a notice if it must end; returns whether it did."""
-    if served() and st.session_state.get(BROWSER_KEY) != browser():
+    link = isinstance(user, LinkUser)
+    if link and not _link_stands(user, moment):
+        reason, notice = "check-in link expired or revoked", auth.LINK_ENDED
+    elif served() and st.session_state.get(BROWSER_KEY) != browser():
         reason, notice = "another browser", ("You were signed out because this session was opened from another "
                                              "browser. Sign in again.")
     elif _expired(moment):
@@ -294,8 +313,20 @@ def _ended(user: User, moment: datetime) -> bool:
     if oidc_configured() and st.user.get("is_logged_in", False):
         # Otherwise the identity provider's cookie would sign the person straight back in.
         st.logout()
-    sign_out(notice=notice)
+    sign_out(notice=None if link else notice)
+    if link:  # no sign-in page for someone who came by a link: the link page says what to do
+        if notice != auth.LINK_ENDED:
+            notice = f"{notice.split('.')[0]}. {auth.LINK_ENDED}"
+        st.session_state[LINK_PAGE_KEY] = {"kind": "refused", "message": notice}
     return True
+
+
+def _link_stands(user: LinkUser, moment: datetime) -> bool:
+    """Whether a link session's link is still open: before its expiry, and not revoked since."""
+    if user.expires_at is None or moment >= user.expires_at:
+        return False
+    with data.database() as db:
+        return auth.link_session_open(db, user)
 
 
 def _expired(moment: datetime) -> bool:
@@ -307,6 +338,8 @@ def _expired(moment: datetime) -> bool:
 
 
 def _credentials_changed(user: User) -> bool:
+    if isinstance(user, LinkUser):
+        return False  # no account behind it; its link is checked by _link_stands
     with data.database() as db:
         stored = storage.get_user(db, user_id=user.id)
     # Another account, a deactivated one or an unknown id are refused by every page (require_roles), which says
@@ -368,6 +401,9 @@ def watch_interval(moment: datetime) -> float:
     """
     last_seen = st.session_state.get(LAST_SEEN_KEY, moment)
     deadline = auth.session_deadline(last_seen, data.settings(), signed_in_at=st.session_state.get(SIGNED_IN_AT_KEY))
+    user = st.session_state.get(USER_KEY)
+    if isinstance(user, LinkUser) and user.expires_at is not None:
+        deadline = min(deadline, user.expires_at)
     flip = st.session_state[WATCH_FLIP_KEY] = not st.session_state.get(WATCH_FLIP_KEY, False)
     seconds = max(0.0, (deadline - moment).total_seconds()) + WATCH_MARGIN_SECONDS
     return round(max(seconds, WATCH_MIN_SECONDS), 3) + (0.25 if flip else 0.0)
@@ -389,7 +425,10 @@ def watchdog() -> None:
 def sidebar(user: User) -> None:
     with st.sidebar:
         name = user.display_name or user.username
-        st.caption(f"Signed in as **{widgets.literal(name)}** ({auth.ROLE_LABELS[user.role].lower()})")
+        if is_link_session(user):
+            st.caption("Opened from the check-in link your clinic sent you.")
+        else:
+            st.caption(f"Signed in as **{widgets.literal(name)}** ({auth.ROLE_LABELS[user.role].lower()})")
         if st.button("Sign out", icon=":material/logout:", key="auth.sign_out"):
             with data.database() as db:
                 auth.log_out(db, user)
@@ -439,6 +478,66 @@ def _identity_user() -> User | None:
         return None
     sign_in(user)
     return user
+
+
+# One-tap links (docs/authentication.md, "One-tap links") ----------------------------------------------------
+
+
+def is_link_session(user: User | None) -> bool:
+    """Whether this session was opened by a one-tap check-in link (no account; the check-in only)."""
+    return isinstance(user, LinkUser)
+
+
+def link_page() -> dict[str, Any] | None:
+    """What the link page must show, or None when this session has no link to answer."""
+    return st.session_state.get(LINK_PAGE_KEY)
+
+
+def leave_link_page() -> None:
+    """Back to the sign-in pages (a patient with an account), forgetting the link."""
+    st.session_state.pop(LINK_PAGE_KEY, None)
+
+
+def open_link() -> None:
+    """At the start of every run: take a one-tap link's token out of the address bar and act on it.
+
+    The token is removed from the URL first (``st.query_params``; the browser's address then changes without
+    a reload), before any database work, and is never written anywhere: not logged, not stored in the
+    session (a stop link keeps only its hash there, for the confirmation). A check-in link ends any session
+    this tab had and signs in its :class:`LinkUser`, bound to this browser like any sign-in; anything else
+    sets :data:`LINK_PAGE_KEY` for app_pages/link.py.
+    """
+    present = [p for p in LINK_PARAMETERS if p in st.query_params]
+    if not present:
+        return
+    purpose = present[0]
+    token = st.query_params.get(purpose)
+    for parameter in present:
+        del st.query_params[parameter]
+    user = st.session_state.get(USER_KEY)
+    if user is not None:  # a tab that was signed in: that session ends here, nothing of it carries over
+        with data.database() as db:
+            auth.log_out(db, user, reason="one-tap link opened")
+    sign_out()
+    if problem := browser_problem():
+        # Checked before the link is looked at, so a browser that cannot keep a session does not use it up.
+        st.session_state[LINK_PAGE_KEY] = {"kind": "refused", "message": problem}
+        return
+    moment = now()
+    try:
+        with data.database() as db:
+            if purpose == "checkin":
+                opened = link_access.open_checkin_link(db, token, now=moment, settings=data.settings(),
+                                                       address=address())
+            else:
+                stop = link_access.open_stop_link(db, token, now=moment, settings=data.settings(), address=address())
+    except link_access.LinkRefused as exc:
+        st.session_state[LINK_PAGE_KEY] = {"kind": "refused", "message": str(exc)}
+        return
+    if purpose == "checkin":
+        sign_in(opened)
+    else:
+        st.session_state[LINK_PAGE_KEY] = {"kind": "stop", "stop": stop}
 
 
 # The first administrator ----------------------------------------------------------------------------------
