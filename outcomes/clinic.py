@@ -1080,3 +1080,254 @@ def code_patients_by_note(db: storage.Database, actor: User, *, note: str, code:
         storage.append_audit(db, actor=admin.username, action="diagnosis_code",
                              details={"change": "code patients by note", "code": int(code), "patients": n})
     return n
+
+
+# Follow-up: contacts, calls, completion ---------------------------------------------------------------------
+# The staff side of follow-up (docs/completion.md): each patient's contact details for reminders (Record page),
+# the call list (slots still undone from their call day), the outcome of each call, and how completion stands
+# (Follow-up page). Audit entries name the fields changed, never an address or a number.
+
+#: The contact fields staff edit, in the order the Record page shows them.
+CONTACT_FIELDS = ("email", "phone", "channel", "consent_on")
+#: Call outcomes that take a slot off the call list (``no_answer`` keeps it there, to try again).
+FINAL_CALL_OUTCOMES = ("completed_by_phone", "declined", "wrong_number")
+CALL_OUTCOME_LABELS = {"completed_by_phone": "Reached: completed by phone (enter the paper form)",
+                       "no_answer": "No answer", "declined": "Declined", "wrong_number": "Wrong number"}
+CHANNEL_LABELS = {"email": "Email", "sms": "Text message (SMS)", "none": "No messages"}
+CALL_LIST_COLUMNS = ("patient_id", "series_id", "slot", "label", "kind", "due_on", "closes_on", "days_waiting",
+                     "status", "channel", "phone", "email", "contact", "calls", "last_outcome", "last_called_at",
+                     "last_called_by")
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    """A patient's contact details for reminders (``channel`` ``none`` and no addresses when none are stored).
+
+    ``consent_how`` is ``recorded`` (by staff) or ``imported``; ``opted_out_at``/``opted_out_by`` say when
+    and by whom messages were stopped (None while they are on); ``open_links`` counts the one-tap links not
+    yet used, revoked or expired."""
+
+    patient_id: str
+    email: str | None = None
+    phone: str | None = None
+    channel: str = "none"
+    consent_on: date | None = None
+    consent_by: str | None = None
+    consent_how: str | None = None
+    opted_out_at: datetime | None = None
+    opted_out_by: str | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    open_links: int = 0
+
+    @property
+    def stored(self) -> bool:
+        return self.updated_at is not None
+
+    @property
+    def opted_out(self) -> bool:
+        return self.opted_out_at is not None
+
+
+def _none(value: Any) -> Any:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+
+
+def _contact_details(db: storage.Database, patient_id: str, now: datetime) -> ContactDetails:
+    rows = storage.load_contacts(db, patient_id)
+    links = storage.load_links(db, patient_id)
+    open_links = int((links["used_at"].isna() & links["revoked_at"].isna()
+                      & (links["expires_at"] > pd.Timestamp(now))).sum()) if len(links) else 0
+    if rows.empty:
+        return ContactDetails(patient_id, open_links=open_links)
+    r = rows.iloc[0]
+    stamp = (lambda v: None if pd.isna(v) else v.to_pydatetime())
+    return ContactDetails(patient_id, email=_none(r["email"]), phone=_none(r["phone"]), channel=r["channel"],
+                          consent_on=as_date_or_none(r["consent_on"]), consent_by=_none(r["consent_by"]),
+                          consent_how=_none(r["consent_how"]), opted_out_at=stamp(r["opted_out_at"]),
+                          opted_out_by=_none(r["opted_out_by"]), updated_at=stamp(r["updated_at"]),
+                          updated_by=_none(r["updated_by"]), open_links=open_links)
+
+
+def contact(db: storage.Database, actor: User, patient_id: str, *, now: datetime) -> ContactDetails:
+    """A patient's contact details for reminders (clinician); audited as ``view_contact``."""
+    user = require_patient_access(db, actor, patient_id, action="view_contact", patient_self=False)
+    _require_patient(db, patient_id)
+    details = _contact_details(db, patient_id, now)
+    storage.append_audit(db, actor=user.username, action="view_contact", patient_id=patient_id)
+    return details
+
+
+def set_contact(db: storage.Database, actor: User, *, patient_id: str, email: Any = None, phone: Any = None,
+                channel: Any = None, consent_on: Any = None, now: datetime, today: date,
+                settings: Settings) -> ContactDetails:
+    """Store a patient's email, mobile number, preferred channel and consent date (clinician), replacing what
+    was there; consent is recorded as given to ``actor`` (``consent_how='recorded'``). A number written without
+    a country code is read as one of ``settings.phone_region``. Choosing a channel again after an opt-out
+    turns messages back on. Audited as ``set_contact`` with the names of the fields changed.
+
+    Raises
+    ------
+    PermissionDenied, NotFound, ValidationError (every bad field named; nothing is saved)
+    """
+    user = require_patient_access(db, actor, patient_id, action="set_contact", patient_self=False)
+    _require_patient(db, patient_id)
+    before = _contact_details(db, patient_id, now)
+    with storage.transaction(db):
+        storage.set_contact(db, patient_id, email=email, phone=phone, channel=channel, consent_on=consent_on,
+                            consent_how="recorded", by=user.username, now=now, region=settings.phone_region,
+                            today=today)
+        after = _contact_details(db, patient_id, now)
+        changed = [f for f in CONTACT_FIELDS if getattr(before, f) != getattr(after, f)]
+        details: dict[str, Any] = {"fields": changed}
+        if before.opted_out and not after.opted_out:
+            details["messages"] = "turned back on"
+        storage.append_audit(db, actor=user.username, action="set_contact", patient_id=patient_id, details=details)
+    return after
+
+
+def stop_messages(db: storage.Database, actor: User, *, patient_id: str, now: datetime) -> bool:
+    """Stop every reminder to the patient (clinician): channel ``none``, the addresses kept, planned messages
+    cancelled, who and when recorded. True when messages were on. Audited as ``stop_messages``."""
+    user = require_patient_access(db, actor, patient_id, action="stop_messages", patient_self=False)
+    _require_patient(db, patient_id)
+    with storage.transaction(db):
+        if storage.load_contacts(db, patient_id).empty:  # nothing stored yet: record "no messages" first
+            storage.set_contact(db, patient_id, channel="none", by=user.username, now=now)
+        changed = storage.opt_out(db, patient_id, by=user.username, now=now)
+        storage.append_audit(db, actor=user.username, action="stop_messages", patient_id=patient_id,
+                             details={"changed": changed})
+    return changed
+
+
+def revoke_links(db: storage.Database, actor: User, *, patient_id: str, now: datetime) -> int:
+    """Revoke the patient's open one-tap check-in links (clinician); returns how many. Audited as
+    ``revoke_links``."""
+    user = require_patient_access(db, actor, patient_id, action="revoke_links", patient_self=False)
+    _require_patient(db, patient_id)
+    with storage.transaction(db):
+        n = storage.revoke_links(db, patient_id, by=user.username, now=now)
+        storage.append_audit(db, actor=user.username, action="revoke_links", patient_id=patient_id,
+                             details={"links": n})
+    return n
+
+
+def _contact_summary(channel: Any, phone: Any, email: Any, opted_out: bool) -> str:
+    """ "SMS · +12015550123" for a call list row; says when messages are stopped or nothing is stored."""
+    parts = []
+    if opted_out:
+        parts.append("messages stopped")
+    elif isinstance(channel, str):
+        parts.append(CHANNEL_LABELS.get(channel, channel))
+    else:
+        parts.append("no contact details")
+    parts += [v for v in (phone, email) if isinstance(v, str) and v]
+    return " · ".join(parts)
+
+
+def call_list(db: storage.Database, actor: User, *, today: date, settings: Settings) -> pd.DataFrame:
+    """The patients to phone today (clinician), longest waiting first; audited as ``view_call_list``.
+
+    A slot is on the list from its ``call_list_after_days`` day (day 4) while it is open and undone, for an
+    active patient (:func:`outcomes.followup.call_list`), until a call outcome other than ``no_answer`` is
+    recorded for it (:data:`FINAL_CALL_OUTCOMES`). Patients who stopped messages stay on it (a call is not a
+    message); their contact says so.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`CALL_LIST_COLUMNS`: the slot (``series_id, slot, label, kind, due_on, closes_on``),
+        ``days_waiting`` (today minus the due day), ``status`` (``due``/``overdue``), the contact (``channel``,
+        ``phone``, ``email``, ``contact`` in words), and the calls about this slot (``calls``, ``last_outcome``,
+        ``last_called_at``, ``last_called_by``).
+    """
+    user = require_role(db, actor, "clinician", action="view_call_list")
+    inputs = storage.load_followup_inputs(db)
+    schedule = followup.Schedule.from_settings(settings)
+    open_slots = followup.slots(inputs, as_of=today, schedule=schedule, only_open=True)
+    listed = followup.call_list(open_slots, inputs["patients"], as_of=today)
+    calls = storage.load_call_outcomes(db)
+    key = ["patient_id", "series_id", "slot"]
+    listed = listed.astype({"series_id": "Int64"})
+    if len(calls):
+        final = calls[calls["outcome"].isin(FINAL_CALL_OUTCOMES)][key].drop_duplicates().assign(_final=True)
+        listed = listed.merge(final, on=key, how="left")
+        listed = listed[listed["_final"].isna()].drop(columns="_final")
+        per_slot = calls.groupby(key).agg(calls=("call_id", "size"), last_outcome=("outcome", "last"),
+                                          last_called_at=("recorded_at", "last"),
+                                          last_called_by=("recorded_by", "last")).reset_index()
+        listed = listed.merge(per_slot, on=key, how="left")
+    else:
+        listed = listed.assign(calls=0, last_outcome=None, last_called_at=pd.NaT, last_called_by=None)
+    contacts = storage.load_contacts(db)
+    listed = listed.merge(contacts[["patient_id", "channel", "phone", "email", "opted_out_at"]], on="patient_id",
+                          how="left")
+    listed["calls"] = listed["calls"].fillna(0).astype("int64")
+    listed["days_waiting"] = (pd.Timestamp(today) - listed["due_on"]).dt.days.astype("int64")
+    listed["contact"] = [_contact_summary(c, p, e, pd.notna(o)) for c, p, e, o in
+                         zip(listed["channel"], listed["phone"], listed["email"], listed["opted_out_at"])]
+    out = listed.sort_values(["due_on", "patient_id", "series_id"], kind="stable").reset_index(drop=True)
+    out = out[list(CALL_LIST_COLUMNS)]
+    storage.append_audit(db, actor=user.username, action="view_call_list", details={"slots": len(out)})
+    return out
+
+
+def record_call(db: storage.Database, actor: User, *, patient_id: str, series_id: int, slot: str,
+                due_on: date | str, outcome: str, note: str | None = None, now: datetime) -> int:
+    """Record the outcome of a follow-up call about one slot (clinician): ``completed_by_phone`` (the patient
+    answered on the phone; enter the paper form too, which is what completes the slot), ``no_answer``,
+    ``declined`` or ``wrong_number``. Returns its id; audited as ``record_call`` (the note's text is not in
+    the audit log: it may hold a number).
+
+    Raises
+    ------
+    PermissionDenied, NotFound (not a series of the patient), ValidationError (unknown outcome, long note)
+    """
+    user = require_patient_access(db, actor, patient_id, action="record_call", patient_self=False)
+    _require_patient(db, patient_id)
+    due = due_on if isinstance(due_on, date) else date.fromisoformat(str(due_on))
+    with storage.transaction(db):
+        call_id = storage.add_call_outcome(db, patient_id, series_id=int(series_id), slot=slot, due_on=due,
+                                           outcome=outcome, note=note or None, by=user.username, now=now)
+        storage.append_audit(db, actor=user.username, action="record_call", patient_id=patient_id,
+                             details={"series_id": int(series_id), "slot": slot, "outcome": outcome,
+                                      "note": bool(note)})
+    return call_id
+
+
+def followup_completion(db: storage.Database, actor: User, *, as_of: date,
+                        settings: Settings) -> completion_.Completion:
+    """Follow-up completion on ``as_of`` (clinician or QI): per formal time point and per week, completed /
+    due and how each completion came, by clinician and by diagnosis (:mod:`outcomes.completion`).
+
+    A clinician sees it on ``as_of`` with every due slot and its patient. A QI user sees it at the end of
+    the last whole month up to ``as_of`` (so the view changes once a month, not with each patient's
+    check-in), small cells suppressed, rare clinicians and diagnoses pooled, and no patient identifiers.
+    Audited as ``view_followup_completion``.
+    """
+    user = require_role(db, actor, "clinician", "qi", action="view_followup_completion")
+    qi = user.role == "qi"
+    if qi:
+        day = pd.Timestamp(as_of)
+        as_of = (day if day.is_month_end else day - pd.offsets.MonthEnd(1)).date()
+    zone = settings.zoneinfo or _local_zone()
+    inputs = storage.load_followup_inputs(db)
+    every = followup.slots(inputs, as_of=as_of, schedule=followup.Schedule.from_settings(settings))
+    calls = storage.load_call_outcomes(db)
+    if len(calls):  # calls recorded after as_of did not happen yet on that day
+        called_on = calls["recorded_at"].dt.tz_convert(zone).dt.tz_localize(None).dt.normalize()
+        calls = calls[called_on <= pd.Timestamp(as_of)]
+    result = completion_.completion(every, storage.load_sent_steps(db), calls, storage.load_patient_diagnoses(db),
+                                    as_of=as_of, zone=zone, qi=qi, small_cell_max=settings.small_cell_max)
+    storage.append_audit(db, actor=user.username, action="view_followup_completion",
+                         details={"as_of": as_of.isoformat(), "suppressed": qi})
+    return result
+
+
+def _local_zone() -> Any:
+    from dateutil import tz
+
+    return tz.tzlocal()
+
+
+from . import completion as completion_, followup  # noqa: E402  (the follow-up block's schedule and analysis)
