@@ -118,3 +118,38 @@ class StorageUnavailable(OutcomesError):
     def __init__(self, message: str, *, reason: str):
         super().__init__(message)
         self.reason = reason
+
+
+# Sending invitations and reminders (outcomes/messaging.py) ----------------------------------------------
+
+
+class MessageNotSent(OutcomesError):
+    """A message that was not handed over to the mail server or SMS provider; ``reason`` is what the outbox
+    records and the Reminders page shows. The reminder run retries it up to ``message_max_attempts``."""
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class MessagingNotConfigured(MessageNotSent):
+    """A channel whose settings are missing (SMTP server and sender, SMS account, token and sender number, or
+    the public address for links); the message names the settings to set."""
+
+
+class TransportUnavailable(MessageNotSent):
+    """The mail server or SMS provider could not be reached, timed out or failed on its side (SMTP 4xx,
+    HTTP 5xx): nothing is wrong with the message, a later run tries again."""
+
+
+class MessageRefused(MessageNotSent):
+    """The mail server or SMS provider refused this message (its address, the sender, or our login)."""
+
+    def __init__(self, message: str, *, reason: str | None = None, code: int | str | None = None):
+        super().__init__(message, reason=reason)
+        self.code = code
+
+
+class RecipientOptedOut(MessageRefused):
+    """The SMS provider says the recipient unsubscribed (replied STOP; Twilio error 21610): the patient's
+    messages are stopped, as if staff had recorded the opt-out."""
