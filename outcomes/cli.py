@@ -133,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "prints in its log. This makes a new one (the earlier one stops working) and prints it.")
     db_option(p)
 
+    p = commands.add_parser(
+        "remind", help="send the invitations and reminders that are due (run by cron or a systemd timer)",
+        description="Plans the follow-up messages owed today into the outbox and sends them by email and SMS: "
+                    "the invitation on the due day, one reminder two days later. Safe to run again or twice at "
+                    "once: each step is sent once. Failed messages are retried by later runs, then given up and "
+                    "shown on the Reminders page. Nothing is sent during quiet hours. Exits non-zero only when it "
+                    "cannot run at all (docs/operations.md, Reminders).")
+    db_option(p)
+    p.add_argument("--as-of", type=_iso_date, default=None, help="the day to plan for, YYYY-MM-DD (default: today "
+                                                                 "in the clinic's time zone)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; change nothing")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: a short summary (default); json: the messages (a list, with --dry-run)")
+
     commands.add_parser("settings", help="list every setting with its default and help")
     return parser
 
@@ -326,6 +340,25 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         db = storage.connect(db_path)
         token = deployment.issue_setup_token(db, now=datetime.now(timezone.utc), by=f"cli:{_operator()}")
         print(token.describe(), file=out)
+        return 0
+
+    if args.command == "remind":
+        from datetime import datetime, timezone
+
+        from . import messaging
+        from .errors import NotFound
+
+        if not Path(db_path).is_file():
+            raise NotFound(f"There is no database at {db_path}; check --db or the db_path setting")
+        now = datetime.now(timezone.utc)
+        db = storage.connect(db_path)
+        report = messaging.run(db, as_of=args.as_of or messaging.clinic_day(now, settings), settings=settings,
+                               now=now, dry_run=args.dry_run)
+        if args.format == "json":
+            json.dump(report.to_json(), out, indent=2)
+            out.write("\n")
+        else:
+            print(report.describe(), file=out)
         return 0
 
     raise AssertionError(f"unhandled command {args.command}")  # argparse keeps this unreachable
