@@ -41,7 +41,7 @@ def test_shape_of_the_registry_cohort(cohort):
     assert set(s["dose_mg_per_kg"]) == {0.5}
     assert (s["last_infusion"] - s["first_infusion"]).dt.days.eq(s["infusions"] - 1).all()
     assert 0.1 < (s.groupby("patient_id").size() > 1).mean() < 0.3   # some repeat series
-    assert len(cohort.infusions) == s["infusions"].sum()
+    assert len(cohort.infusions) == s.loc[s["state"] == "given", "infusions"].sum()  # planned: none yet
 
 
 def test_baseline_means_are_moderately_impaired(cohort):
@@ -163,3 +163,83 @@ def test_preparing_a_demo_seeded_before_the_alerts_raises_them_once(fast_hasher)
     assert storage.get_meta(db, synthetic.DEMO_ALERTS_META) == str(len(expected) - 1)
     synthetic.prepare_demo(db, end=END, now=NOW)
     assert alerted(db) == expected  # once only
+
+
+# The demo is alive relative to its "today" (issue 15) ------------------------------------------------
+
+from outcomes import followup  # noqa: E402
+from outcomes.validation import _Fields, clean_email, clean_phone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def live_db(cohort):
+    db = storage.connect(":memory:")
+    synthetic.write_cohort(db, cohort, now=NOW, settings=load_settings({}))
+    return db
+
+
+def test_on_its_today_the_demo_has_every_follow_up_status(live_db):
+    inputs = storage.load_followup_inputs(live_db)
+    slots = followup.slots(inputs, as_of=END)
+    status = followup.patient_status(slots, inputs["patients"], as_of=END).set_index("patient_id")
+    counts = status["status"].value_counts()
+    for name in ("upcoming", "due", "overdue", "done", "complete", "inactive"):
+        assert counts.get(name, 0) > 0, counts
+    assert status["on_call_list"].sum() > 10
+    # Old patients have simply completed follow-up: most of the clinic, not "overdue" for years.
+    assert counts["complete"] > 0.7 * len(status) and counts["overdue"] < 0.12 * len(status)
+    series = inputs["series"]
+    today = pd.Timestamp(END)
+    planned = series[series["state"] == "planned"]
+    assert len(planned) >= 10 and (planned["first_infusion"] > today).all()
+    assert (planned["first_infusion"] <= today + pd.Timedelta(days=42)).all()
+    baseline = slots[(slots["slot"] == "baseline") & slots["series_id"].isin(planned["series_id"])]
+    assert set(baseline["status"]) >= {"done", "upcoming"}  # some baselines done before the series, some not
+    assert baseline["status"].isin(["due", "overdue"]).any()  # and some due now, a week before the series
+    # In a series this week: infusions logged day by day up to today, the rest of the series planned.
+    running = series[(series["state"] == "given") & (series["planned_last"] > today)]
+    assert len(running) >= 10
+    assert (running["first_infusion"] >= today - pd.Timedelta(days=3)).all()
+    assert (running["last_infusion"] == today).all()
+    infusions = storage.load_infusions(live_db)
+    assert infusions["infused_on"].max() == today
+    inactive = storage.load_patients(live_db)
+    assert {"discharged", "withdrawn", "lost_to_follow_up"} <= set(inactive["disposition"])
+
+
+def test_demo_contacts_are_synthetic_addresses_only(cohort, live_db):
+    contacts = storage.load_contacts(live_db)
+    assert len(contacts) == len(cohort.patients)
+    assert contacts["email"].str.fullmatch(r"demo-\d{5}@example\.(org|com)").all()
+    assert contacts["phone"].str.fullmatch(r"\+1\d{3}55501\d{2}").all()  # the fictional 555-0100..0199
+    for email, phone in contacts[["email", "phone"]].head(50).itertuples(index=False):
+        f = _Fields(END)
+        assert clean_email(f, "email", email) == email and clean_phone(f, "phone", phone) == phone, f.problems
+    shares = contacts["channel"].value_counts(normalize=True)
+    assert set(shares.index) == {"email", "sms", "none"} and shares["email"] > shares["sms"] > 0.1
+    messaging = contacts[contacts["channel"] != "none"]
+    assert (messaging["consent_on"] <= pd.Timestamp(END)).all() and messaging["consent_on"].notna().all()
+    assert contacts["opted_out_at"].notna().any()
+
+
+def test_the_demo_outbox_went_to_the_sink_and_staff_called(cohort, live_db):
+    outbox = storage.load_outbox(live_db)
+    assert set(outbox["status"]) == {"sent", "failed", "gave_up"}
+    assert set(outbox["step"]) == {"invitation", "reminder"}
+    sent = outbox[outbox["status"] == "sent"]
+    assert set(sent["provider_response"]) == {synthetic.DEMO_SINK_ANSWER}
+    assert (outbox["status"] == "sent").mean() > 0.9
+    assert outbox["due_on"].min() >= pd.Timestamp(END) - pd.Timedelta(days=synthetic.REMINDERS_SINCE_DAYS)
+    assert outbox["due_on"].max() <= pd.Timestamp(END)
+    recipients = set(outbox["recipient"])
+    assert all(r.endswith(("@example.org", "@example.com")) or r[5:10] == "55501" for r in recipients)
+    calls = live_db.execute("SELECT outcome, count(*) FROM call_outcomes GROUP BY outcome").fetchall()
+    assert {o for o, _ in calls} == {"completed_by_phone", "no_answer", "declined", "wrong_number"}
+
+
+def test_the_live_demo_is_deterministic_for_a_seed_and_today(cohort):
+    again = synthetic.generate_cohort(1034, seed=2025, end=END)
+    for name in ("patients", "series", "contacts", "outbox", "call_outcomes"):
+        pd.testing.assert_frame_equal(getattr(cohort, name), getattr(again, name))
+    later = synthetic.generate_cohort(1034, seed=2025, end=date(2026, 11, 8))
+    assert later.series["first_infusion"].max() > cohort.series["first_infusion"].max()  # alive relative to today

@@ -418,9 +418,20 @@ def _require_columns(df: pd.DataFrame, name: str, columns: Iterable[str]) -> Non
 _BULK_CHUNK = 250_000
 
 
+_PATIENT_EXTRA = ("disposition", "disposition_on", "disposition_reason", "disposition_by")
+_SERIES_EXTRA = ("planned_first", "planned_last", "planned_infusions", "by_day", "state")
+_CONTACT_COLUMNS = ("email", "phone", "channel", "consent_on", "consent_by", "consent_how", "opted_out_at",
+                    "opted_out_by", "updated_at", "updated_by")
+_OUTBOX_COLUMNS = ("slot", "due_on", "step", "channel", "recipient", "status", "attempts", "last_error",
+                   "provider_id", "provider_response", "planned_at", "planned_by", "claimed_at", "claimed_by",
+                   "sent_at")
+_CALL_COLUMNS = ("slot", "due_on", "outcome", "note", "recorded_at", "recorded_by")
+
+
 def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, infusions: pd.DataFrame,
-                  assessments: pd.DataFrame, *, synthetic: bool,
-                  entered_by: str = "synthetic") -> dict[str, int]:
+                  assessments: pd.DataFrame, *, synthetic: bool, entered_by: str = "synthetic",
+                  contacts: pd.DataFrame | None = None, outbox: pd.DataFrame | None = None,
+                  call_outcomes: pd.DataFrame | None = None) -> dict[str, int]:
     """Bulk-insert a whole cohort in one transaction (the demo generator's fast path).
 
     Rows are checked by the schema's constraints rather than field by field, so this is for
@@ -429,10 +440,15 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
     Parameters
     ----------
     patients
-        ``patient_id`` and optionally ``diagnosis, sex, birth_year, enrolled_on``.
+        ``patient_id`` and optionally ``diagnosis, sex, birth_year, enrolled_on`` and the disposition
+        (``disposition, disposition_on, disposition_reason, disposition_by``).
     series
         ``patient_id, first_infusion, last_infusion, infusions`` and optionally
-        ``protocol, dose_mg_per_kg, notes``.
+        ``protocol, dose_mg_per_kg, notes``, a plan (``planned_first, planned_last, planned_infusions,
+        by_day, state``, as :func:`plan_series` stores one) and ``entered_at`` (a timestamp; default now).
+    contacts, outbox, call_outcomes
+        Optional follow-up rows, by ``patient_id`` (and ``series_first_infusion`` for the outbox and call
+        outcomes), with the columns of the tables of the same names (timestamps as ISO text).
     infusions
         ``patient_id, series_first_infusion, infused_on, dose_mg_per_kg, duration_min`` and optionally
         ``notes`` and ``adverse_events`` (a list per row of kinds, or of ``{kind, severity, notes}``).
@@ -465,10 +481,12 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
             if conn.execute("SELECT count(*) FROM patients").fetchone()[0] and is_synthetic(db) != synthetic:
                 raise ValidationError("This database already holds " + ("real" if synthetic else "synthetic")
                                       + " patients; load the cohort into a separate database")
+            extra = tuple(c for c in _PATIENT_EXTRA if c in patients.columns)
             conn.executemany(
-                "INSERT INTO patients (patient_id, diagnosis, sex, birth_year, enrolled_on, entered_by, "
-                "entered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [r + (entered_by, at) for r in _values(patients, _PATIENT_FIELDS, {"enrolled_on"})])
+                f"INSERT INTO patients ({', '.join(_PATIENT_FIELDS + extra)}, entered_by, entered_at) "
+                f"VALUES ({', '.join('?' * (len(_PATIENT_FIELDS) + len(extra) + 2))})",
+                [r + (entered_by, at) for r in _values(patients, _PATIENT_FIELDS + extra,
+                                                         {"enrolled_on", "disposition_on"})])
             refs = dict(conn.execute("SELECT patient_id, id FROM patients"))
 
             def ref_of(df: pd.DataFrame, name: str) -> pd.Series:
@@ -480,11 +498,19 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
                 return mapped.astype("int64")
 
             s = series.assign(patient_ref=ref_of(series, "series"))
+            if "entered_at" not in s.columns:
+                s["entered_at"] = at
+            if "by_day" in s.columns:  # INTEGER column: plain ints, not floats or booleans
+                s["by_day"] = s["by_day"].astype("int64")
+            if "planned_infusions" in s.columns:
+                s["planned_infusions"] = s["planned_infusions"].astype("Int64")
+            columns = ("patient_ref",) + _SERIES_FIELDS + tuple(c for c in _SERIES_EXTRA if c in s.columns)
             conn.executemany(
-                "INSERT INTO series (patient_ref, first_infusion, last_infusion, infusions, protocol, "
-                "dose_mg_per_kg, notes, entered_by, entered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [r + (entered_by, at) for r in _values(s, ("patient_ref",) + _SERIES_FIELDS,
-                                                         {"first_infusion", "last_infusion"})])
+                f"INSERT INTO series ({', '.join(columns)}, entered_at, entered_by) "
+                f"VALUES ({', '.join('?' * (len(columns) + 2))})",
+                [r + (entered_by,) for r in _values(s, columns + ("entered_at",),
+                                                    {"first_infusion", "last_infusion", "planned_first",
+                                                     "planned_last"})])
             series_refs = {(p, f): i for i, p, f in conn.execute(
                 "SELECT id, patient_ref, first_infusion FROM series")}
             inf = infusions.assign(patient_ref=ref_of(infusions, "infusions"))
@@ -539,6 +565,31 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
                 raise ValidationError("The cohort was not inserted: a row breaks a database rule", failed[:10])
             for _, sql in indexes:
                 conn.execute(sql)
+            followup = {k: 0 for k, v in (("contacts", contacts), ("outbox", outbox),
+                                          ("call_outcomes", call_outcomes)) if v is not None}
+            if contacts is not None and len(contacts):
+                c = contacts.assign(patient_ref=ref_of(contacts, "contacts"))
+                columns = ("patient_ref",) + _CONTACT_COLUMNS
+                conn.executemany(f"INSERT INTO contacts ({', '.join(columns)}) "
+                                 f"VALUES ({', '.join('?' * len(columns))})",
+                                 _values(c, columns, {"consent_on"}))
+                followup["contacts"] = len(c)
+            for name, frame, table_columns in (("outbox", outbox, _OUTBOX_COLUMNS),
+                                               ("call_outcomes", call_outcomes, _CALL_COLUMNS)):
+                if frame is None or not len(frame):
+                    continue
+                f = frame.assign(patient_ref=ref_of(frame, name))
+                keys = _values(f, ("patient_ref", "series_first_infusion"), {"series_first_infusion"})
+                if missing := [k for k in keys if k not in series_refs]:
+                    raise ValidationError(f"The {name} table names series not in the series table",
+                                          [f"patient ref {p}, series starting {d}" for p, d in missing[:10]])
+                f["series_ref"] = [series_refs[k] for k in keys]
+                if "attempts" in f.columns:
+                    f["attempts"] = f["attempts"].astype("int64")
+                columns = ("patient_ref", "series_ref") + tuple(c for c in table_columns if c in f.columns)
+                conn.executemany(f"INSERT INTO {name} ({', '.join(columns)}) "
+                                 f"VALUES ({', '.join('?' * len(columns))})", _values(f, columns, {"due_on"}))
+                followup[name] = len(f)
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synthetic', ?)",
                          ["1" if synthetic else "0"])
     except (sqlite3.IntegrityError, ValueError, TypeError) as exc:
@@ -547,4 +598,4 @@ def insert_cohort(db: Database, patients: pd.DataFrame, series: pd.DataFrame, in
         raise ValidationError("The cohort was not inserted: a row breaks a database rule",
                               [str(exc)]) from None
     return {"patients": len(patients), "series": len(series), "infusions": len(infusions),
-            "adverse_events": len(events), "assessments": len(assessments)}
+            "adverse_events": len(events), "assessments": len(assessments), **followup}
