@@ -896,3 +896,42 @@ def at_risk_cutoff(times: pd.DataFrame, *, group_col: str | None = None, min_at_
         t = np.sort(part[time_col].to_numpy(float))
         out[(str(domain), str(group))] = float(t[len(t) - min_at_risk]) if len(t) >= min_at_risk else -1.0
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Follow-up completion per week (outcomes.completion; docs/completion.md).
+
+#: How a completion came (outcomes.completion.HOW), bottom to top, with its colour.
+FOLLOWUP_HOW: tuple[tuple[str, str, str], ...] = (
+    ("n_before_message", "Before any message", PALETTE[2]), ("n_after_invitation", "After the invitation", PALETTE[0]),
+    ("n_after_reminder", "After the reminder", PALETTE[4]), ("n_by_phone", "By phone", PALETTE[1]))
+
+
+def followup_weeks_figure(weeks: pd.DataFrame, *, title: str = "Completion per week after the series") -> go.Figure:
+    """Completed slots per week as a share of the slots due, stacked by how each completion came.
+
+    Parameters
+    ----------
+    weeks
+        ``outcomes.completion.by_week`` (``Completion.drawn_weeks``): ``group`` (week), ``label``, ``n_due``,
+        ``n_completed`` and the four ``n_<how>`` counts; hidden values NaN (no bar is drawn for them). Weeks
+        with nothing due draw no bar.
+    """
+    due = pd.to_numeric(weeks.get("n_due", pd.Series(dtype=float)), errors="coerce")
+    if weeks.empty or not (due > 0).any():
+        return empty_figure("No follow-up slot has fallen due yet")
+    fig = go.Figure()
+    x = [str(v) for v in weeks["label"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for column, name, colour in FOLLOWUP_HOW:
+            count = pd.to_numeric(weeks[column], errors="coerce")
+            share = (100 * count / due).where(due > 0)
+            fig.add_trace(go.Bar(x=x, y=share, name=name, marker_color=colour,
+                                 customdata=np.stack([count.to_numpy(dtype=float), due.to_numpy(dtype=float)], axis=1),
+                                 hovertemplate="%{x}: %{y:.1f} % (%{customdata[0]:.0f} of %{customdata[1]:.0f} due)"
+                                               "<extra>" + name + "</extra>"))
+    fig.update_layout(title=title, barmode="stack", height=420, legend={"orientation": "h", "y": -0.25},
+                      margin={"t": 60, "r": 20, "l": 60, "b": 90})
+    fig.update_yaxes(title_text="% of the slots due", range=[0, 100])
+    fig.update_xaxes(title_text="Week after the last infusion (formal time points named)", type="category")
+    return fig

@@ -288,3 +288,20 @@ def test_qi_pools_a_clinician_of_few_patients():
     assert shown_small_counts(result.by_clinician, 10) == []
     clinician = completion.completion(every, None, None, diagnoses, as_of=date(2025, 10, 31))
     assert clinician.by_clinician["group"].tolist() == ["dr.lee", "dr.kim", completion.TOTAL]
+
+
+def test_the_weekly_figure_stacks_how_completions_came_as_shares_of_the_slots_due():
+    from outcomes import figures
+
+    weeks = completion.summarise(pd.DataFrame({"outcome": ["completed", "completed", "missed", "completed"],
+                                               "how": ["by_phone", "before_message", "", "after_reminder"]}),
+                                 pd.Series([0, 0, 0, 1]), labels={0: "End of series", 1: "Week 1"}, total=None)
+    fig = figures.followup_weeks_figure(weeks)
+    assert [t.name for t in fig.data] == ["Before any message", "After the invitation", "After the reminder",
+                                          "By phone"]
+    assert [y for t in fig.data for y in t.y] == pytest.approx([100 / 3, 0, 0, 0, 0, 100, 100 / 3, 0])
+    assert fig.layout.barmode == "stack"
+    hidden = weeks.astype({"n_by_phone": float})
+    hidden.loc[0, "n_by_phone"] = float("nan")  # a QI-hidden value draws no bar
+    assert math.isnan(figures.followup_weeks_figure(hidden).data[3].y[0])
+    assert figures.followup_weeks_figure(weeks.iloc[:0]).layout.title.text == "No follow-up slot has fallen due yet"

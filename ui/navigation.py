@@ -48,6 +48,7 @@ PAGES: tuple[PageSpec, ...] = (
     # After the first page of every role, so no role's home page changes.
     _page("app_pages/import_redcap.py", "Import from REDCap", "upload_file", "clinician admin", "Clinic"),
     _page("app_pages/exports.py", "Exports", "download", "clinician qi admin", "Outcomes"),
+    _page("app_pages/followup.py", "Follow-up", "phone_in_talk", "clinician qi", "Outcomes"),
     _page("app_pages/account.py", "My account", "key", "admin clinician qi patient", "Account"),
 )
 
