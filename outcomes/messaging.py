@@ -690,14 +690,24 @@ def _count(report: RunReport, status: str) -> None:
 # The Reminders page (admin only) ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OutboxView:
+    """What the Reminders page shows: the last ``runs``, the messages that need ``attention`` (failed, to be
+    tried again, or given up; test messages left out) and the ``outbox`` as filtered, newest first."""
+
+    runs: pd.DataFrame
+    attention: pd.DataFrame
+    outbox: pd.DataFrame
+
+
 def read_outbox(db: storage.Database, actor: User, *, status: str | None = None, step: str | None = None,
                 channel: str | None = None, patient_id: str | None = None, day: date | None = None,
-                limit: int = 5000) -> pd.DataFrame:
-    """The outbox for the Reminders page (admin only), newest first; audited as ``view_outbox``.
+                limit: int = 5000, runs: int = 10) -> OutboxView:
+    """The Reminders page's data (admin only); one ``view_outbox`` audit entry with the filters.
 
-    Filters: ``status``, ``step``, ``channel``, ``patient_id`` and ``day`` (the UTC day it was planned).
-    Columns :data:`storage.OUTBOX_COLUMNS`: the recipient and the provider's answer are there for the
-    administrator to check; a message's text (which holds its links) is never stored.
+    Filters of the outbox: ``status``, ``step``, ``channel``, ``patient_id`` and ``day`` (the UTC day it was
+    planned). Columns :data:`storage.OUTBOX_COLUMNS`: the recipient and the provider's answer are there for
+    the administrator to check; a message's text (which holds its links) is never stored.
     """
     admin = require_role(db, actor, "admin", action="view_outbox")
     since = None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -706,16 +716,13 @@ def read_outbox(db: storage.Database, actor: User, *, status: str | None = None,
         frame = frame[frame["planned_at"] < pd.Timestamp(since + timedelta(days=1))]
     if channel is not None:
         frame = frame[frame["channel"].eq(channel)]
-    storage.append_audit(db, actor=admin.username, action="view_outbox", patient_id=None, details={
+    attention = storage.load_outbox(db, status=("failed", "gave_up"))
+    storage.append_audit(db, actor=admin.username, action="view_outbox", details={
         k: str(v) for k, v in (("status", status), ("step", step), ("channel", channel), ("patient_id", patient_id),
                                ("day", day)) if v})
-    return frame.head(limit).reset_index(drop=True)
-
-
-def read_runs(db: storage.Database, actor: User, *, limit: int = 20) -> pd.DataFrame:
-    """The last reminder runs, newest first (admin only): ``storage.RUN_COLUMNS``."""
-    require_role(db, actor, "admin", action="view_outbox")
-    return storage.load_runs(db, limit=limit)
+    return OutboxView(storage.load_runs(db, limit=runs),
+                      attention[attention["step"].ne("test")].reset_index(drop=True),
+                      frame.head(limit).reset_index(drop=True))
 
 
 @dataclass(frozen=True)

@@ -499,14 +499,17 @@ def test_a_test_message_needs_a_valid_address_and_an_admin(clinic, admin, smtp):
     assert storage.load_outbox(clinic).empty and smtp.messages == []
 
 
-def test_the_outbox_filters(clinic, admin, smtp, twilio):
+def test_the_outbox_filters(clinic, admin, smtp):
     root, _ = admin
-    remind(clinic, DUE, settings(smtp, twilio))
-    assert len(messaging.read_outbox(clinic, root)) == 2
-    assert messaging.read_outbox(clinic, root, channel="sms")["patient_id"].tolist() == ["MRN-40002"]
-    assert messaging.read_outbox(clinic, root, patient_id="MRN-40001")["channel"].tolist() == ["email"]
-    assert len(messaging.read_outbox(clinic, root, day=DUE)) == 2
-    assert messaging.read_outbox(clinic, root, day=DUE + timedelta(days=1)).empty
-    assert messaging.read_outbox(clinic, root, status="failed").empty
-    assert messaging.read_runs(clinic, root)["sent"].tolist() == [2]
-    assert storage.load_audit_log(clinic, action="view_outbox")["actor"].eq("root.admin").all()
+    remind(clinic, DUE, settings(smtp))  # no SMS settings: the SMS fails
+    view = messaging.read_outbox(clinic, root)
+    assert len(view.outbox) == 2 and view.runs["sent"].tolist() == [1]
+    assert view.attention["patient_id"].tolist() == ["MRN-40002"]
+    outbox = lambda **f: messaging.read_outbox(clinic, root, **f).outbox  # noqa: E731
+    assert outbox(channel="sms")["patient_id"].tolist() == ["MRN-40002"]
+    assert outbox(patient_id="MRN-40001")["channel"].tolist() == ["email"]
+    assert len(outbox(day=DUE)) == 2 and outbox(day=DUE + timedelta(days=1)).empty
+    assert outbox(status="failed")["patient_id"].tolist() == ["MRN-40002"]
+    assert outbox(step="reminder").empty
+    audit = storage.load_audit_log(clinic, action="view_outbox")
+    assert len(audit) == 7 and audit["actor"].eq("root.admin").all()

@@ -45,6 +45,7 @@ PAGES: tuple[PageSpec, ...] = (
     _page("app_pages/home.py", "Database", "database", "admin", "Administration"),
     _page("app_pages/backup.py", "Backup", "backup", "admin", "Administration"),
     _page("app_pages/diagnoses.py", "Diagnosis codes", "list_alt", "admin", "Administration"),
+    _page("app_pages/reminders.py", "Reminders", "outgoing_mail", "admin", "Administration"),
     # After the first page of every role, so no role's home page changes.
     _page("app_pages/import_redcap.py", "Import from REDCap", "upload_file", "clinician admin", "Clinic"),
     _page("app_pages/exports.py", "Exports", "download", "clinician qi admin", "Outcomes"),
