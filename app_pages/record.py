@@ -83,7 +83,7 @@ with data.database() as db:
 
 
 PICKERS = ("record.series.patient", "record.infusion.patient", "record.paper.patient",
-           "record.disposition.patient", "record.invite.patient")
+           "record.disposition.patient", "record.invite.patient", "record.contacts.patient")
 
 
 def select_patient(patient_id: str) -> None:
@@ -148,9 +148,9 @@ def diagnosis_codes() -> dict[int, str]:
         return {int(c.code): c.label for c in clinic.diagnosis_codes(db, user).itertuples()}
 
 
-enrol, series_tab, infusion_tab, paper_tab, disposition_tab, invite_tab = st.tabs(
+enrol, series_tab, infusion_tab, paper_tab, disposition_tab, invite_tab, contacts_tab = st.tabs(
     ["Enrol a patient", "Plan or log a series", "Log an infusion", "Paper questionnaire", "Disposition",
-     "New invitation code"])
+     "New invitation code", "Contacts for reminders"])
 
 with enrol:
     if invitation := st.session_state.get("record.invitation"):
@@ -428,3 +428,82 @@ with invite_tab:
         if invitation:
             st.success(f"Invitation code for {widgets.literal(patient_id)}, valid until {invitation.expires_at:%d %B %Y}:")
             st.code(invitation.code, language=None)
+
+CONTACT_LABELS = {"email": "Email", "phone": "Mobile number", "channel": "Preferred channel",
+                  "consent_on": "Consent date"}
+
+
+def contact_problems(exc: OutcomesError) -> str:
+    """A refused contact as a list, each problem under the field it concerns."""
+    lines = []
+    for problem in getattr(exc, "problems", []) or [str(exc)]:
+        field = next((f for f in CONTACT_LABELS if problem.startswith(f + " ")), None)
+        lines.append(f"- **{CONTACT_LABELS[field]}**: {widgets.literal(problem)}" if field
+                     else f"- {widgets.literal(problem)}")
+    return "Nothing was saved. Fix the following and try again:\n" + "\n".join(lines)
+
+
+with contacts_tab:
+    st.caption("Where the patient's questionnaire invitations and reminders go. Messages carry no health "
+               "information (the clinic's name, “your questionnaire is ready”, the link, how to stop). Contact "
+               "details never leave in de-identified exports; every change is in the audit log.")
+    patient_id = patient_picker("record.contacts.patient")
+    if patient_id:
+        with data.database() as db:
+            current = clinic.contact(db, user, patient_id, now=session.now())
+        if not current.stored:
+            st.markdown("**No contact details recorded**: the patient gets no messages.")
+        else:
+            consent = ("no consent recorded" if current.consent_on is None else
+                       f"consent given on {widgets.long_date(current.consent_on)}, "
+                       + (f"imported by {widgets.literal(current.consent_by)}" if current.consent_how == "imported"
+                          else f"recorded by {widgets.literal(current.consent_by)}"))
+            changed = widgets.clinic_times(pd.Series([current.updated_at]), settings).iloc[0]
+            st.markdown(f"**Messages by:** {clinic.CHANNEL_LABELS[current.channel]} · {consent} · last changed "
+                        f"{changed:%d %B %Y %H:%M} by {widgets.literal(current.updated_by)}")
+        if current.opted_out:
+            stopped = widgets.clinic_times(pd.Series([current.opted_out_at]), settings).iloc[0]
+            st.warning(f"Messages stopped on {stopped:%d %B %Y at %H:%M} by {widgets.literal(current.opted_out_by)}. "
+                       "Choosing a channel again and saving turns them back on: record the patient's new consent.")
+        # Keyed by the patient and the form's generation: another patient's form never shows these values.
+        key = f"{keys('contacts')}.{patient_id}"
+        with st.form(key):
+            email = st.text_input("Email", value=current.email or "", key=f"{key}.email",
+                                  placeholder="name@example.org")
+            phone = st.text_input("Mobile number", value=current.phone or "", key=f"{key}.phone",
+                                  placeholder="+1 201 555 0123",
+                                  help=f"With its country code; a number without one is read as a "
+                                       f"{settings.phone_region} number.")
+            channels = list(clinic.CHANNEL_LABELS)
+            channel = st.radio("Preferred channel", channels, index=channels.index(current.channel),
+                               format_func=clinic.CHANNEL_LABELS.get, horizontal=True, key=f"{key}.channel")
+            consent_on = st.date_input("Consent date", value=current.consent_on, max_value=today,
+                                       key=f"{key}.consent_on",
+                                       help="The day the patient agreed to be contacted; required for email or "
+                                            "text messages. You are recorded as who recorded it.")
+            submitted = st.form_submit_button("Save contact details", type="primary")
+        if submitted:
+            try:
+                with data.database() as db:
+                    clinic.set_contact(db, user, patient_id=patient_id, email=email or None, phone=phone or None,
+                                       channel=channel, consent_on=consent_on, now=session.now(), today=today,
+                                       settings=settings)
+            except OutcomesError as exc:
+                st.error(contact_problems(exc))
+            else:
+                saved("contacts", f"Contact details of {widgets.literal(patient_id)} saved.")
+        stop_col, revoke_col = st.columns(2)
+        if stop_col.button("Stop all messages", key=f"{key}.stop", disabled=current.channel == "none",
+                           help="The patient asked not to be messaged: no invitation or reminder is sent, planned "
+                                "ones are cancelled. Addresses are kept."):
+            _, refused = attempt(lambda db: clinic.stop_messages(db, user, patient_id=patient_id, now=session.now()))
+            if refused is None:
+                saved("contacts", f"Messages to {widgets.literal(patient_id)} stopped.")
+        links = current.open_links
+        if revoke_col.button(f"Revoke open check-in links ({links})", key=f"{key}.revoke", disabled=not links,
+                             help="Links already sent stop working at once (e.g. a lost phone or a wrong address)."):
+            n, refused = attempt(lambda db: clinic.revoke_links(db, user, patient_id=patient_id, now=session.now()))
+            if refused is None:
+                saved("contacts", f"{n} check-in link{'s' if n != 1 else ''} of {widgets.literal(patient_id)} "
+                                  "revoked.")
+        show_saved("contacts")

@@ -733,3 +733,104 @@ def test_a_new_invitation_code_replaces_the_earlier_one(record, clinic_db):
         "SELECT revoked_at IS NULL FROM invitations i JOIN patients p ON p.id = i.patient_ref "
         "WHERE p.patient_id = 'P002' ORDER BY i.id").fetchall()
     assert [bool(r[0]) for r in invitations] == [False, True]
+
+
+# Contacts for reminders ----------------------------------------------------------------------------------------
+
+CONTACTS = "Contacts for reminders"
+
+
+def contacts_tab(at):
+    found = [t for t in at.tabs if t.label == CONTACTS]
+    assert len(found) == 1, [t.label for t in at.tabs]
+    return found[0]
+
+
+def fill_contact(at, email="", phone="", channel="none", consent_on=None):
+    scope = contacts_tab(at)
+    widget(scope, "text_input", "Email").input(email)
+    widget(scope, "text_input", "Mobile number").input(phone)
+    widget(scope, "radio", "Preferred channel").set_value(channel)
+    widget(scope, "date_input", "Consent date").set_value(consent_on)
+    return button(at, "Save contact details").click().run()
+
+
+def test_contact_details_are_saved_and_shown_with_who_recorded_the_consent(record, clinic_db):
+    record = pick_patient(record, "contacts", "P001")
+    assert any("No contact details recorded" in m for m in messages(contacts_tab(record), "markdown"))
+    day = clinic_db.today - timedelta(days=1)
+    record = fill_contact(record, "Ann.Lee@Example.org", "(201) 555-0123", "sms", day)
+    assert not record.exception
+    assert "Contact details of P001 saved." in messages(record, "success")
+    with clinic_db.open() as db:
+        stored = storage.load_contacts(db, "P001").iloc[0]
+        audit = storage.load_audit_log(db, action="set_contact")
+    assert (stored["email"], stored["phone"], stored["channel"]) == ("Ann.Lee@example.org", "+12015550123", "sms")
+    assert (stored["consent_by"], stored["consent_how"]) == ("cleo.clinician", "recorded")
+    shown = " ".join(messages(contacts_tab(record), "markdown"))
+    assert "Text message (SMS)" in shown and f"consent given on {words(day)}, recorded by cleo.clinician" in shown
+    # the form shows what is stored, normalised
+    assert widget(contacts_tab(record), "text_input", "Mobile number").value == "+12015550123"
+    assert "0123" not in audit.to_json() and "Ann.Lee" not in audit.to_json()
+
+
+def test_bad_contact_details_are_listed_per_field_and_nothing_is_saved(record, clinic_db, dump):
+    record = pick_patient(record, "contacts", "P001")
+    with clinic_db.open() as db:
+        before = dump(db)
+    record = fill_contact(record, "ann@", "12", "email", None)
+    (error,) = messages(record, "error")
+    assert error.startswith("Nothing was saved.")
+    assert "- **Email**: email 'ann@' is not a valid email address" in error
+    assert "- **Mobile number**: phone '12' is not" in error
+    assert "- **Consent date**: consent_on is required" in error
+    with clinic_db.open() as db:
+        assert {t: r for t, r in dump(db).items() if t != "audit_log"} == \
+            {t: r for t, r in before.items() if t != "audit_log"}
+    # what was typed stays for correcting
+    assert widget(contacts_tab(record), "text_input", "Email").value == "ann@"
+
+
+def test_no_contact_value_is_carried_into_the_next_patient(record, clinic_db):
+    record = pick_patient(record, "contacts", "P001")
+    record = fill_contact(record, "ann@example.org", "+12015550123", "email", clinic_db.today)
+    scope = contacts_tab(record)
+    widget(scope, "text_input", "Email").input("typed.but.not.saved@example.org")
+    record.run()
+    record = pick_patient(record, "contacts", "P002")
+    scope = contacts_tab(record)
+    assert widget(scope, "text_input", "Email").value == ""
+    assert widget(scope, "text_input", "Mobile number").value == ""
+    assert widget(scope, "radio", "Preferred channel").value == "none"
+    assert widget(scope, "date_input", "Consent date").value is None
+
+
+def test_stopping_messages_shows_who_and_when_and_keeps_the_addresses(record, clinic_db):
+    record = pick_patient(record, "contacts", "P001")
+    record = fill_contact(record, "ann@example.org", "", "email", clinic_db.today)
+    record = button(record, "Stop all messages").click().run()
+    assert "Messages to P001 stopped." in messages(record, "success")
+    (warning,) = messages(contacts_tab(record), "warning")
+    assert warning.startswith("Messages stopped on ") and "by cleo.clinician" in warning
+    with clinic_db.open() as db:
+        stored = storage.load_contacts(db, "P001").iloc[0]
+        assert len(storage.load_audit_log(db, action="stop_messages")) == 1
+    assert (stored["channel"], stored["email"], stored["opted_out_by"]) == ("none", "ann@example.org",
+                                                                            "cleo.clinician")
+    assert button(record, "Stop all messages").disabled
+
+
+def test_open_check_in_links_are_revoked(record, clinic_db):
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    with clinic_db.open() as db:
+        for i in range(2):
+            storage.add_link(db, token_hash=f"{i:064x}", purpose="checkin", patient_id="P001",
+                             expires_at=now + timedelta(days=3), by="remind", now=now)
+    record = pick_patient(record, "contacts", "P001")
+    record = button(record, "Revoke open check-in links (2)").click().run()
+    assert "2 check-in links of P001 revoked." in messages(record, "success")
+    assert button(record, "Revoke open check-in links (0)").disabled
+    with clinic_db.open() as db:
+        assert storage.load_links(db, "P001")["revoked_by"].tolist() == ["cleo.clinician"] * 2
