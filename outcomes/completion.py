@@ -28,7 +28,8 @@ Definitions
   ``entered_by``) and by diagnosis count those formal time points.
 * Percentages are completed / due with Wilson 95 % intervals (:func:`outcomes.analysis.wilson_interval`).
 
-For the quality-improvement role, :func:`suppress` hides counts from 1 to ``small_cell_max`` and every value
+For the quality-improvement role only slots closed before ``as_of`` are counted (final results), and
+:func:`suppress` hides counts from 1 to ``small_cell_max`` and every value
 from which one could be worked out (:mod:`outcomes.disclosure`), with one total row per table so that a
 hidden cell cannot be recovered from a total.
 
@@ -294,11 +295,14 @@ def completion(all_slots: pd.DataFrame, sent_steps: pd.DataFrame | None, calls: 
     """Every table of the completion view.
 
     ``diagnoses``: ``patient_id, diagnosis_label`` (``storage.load_patient_diagnoses``; None: not coded).
-    For QI (``qi=True``) clinicians and diagnoses held by 1 to ``small_cell_max`` patients are pooled, every
+    For QI (``qi=True``) only the slots closed before ``as_of`` count (``closes_on < as_of``: completed or
+    missed, none still open), clinicians and diagnoses held by 1 to ``small_cell_max`` patients are pooled, every
     table is suppressed, the rows of the weekly table that are formal time points take the time-point
     table's suppression (the same counts), and no slot-level rows are returned.
     """
     rows = classify(all_slots, sent_steps, calls, as_of=as_of, zone=zone)
+    if qi:  # final results only: a slot still open on the cut would move, and its small counts reveal little
+        rows = rows[rows["closes_on"] < pd.Timestamp(as_of)].reset_index(drop=True)
     labels = diagnoses.set_index("patient_id")["diagnosis_label"]
     diagnosis = rows["patient_id"].map(labels).astype(object).fillna(NOT_CODED)
     clinician = rows["entered_by"].astype(object).fillna("not recorded")
@@ -336,7 +340,8 @@ def completion(all_slots: pd.DataFrame, sent_steps: pd.DataFrame | None, calls: 
         return disclosure.apply_mask(table, mask, counts=COUNT_COLUMNS, threshold=t, as_text=as_text,
                                      formats={c: "{:.1f}" for c in ("pct_completed", "ci_low", "ci_high")})
 
-    notice = (f"Quality-improvement view: counts from 1 to {t} are shown as “{disclosure.small_marker(t)}”, and "
+    notice = ("Quality-improvement view: only slots whose window closed before the cut are counted (completed "
+              f"or missed, final). Counts from 1 to {t} are shown as “{disclosure.small_marker(t)}”, and "
               f"“{disclosure.HIDDEN}” marks a value hidden so that such a count cannot be worked out from it. "
               f"Clinicians and diagnoses of 1 to {t} patients are pooled as “{disclosure.POOLED}”. No patient "
               "identifiers are shown.")

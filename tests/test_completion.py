@@ -305,3 +305,15 @@ def test_the_weekly_figure_stacks_how_completions_came_as_shares_of_the_slots_du
     hidden.loc[0, "n_by_phone"] = float("nan")  # a QI-hidden value draws no bar
     assert math.isnan(figures.followup_weeks_figure(hidden).data[3].y[0])
     assert figures.followup_weeks_figure(weeks.iloc[:0]).layout.title.text == "No follow-up slot has fallen due yet"
+
+
+def test_qi_counts_only_slots_closed_before_the_cut(clinic):
+    db, *_ = clinic
+    every = followup.slots(storage.load_followup_inputs(db), as_of=AS_OF, schedule=SCHEDULE)
+    args = (every, storage.load_sent_steps(db), storage.load_call_outcomes(db), storage.load_patient_diagnoses(db))
+    qi = completion.completion(*args, as_of=AS_OF, zone=CHICAGO, qi=True, small_cell_max=0)  # nothing hidden
+    clinician = completion.completion(*args, as_of=AS_OF, zone=CHICAGO)
+    assert clinician.weeks.loc[6, "n_open"] == 1  # P1's week 6, open until 24 April
+    assert qi.weeks.loc[6, "n_due"] == "0" and qi.weeks.loc[5, "n_due"] == "1"
+    assert set(qi.weeks["n_open"]) == {"0"}
+    assert qi.timepoints["n_due"].tolist() == ["2", "2", "1", "0", "0", "5"]  # every formal slot had closed
