@@ -20,7 +20,8 @@
    messages" link; only the tokens' hashes are stored. A transport error leaves it ``failed`` with the
    reason, tried again by later runs up to ``message_max_attempts``, then ``gave_up`` (the Reminders page
    shows both). Twilio error 21610 (the recipient replied STOP) stops the patient's messages.
-5. One ``remind_run`` audit entry (counts only, never an address) and the ``remind_runs`` row.
+5. One ``remind_run`` audit entry (counts only, never an address) and the ``remind_runs`` row (a run in
+   quiet hours only the row).
 
 Messages carry no health information: the clinic's name, "your questionnaire is ready", the link and how
 to stop. A dry run (``dry_run=True``) computes what would be sent and writes nothing at all.
@@ -562,9 +563,8 @@ def run(db: storage.Database, *, as_of: date, settings: Settings, now: datetime,
         report.outcome = "quiet_hours"
         if not dry_run:
             report.run_id = storage.start_run(db, as_of=as_of, dry_run=False, now=now)
+            # No audit entry: nothing was read or sent (a run every 15 minutes would fill the log each night).
             storage.finish_run(db, report.run_id, now=now, planned=0, sent=0, failed=0, outcome="quiet_hours")
-            storage.append_audit(db, actor=ACTOR, action="remind_run",
-                                 details={"as_of": as_of.isoformat(), "outcome": "quiet_hours"})
         return report
     if dry_run:
         return _dry_run(db, report, settings=settings, now=now)

@@ -304,6 +304,7 @@ def test_quiet_hours_are_the_clinics(clinic, smtp, twilio, hour, quiet):
     assert (report.outcome == "quiet_hours") == quiet
     assert (len(outbox(clinic)) == 0) == quiet
     assert storage.load_runs(clinic)["outcome"].iloc[0] == ("quiet_hours" if quiet else "ok")
+    assert storage.load_audit_log(clinic, action="remind_run").empty == quiet  # a quiet run read nothing
 
 
 def test_a_dry_run_lists_what_it_would_send_and_writes_nothing(clinic, smtp, twilio, dump):
