@@ -10,7 +10,10 @@ from ui import data, session, widgets
 
 user = session.require_roles("patient")
 settings = data.settings()
-forms = clinic.checkin_forms(settings, data.registry())
+with data.database() as db:
+    due = clinic.checkin_due(db, user, user.patient_id, today=session.today(), settings=settings)
+# The questionnaires of the slot open today (baseline, weekly, or a formal time point: docs/followup.md).
+forms = clinic.checkin_forms(settings, data.registry(), kind=due.kind)
 ANSWERS, STEP, RESULT, REPLACE = "checkin.answers", "checkin.step", "checkin.result", "checkin.confirm_replace"
 
 if ANSWERS not in st.session_state:
@@ -22,6 +25,9 @@ if ANSWERS not in st.session_state:
     if draft:
         st.session_state["checkin.restored"] = draft.saved_at
 answers: dict[str, dict[str, int | None]] = st.session_state[ANSWERS]
+for f in forms:  # the open slot changed while the page was open (midnight): its questionnaires start empty
+    answers.setdefault(f.key, {})
+st.session_state[STEP] = min(st.session_state[STEP], len(forms) - 1)
 
 
 def save_draft() -> None:
@@ -70,9 +76,7 @@ if result is not None:
     st.caption(clinic.PATIENT_CRISIS_TEXT)
     st.stop()
 
-with data.database() as db:
-    due = clinic.checkin_due(db, user, user.patient_id, today=session.today(), settings=settings)
-{"overdue": st.warning, "due": st.info, "never": st.info}.get(due.status, st.success)(due.message)
+{"overdue": st.warning, "due": st.info}.get(due.status, st.success)(due.message)
 if restored := st.session_state.pop("checkin.restored", None):
     st.info(f"Welcome back: your unsent answers from {restored:%d %B, %H:%M} UTC are filled in below.")
 

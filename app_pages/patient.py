@@ -38,6 +38,8 @@ st.session_state["patient.selected"] = patient_id
 try:
     with data.database() as db:
         record = clinic.patient_record(db, user, patient_id, settings=settings)
+        due = clinic.checkin_due(db, user, patient_id, today=today, settings=settings)
+        schedule = clinic.followup_schedule(db, user, patient_id, today=today, settings=settings)
     history = record.changes  # the trail, with each change in words (one audited read: view_record)
 except OutcomesError as exc:
     st.error(widgets.message(exc))
@@ -145,6 +147,28 @@ else:
                      "Status": st.column_config.TextColumn(width=170),
                      "Note": st.column_config.TextColumn(width=140)})
     st.caption("Times are the clinic's local time.")
+
+st.subheader("Follow-up")
+{"overdue": st.warning, "due": st.info}.get(due.status, st.caption)(
+    due.message + (" On today's call list: phone the patient (Follow-up page)." if due.on_call_list else ""))
+if len(schedule):
+    SLOT_STATUS = {"upcoming": "Upcoming", "due": "Due", "overdue": "Overdue", "done": "Done", "missed": "Missed",
+                   "inactive": "Not due (inactive)"}
+    latest = schedule[schedule["series_id"] == schedule["series_id"].iloc[0]]
+    shown = latest[(latest["due_on"] <= pd.Timestamp(today) + pd.Timedelta(days=7)) | (latest["kind"] != "weekly")]
+    shown = shown.assign(status=shown["status"].map(SLOT_STATUS),
+                         invitation_sent=widgets.clinic_times(shown["invitation_sent"], settings),
+                         reminder_sent=widgets.clinic_times(shown["reminder_sent"], settings))
+    headers = {"label": "Questionnaire", "due_on": "Due", "closes_on": "Open until", "status": "Status",
+               "done_on": "Done on", "invitation_sent": "Invited", "reminder_sent": "Reminded", "call": "Call"}
+    st.dataframe(widgets.on_screen(shown[list(headers)].rename(columns=headers)), hide_index=True, placeholder="—",
+                 column_config={c: st.column_config.DateColumn(format="D MMM YYYY", width=100)
+                                for c in ("Due", "Open until", "Done on")}
+                 | {c: st.column_config.DatetimeColumn(format=MOMENT, width=125) for c in ("Invited", "Reminded")})
+    st.caption(f"The latest series' questionnaires up to next week, and its formal time points "
+               f"({len(shown)} of {len(latest)}). A slot is done by any score dated in it; overdue from day "
+               f"{settings.checkin_overdue_days + 1}, on the call list from day {settings.call_list_after_days + 1}. "
+               "Contacts for reminders are on the Record page.")
 
 st.subheader("Series and infusions")
 if record.all_series.empty:

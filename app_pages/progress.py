@@ -13,7 +13,7 @@ st.title("My progress")
 with data.database() as db:
     record = clinic.patient_record(db, user, user.patient_id, settings=settings)
     due = clinic.checkin_due(db, user, user.patient_id, today=session.today(), settings=settings)
-{"overdue": st.warning, "due": st.info, "never": st.info}.get(due.status, st.success)(due.message)
+{"overdue": st.warning, "due": st.info}.get(due.status, st.success)(due.message)
 if due.status != "done":
     st.page_link("app_pages/checkin.py", label="Do my check-in now", icon=":material/edit_note:")
 

@@ -382,14 +382,14 @@ def require_role(db: storage.Database, actor: User, *roles: str, action: str,
     return current
 
 
-def link_session_open(db: storage.Database, actor: LinkUser) -> bool:
+def link_session_open(db: storage.Database, session: LinkUser) -> bool:
     """Whether the check-in link behind a link session still stands: a check-in link of the session's patient,
     not revoked, and not past its expiry on the server's clock (not the caller's ``now``: a session must not
     outlive its link whatever moment a caller passes)."""
-    links = storage.load_links(db, actor.patient_id) if actor.patient_id else None
+    links = storage.load_links(db, session.patient_id) if session.patient_id else None
     row = None if links is None else next(
-        (r for r in links.itertuples() if r.link_id == actor.link_id and r.purpose == "checkin"), None)
-    return (row is not None and actor.role == "patient" and pd.isna(row.revoked_at)
+        (r for r in links.itertuples() if r.link_id == session.link_id and r.purpose == "checkin"), None)
+    return (row is not None and session.role == "patient" and pd.isna(row.revoked_at)
             and row.expires_at > datetime.now(UTC))
 
 

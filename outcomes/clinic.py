@@ -6,7 +6,7 @@ raises :class:`PermissionDenied` and leaves an ``access_denied`` entry in the au
 views, writes and exports are audited too. Moments (``now``) and days (``today``) come from the
 caller, never from the clock. Results are frozen dataclasses or DataFrames, ready for a thin page.
 
-The rules these functions apply (the alert rule, reliable change, baselines, check-in due dates, the Today
+The rules these functions apply (the alert rule, reliable change, baselines, the Today
 list, date parsing) are pure functions in :mod:`outcomes.rules`; ``alert_rule``, ``reliable_change``,
 ``today_list``, ``SAFETY_NOTICE``, ``PATIENT_CRISIS_TEXT``, ``ALERT_ACTIONS`` and the alert thresholds
 are re-exported here.
@@ -26,7 +26,7 @@ Example
 ...                        now=now)
 >>> invitation = enrol_patient(db, lee, patient_id="P001", today=today, now=now, settings=settings)
 >>> checkin_due(db, lee, "P001", today=today, settings=settings).status
-'never'
+'no series'
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ from .rules import (
     alert_rule as alert_rule,
     as_date_or_none,
     baselines,
-    due_frame,
     may_alert,
     parse_day_or_problem,
     reliable_change as reliable_change,
@@ -74,12 +73,13 @@ from .rules import (
 from .scoring import ScoreResult, min_answered, score_response
 from .summary_scores import load_summary_weights, summary_scores
 from .settings import Settings
+from . import followup
 
 def roster_columns(domains: Iterable[str]) -> tuple[str, ...]:
     """The roster's columns: the patient's status, then ``<domain>_t/_change/_improved`` per domain."""
     return ("patient_id", "diagnosis", "disposition", "today", "today_rank", "series_status", "in_series_today",
-            "in_series_this_week", "series_number", "last_infusion", "next_infusion", "followup", "baseline_due",
-            "last_checkin", "checkin_status", "next_due", "overdue",
+            "in_series_this_week", "series_number", "last_infusion", "next_infusion", "followup", "followup_text",
+            "baseline_due", "last_checkin", "next_due", "overdue", "on_call_list",
             *(f"{d}_{c}" for d in domains for c in ("t", "change", "improved")),
             "open_alerts", "top_priority")
 
@@ -135,13 +135,25 @@ class CheckinResult:
 
 @dataclass(frozen=True)
 class DueStatus:
-    """Whether a check-in is due: ``status`` is ``never``, ``done``, ``due`` or ``overdue``."""
+    """Where a patient's follow-up stands today (:mod:`outcomes.followup`, docs/followup.md).
+
+    ``status``: ``upcoming``, ``due``, ``overdue``, ``done``, ``missed``, ``complete``, ``inactive`` or
+    ``no series``. ``slot_label``, ``kind``, ``due_on`` and ``closes_on`` describe the slot open today
+    (None when none is); ``next_due``/``next_label`` the next slot not yet due; ``kind`` decides which
+    questionnaires the check-in asks (``weekly`` when no slot is open); ``message`` says it in plain words.
+    """
 
     status: str
     last_checkin: date | None
     next_due: date | None
     overdue_from: date | None
     message: str
+    slot_label: str | None = None
+    kind: str = "weekly"
+    due_on: date | None = None
+    closes_on: date | None = None
+    next_label: str | None = None
+    on_call_list: bool = False
 
 
 @dataclass(frozen=True)
@@ -468,8 +480,9 @@ def _shown(value: Any) -> str:
 # Check-ins -----------------------------------------------------------------------------------------
 
 
-def checkin_forms(settings: Settings, registry: Registry | None = None) -> tuple[Form, ...]:
-    """The questionnaires of the weekly check-in, in order (``settings.checkin_forms``).
+def checkin_forms(settings: Settings, registry: Registry | None = None, *, kind: str = "weekly") -> tuple[Form, ...]:
+    """The questionnaires a check-in asks, in order: ``settings.slot_forms(kind)`` for the kind of the slot
+    open today (``baseline``, ``weekly`` or ``timepoint``; see :func:`checkin_due`).
 
     Raises
     ------
@@ -477,14 +490,15 @@ def checkin_forms(settings: Settings, registry: Registry | None = None) -> tuple
         A configured form key is not in the registry, or two forms share a domain.
     """
     registry = registry or settings.registry
+    keys = settings.slot_forms(kind)
+    name = "checkin_forms" if keys == settings.checkin_forms else f"{kind}_forms"
     try:
-        forms = tuple(registry.form(key) for key in settings.checkin_forms)
+        forms = tuple(registry.form(key) for key in keys)
     except UnknownForm as exc:
-        raise ConfigError(f"setting checkin_forms: {exc}") from None
+        raise ConfigError(f"setting {name}: {exc}") from None
     domains = [f.domain for f in forms]
     if len(set(domains)) < len(domains):
-        raise ConfigError("setting checkin_forms: name at most one form per domain, got "
-                          + ", ".join(settings.checkin_forms))
+        raise ConfigError(f"setting {name}: name at most one form per domain, got " + ", ".join(keys))
     return forms
 
 
@@ -693,32 +707,85 @@ def discard_draft(db: storage.Database, actor: User, patient_id: str) -> bool:
     return storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
 
 
+def _followup_now(db: storage.Database, today: date, settings: Settings,
+                  patient_id: str | None = None) -> pd.DataFrame:
+    """:func:`outcomes.followup.patient_status` of one patient or all, on ``today``."""
+    inputs = storage.load_followup_inputs(db, patient_id)
+    every = followup.slots(inputs, as_of=today, schedule=followup.Schedule.from_settings(settings))
+    return followup.patient_status(every, inputs["patients"], as_of=today)
+
+
 def checkin_due(db: storage.Database, actor: User, patient_id: str, *, today: date,
                 settings: Settings) -> DueStatus:
-    """Whether the patient's weekly check-in is due.
+    """Where the patient's follow-up stands today: the slot open now, or the next one (docs/followup.md).
 
-    A check-in falls due ``settings.checkin_cadence_days`` after the last one and is overdue after a
-    further ``settings.checkin_overdue_days`` grace days. ``never``: no check-in yet (due now).
+    The message speaks to the patient when the actor is the patient. A patient can check in whether or
+    not a slot is open; the check-in asks the questionnaires of the open slot's kind.
     """
     user = require_patient_access(db, actor, patient_id, action="checkin_due")
     _require_patient(db, patient_id)
+    row = _followup_now(db, today, settings, patient_id).iloc[0]
     latest = storage.load_latest_scores(db, patient_id=patient_id)
     last = latest["assessed_on"].max() if len(latest) else pd.NaT
-    row = due_frame(pd.Series([last]), today, cadence_days=settings.checkin_cadence_days,
-                    overdue_days=settings.checkin_overdue_days).iloc[0]
-    status, next_due = row["checkin_status"], as_date_or_none(row["next_due"])
-    overdue_from = as_date_or_none(row["overdue_from"])
+    status = row["status"]
     you = user.role == "patient"
-    if status == "never":
-        message = "No check-in yet: the first one can be done now."
+    your = "Your" if you else "The"
+    label = row["slot_label"] if isinstance(row["slot_label"], str) else None
+    what = f"{label.lower()} questionnaire" if label else "questionnaire"
+    due_on, closes_on, next_due = (as_date_or_none(row[c]) for c in ("due_on", "closes_on", "next_due"))
+    next_text = (f" The next one ({row['next_label']}) is due on {next_due:%A %d %B %Y}."
+                 if next_due is not None else "")
+    if status == "due":
+        message = f"{your} {what} is due. It is open until {closes_on:%A %d %B}."
+    elif status == "overdue":
+        message = f"{your} {what} is overdue: it was due on {due_on:%d %B} and is open until {closes_on:%A %d %B}."
     elif status == "done":
-        message = f"{'Your' if you else 'The'} next check-in is due on {next_due:%A %d %B %Y}."
-    elif status == "due":
-        message = f"{'Your' if you else 'The'} weekly check-in is due (since {next_due:%d %B})."
+        message = f"{'Thank you: your' if you else 'The'} {what} is done.{next_text}"
+    elif status == "missed":
+        message = f"{'You have' if you else 'The patient has'} no questionnaire open today.{next_text}"
+    elif status == "upcoming":
+        message = (f"{your} next questionnaire ({row['next_label']}) is due on {next_due:%A %d %B %Y}."
+                   if next_due is not None else "No questionnaire is due yet.")
+    elif status == "complete":
+        message = f"{'Your' if you else 'The'} follow-up after the last infusion series is complete."
     else:
-        message = f"{'Your' if you else 'The'} weekly check-in is overdue (it was due on {next_due:%d %B})."
-    return DueStatus(status=status, last_checkin=as_date_or_none(last), next_due=next_due,
-                     overdue_from=overdue_from if status != "never" else None, message=message)
+        message = "No questionnaire is due." + (" You can still check in whenever you like." if you else "")
+    kind = row["kind"] if isinstance(row["kind"], str) else "weekly"
+    return DueStatus(status=status, last_checkin=as_date_or_none(last), next_due=next_due if status not in (
+                         "due", "overdue") else due_on,
+                     overdue_from=None if due_on is None else due_on + pd.Timedelta(
+                         days=settings.checkin_overdue_days).to_pytimedelta(),
+                     message=message, slot_label=label, kind=kind, due_on=due_on, closes_on=closes_on,
+                     next_label=row["next_label"] if isinstance(row["next_label"], str) else None,
+                     on_call_list=bool(row["on_call_list"]))
+
+
+def followup_schedule(db: storage.Database, actor: User, patient_id: str, *, today: date,
+                      settings: Settings) -> pd.DataFrame:
+    """The patient's follow-up slots with their status today, how each was chased, newest series first
+    (clinician); audited as ``view_followup``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`outcomes.followup.slots` plus ``invitation_sent`` and ``reminder_sent``
+        (UTC; NaT when not sent) and ``call`` (the latest call outcome of the slot, in words, or "").
+    """
+    user = require_role(db, actor, "clinician", action="view_followup")
+    _require_patient(db, patient_id)
+    inputs = storage.load_followup_inputs(db, patient_id)
+    slots = followup.slots(inputs, as_of=today, schedule=followup.Schedule.from_settings(settings))
+    sent = storage.load_sent_steps(db)
+    sent = sent[sent["patient_id"] == patient_id].drop(columns="patient_id")
+    calls = storage.load_call_outcomes(db, patient_id).drop_duplicates(["series_id", "slot"], keep="last")
+    calls = calls.assign(call=calls["outcome"].str.replace("_", " ").str.capitalize() + " ("
+                         + calls["recorded_by"] + ")")[["series_id", "slot", "call"]]
+    out = (slots.merge(sent, on=["series_id", "slot"], how="left").merge(calls, on=["series_id", "slot"], how="left")
+           .assign(call=lambda f: f["call"].fillna("")))
+    storage.append_audit(db, actor=user.username, action="view_followup", patient_id=patient_id)
+    order = out.groupby("series_id")["due_on"].transform("min")
+    return out.assign(_o=order).sort_values(["_o", "due_on"], ascending=[False, True]).drop(
+        columns="_o").reset_index(drop=True)
 
 
 # Clinician views -----------------------------------------------------------------------------------
@@ -790,19 +857,17 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
           planned from 9 Jun 2025", "In series (day 3 of 5)", "Week 6 after series 1");
           ``in_series_today`` and ``in_series_this_week`` (Monday to Sunday; planned series count);
           ``next_infusion`` (first infusion of the next planned series).
-        * ``followup``: ``inactive`` (disposition not active), ``not started`` (no series),
-          ``baseline`` (only a planned series), ``in series``, ``in follow-up`` (up to
-          ``settings.followup_days`` after the last infusion), ``complete`` (after that).
-        * ``baseline_due``: an active patient whose planned series starts within
-          ``settings.baseline_days`` has no score since that window opened; due by the first infusion.
-        * ``checkin_status`` never/done/due/overdue for patients expected to check in (active, in series
-          or in follow-up), else ``not expected``; ``next_due`` (the next check-in, or the baseline's
-          deadline); ``overdue`` only for patients expected to check in.
+        * ``followup``: the patient's follow-up status today (:func:`outcomes.followup.patient_status`:
+          upcoming, due, overdue, done, missed, complete, inactive, no series) and ``followup_text`` in
+          words ("1 month overdue since 3 Mar", "Next: Week 2 on 14 Mar"); ``baseline_due`` (the baseline
+          slot is open and undone); ``next_due`` (the open slot's due day, else the next slot's);
+          ``overdue``; ``on_call_list`` (undone from day 4 of the slot: staff phone);
+          ``last_checkin`` (the latest score's day).
         * per domain the latest ``<domain>_t``, its ``<domain>_change`` from baseline and
           ``<domain>_improved``; ``open_alerts`` and ``top_priority``.
         * ``today`` (why the patient is on today's list, in words) and ``today_rank`` (1 in a series
-          today or this week, 2 baseline due, 3 open alert, 4 check-in due or overdue; <NA> when not on
-          the list): see :func:`today_list`.
+          today or this week, 2 baseline due, 3 open alert, 4 a follow-up slot due or overdue; <NA> when
+          not on the list): see :func:`today_list`.
 
         Sorted by alert priority, then overdue first, then patient ID.
     """
@@ -845,25 +910,26 @@ def roster(db: storage.Database, actor: User, *, today: date, settings: Settings
          + out["series_number"].astype("Int64").astype("string")],
         "No series")
 
-    horizon = out["last_infusion"] + pd.Timedelta(days=settings.followup_days)
-    out["followup"] = np.select(
-        [~active, in_today, out["last_infusion"].notna() & (now <= horizon), out["last_infusion"].notna(),
-         out["next_infusion"].notna()],
-        ["inactive", "in series", "in follow-up", "complete", "baseline"], "not started")
-    expected = out["followup"].isin(["in series", "in follow-up"])
-
+    status = _followup_now(db, today, settings).set_index("patient_id").reindex(out["patient_id"])
+    out["followup"] = status["status"].to_numpy()
+    due_text = (status["slot_label"].fillna("").astype(str) + " " + status["status"].astype(str) + " since "
+                + status["due_on"].dt.strftime("%d %b").fillna("")).where(
+        status["slot"].ne("baseline"),
+        "Baseline " + status["status"].astype(str) + " by " + status["closes_on"].dt.strftime("%d %b").fillna(""))
+    next_text = ("Next: " + status["next_label"].fillna("").astype(str) + " on "
+                 + status["next_due"].dt.strftime("%d %b").fillna(""))
+    out["followup_text"] = np.select(  # (astype: an empty clinic's frames have no string columns)
+        [status["status"].isin(["due", "overdue"]), status["status"].eq("done") & status["next_due"].notna(),
+         status["status"].isin(["upcoming", "missed"]) & status["next_due"].notna()],
+        [due_text.to_numpy(), ("Done · " + next_text).to_numpy(), next_text.to_numpy()],
+        status["status_label"].fillna("").astype(str).to_numpy())
+    open_now = status["status"].isin(["due", "overdue"]).to_numpy()
+    out["baseline_due"] = open_now & status["slot"].eq("baseline").to_numpy()
+    out["overdue"] = status["status"].eq("overdue").to_numpy()
+    out["on_call_list"] = status["on_call_list"].fillna(False).astype(bool).to_numpy()
+    out["next_due"] = status["due_on"].where(open_now, status["next_due"]).to_numpy()
     last = latest.groupby("patient_id")["assessed_on"].max().rename("last_checkin")
     out = out.merge(last, left_on="patient_id", right_index=True, how="left")
-    # A check-in is due no earlier than the first infusion of the current series: a patient back for a booster
-    # long after their last check-in is due from the series' first day, not overdue since years.
-    due = due_frame(out["last_checkin"], today, cadence_days=settings.checkin_cadence_days,
-                    overdue_days=settings.checkin_overdue_days, not_before=out["first_infusion"].where(expected))
-    window_opens = out["next_infusion"] - pd.Timedelta(days=settings.baseline_days)
-    out["baseline_due"] = (active & out["next_infusion"].notna() & (now >= window_opens)
-                           & ~(out["last_checkin"] >= window_opens))
-    out["checkin_status"] = due["checkin_status"].where(expected, "not expected")
-    out["overdue"] = expected & due["overdue"]
-    out["next_due"] = due["next_due"].where(expected, out["next_infusion"].where(out["baseline_due"]))
 
     base = baselines(latest, candidates, series[series["state"] == "given"], settings.baseline_days)
     change = pd.Series(round_half_away(latest["t_score"] - base["baseline_t"]), index=latest.index)

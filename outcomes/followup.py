@@ -150,7 +150,8 @@ def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule
     first = _days(series["first_infusion"])
     last = np.maximum(_days(series["last_infusion"]),
                       np.where(series["planned_last"].isna(), _NAT, _days(series["planned_last"])))
-    planned_on = np.where(series["planned_on"].isna(), _NAT, _days(series["planned_on"]))
+    # A series entered after as_of (a replay of an earlier day) counts as planned by then.
+    planned_on = np.minimum(np.where(series["planned_on"].isna(), _NAT, _days(series["planned_on"])), today)
     pid = series["patient_id"].to_numpy()
     # The next series of the same patient opens its own window: slots due from then on belong to it.
     same_next = np.r_[pid[1:] == pid[:-1], False]
@@ -252,7 +253,7 @@ def _empty() -> pd.DataFrame:
     return frame
 
 
-PATIENT_STATUS_COLUMNS = ("patient_id", "status", "status_label", "series_id", "slot", "slot_label", "due_on",
+PATIENT_STATUS_COLUMNS = ("patient_id", "status", "status_label", "series_id", "slot", "kind", "slot_label", "due_on",
                           "closes_on", "next_due", "next_label", "on_call_list", "window_ends")
 
 
@@ -261,7 +262,7 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
 
     ``status``: ``inactive`` (disposition not active), ``no series``, ``complete`` (every slot closed),
     else the status of the slot open today (``due``, ``overdue``, ``done``), or when none is open
-    ``missed`` (the last slot closed undone) or ``upcoming``. ``slot``/``slot_label``/``due_on``/
+    ``missed`` (the last slot closed undone) or ``upcoming``. ``slot``/``kind``/``slot_label``/``due_on``/
     ``closes_on`` name the open slot; ``next_due``/``next_label`` the next slot not yet due;
     ``on_call_list``: an open slot undone from its ``call_from`` day; ``window_ends``: the day the last
     slot closes.
@@ -276,7 +277,7 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
     upcoming = s[s["due_on"] > today].drop_duplicates("patient_id", keep="first")
     ends = all_slots.groupby("patient_id")["closes_on"].max()
     o = open_.set_index("patient_id")
-    for column, source in (("series_id", "series_id"), ("slot", "slot"), ("slot_label", "label"),
+    for column, source in (("series_id", "series_id"), ("slot", "slot"), ("kind", "kind"), ("slot_label", "label"),
                            ("due_on", "due_on"), ("closes_on", "closes_on"), ("_open_status", "status"),
                            ("call_from", "call_from")):
         out[column] = out["patient_id"].map(o[source])
@@ -294,6 +295,11 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
     out["status_label"] = out["status"].map(PATIENT_STATUS_LABELS)
     out["on_call_list"] = (out["status"].isin(["due", "overdue"]) & (out["call_from"] <= today)).fillna(False)
     out["series_id"] = out["series_id"].astype("Int64")
+    for c in ("due_on", "closes_on", "next_due", "window_ends"):  # typed even when there is no row
+        out[c] = pd.to_datetime(out[c]).astype("datetime64[ns]")
+    for c in ("slot", "kind", "slot_label", "next_label"):
+        out[c] = out[c].astype(object)
+    out["on_call_list"] = out["on_call_list"].astype(bool)
     return out[list(PATIENT_STATUS_COLUMNS)].reset_index(drop=True)
 
 

@@ -1,4 +1,4 @@
-"""The clinic's rules as pure functions: alerts, reliable change, baselines, check-in due dates, Today list.
+"""The clinic's rules as pure functions: alerts, reliable change, baselines, the Today list.
 
 No database, no storage, no authorisation: values and DataFrames in, values and DataFrames out, so each
 rule can be read and tested on its own. :mod:`outcomes.clinic` applies them in its service functions
@@ -229,56 +229,25 @@ def baselines(targets: pd.DataFrame, candidates: pd.DataFrame, series: pd.DataFr
     return out
 
 
-# Check-in due dates (docs/clinic-record.md, "The roster: the clinician's morning") ----------------------
-
-
-def due_frame(last: pd.Series, today: date, *, cadence_days: int, overdue_days: int,
-              not_before: pd.Series | None = None) -> pd.DataFrame:
-    """Vectorised check-in schedule from the last check-in dates (NaT = never).
-
-    A check-in falls due ``cadence_days`` (setting ``checkin_cadence_days``) after the last one and is
-    overdue after a further ``overdue_days`` (``checkin_overdue_days``). With ``not_before`` (a day per
-    row, NaT for none), a check-in falls due no earlier than that day; a row never checked in is then due
-    from that day (``due``, later ``overdue``) instead of ``never``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Aligned with ``last``: ``checkin_status`` (``never``, ``done``, ``due``, ``overdue``), ``next_due``,
-        ``overdue_from`` and ``overdue`` (bool).
-    """
-    last = pd.to_datetime(last).astype("datetime64[ns]")
-    now = pd.Timestamp(today)
-    next_due = last + pd.Timedelta(days=cadence_days)
-    if not_before is not None:
-        floor = pd.to_datetime(not_before).astype("datetime64[ns]")
-        next_due = next_due.where(next_due.isna() | floor.isna() | (next_due >= floor), floor)
-        never = last.isna() & floor.notna()
-        next_due = next_due.where(~never, floor)
-        last = last.where(~never, floor - pd.Timedelta(days=cadence_days))
-    overdue_from = next_due + pd.Timedelta(days=overdue_days + 1)
-    status = np.select([last.isna(), now < next_due, now < overdue_from], ["never", "done", "due"], "overdue")
-    return pd.DataFrame({"checkin_status": status, "next_due": next_due, "overdue_from": overdue_from,
-                         "overdue": status == "overdue"}, index=last.index)
-
-
 # The Today list (docs/clinic-record.md, "The roster: the clinician's morning") --------------------------
 
 
 def today_reasons(roster: pd.DataFrame) -> dict[str, pd.Series]:
     """Why each patient is on today's list, in words, and the first reason's rank (<NA>: not on it).
 
-    Reads the roster's ``in_series_today, in_series_this_week, baseline_due, next_infusion, open_alerts,
-    top_priority, checkin_status``; returns ``{"today": text, "today_rank": rank}`` aligned with it.
+    Reads the roster's ``in_series_today, in_series_this_week, baseline_due, open_alerts, top_priority,
+    followup, followup_text, on_call_list``; returns ``{"today": text, "today_rank": rank}``
+    aligned with it.
     """
     out = roster
-    checkin = out["checkin_status"].isin(["due", "overdue"])
+    slot_due = out["followup"].isin(["due", "overdue"]) & ~out["baseline_due"]
+    call = pd.Series(" · call", index=out.index).where(out["on_call_list"], "")
     reasons = [
         (out["in_series_today"], pd.Series("In series today", index=out.index)),
         (out["in_series_this_week"] & ~out["in_series_today"], pd.Series("In series this week", index=out.index)),
-        (out["baseline_due"], "Baseline due by " + out["next_infusion"].dt.strftime("%d %b").fillna("")),
+        (out["baseline_due"], out["followup_text"] + call),
         (out["open_alerts"] > 0, "Open alert (" + out["top_priority"].fillna("") + ")"),
-        (checkin, "Check-in " + out["checkin_status"]),
+        (slot_due, out["followup_text"] + call),
     ]
     ranks = (1, 1, 2, 3, 4)
     text = pd.Series("", index=out.index, dtype=object)
@@ -292,8 +261,8 @@ def today_reasons(roster: pd.DataFrame) -> dict[str, pd.Series]:
 
 def today_list(roster: pd.DataFrame) -> pd.DataFrame:
     """The clinician's morning list from :func:`outcomes.clinic.roster`: patients in a series today or this
-    week, then baselines due before a planned series, then open alerts (high first), then check-ins due or
-    overdue among active patients in follow-up."""
+    week, then baselines due before a series, then open alerts (high first), then follow-up slots due or
+    overdue (docs/followup.md); overdue first within a rank."""
     on = roster[roster["today_rank"].notna()]
     priority = on["top_priority"].map(PRIORITY_RANK).fillna(len(PRIORITY_RANK))
     return (on.assign(_p=priority).sort_values(["today_rank", "_p", "overdue", "patient_id"],

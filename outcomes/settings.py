@@ -349,15 +349,13 @@ class Settings:
         object.__setattr__(self, "mcid", MappingProxyType({d: merged[d] for d in domains if d in merged}))
         if not self.checkin_forms:
             object.__setattr__(self, "checkin_forms", domains.checkin_forms())
-        for kind in ("baseline", "weekly", "timepoint"):
-            if not getattr(self, f"{kind}_forms"):
-                object.__setattr__(self, f"{kind}_forms", self.checkin_forms)
 
     def slot_forms(self, kind: str) -> tuple[str, ...]:
-        """The form keys a follow-up slot of this kind asks (``baseline``, ``weekly`` or ``timepoint``)."""
+        """The form keys a follow-up slot of this kind asks (``baseline``, ``weekly`` or ``timepoint``): the
+        setting ``<kind>_forms``, or the ``checkin_forms`` when it is empty."""
         if kind not in ("baseline", "weekly", "timepoint"):
             raise ValueError(f"unknown kind of slot {kind!r}; expected baseline, weekly or timepoint")
-        return getattr(self, f"{kind}_forms")
+        return getattr(self, f"{kind}_forms") or self.checkin_forms
 
     @property
     def registry(self) -> Registry:

@@ -408,20 +408,38 @@ def test_alerts_survive_a_replaced_entry(w):
 # Due dates, roster, record ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("today, status", [
-    (date(2025, 6, 1), "done"), (date(2025, 6, 7), "done"), (date(2025, 6, 8), "due"),
-    (date(2025, 6, 11), "due"), (date(2025, 6, 12), "overdue"),
+# P001's series ended on Friday 9 May 2025: week 3 runs 30 May to 5 June, week 4 (1 month) 6 to 12 June.
+@pytest.mark.parametrize("today, status, next_due, label", [
+    (date(2025, 6, 1), "done", date(2025, 6, 6), "Week 3"), (date(2025, 6, 5), "done", date(2025, 6, 6), "Week 3"),
+    (date(2025, 6, 6), "due", date(2025, 6, 6), "1 month"), (date(2025, 6, 7), "due", date(2025, 6, 6), "1 month"),
+    (date(2025, 6, 8), "overdue", date(2025, 6, 6), "1 month"),
+    (date(2025, 6, 12), "overdue", date(2025, 6, 6), "1 month"), (date(2025, 6, 13), "due", date(2025, 6, 13), "Week 5"),
 ])
-def test_checkin_due(w, today, status):
+def test_checkin_due(w, today, status, next_due, label):
     w.submit(on=date(2025, 6, 1), dep=12)
     due = clinic.checkin_due(w.db, w.patient, "P001", today=today, settings=SETTINGS)
-    assert (due.status, due.last_checkin, due.next_due) == (status, date(2025, 6, 1), date(2025, 6, 8))
-    assert due.overdue_from == date(2025, 6, 12) and due.message.startswith("Your ")
+    assert (due.status, due.last_checkin, due.next_due, due.slot_label) == (status, date(2025, 6, 1), next_due, label)
+    assert due.message.startswith("Thank you: your week 3" if status == "done" else f"Your {label.lower()}")
+    assert due.kind == ("timepoint" if label == "1 month" else "weekly")
+    assert due.on_call_list is (today >= date(2025, 6, 9) and status == "overdue")
 
 
-def test_checkin_never_done(w):
+def test_checkin_due_without_a_series(w):
     due = clinic.checkin_due(w.db, w.clinician, "P002", today=TODAY, settings=SETTINGS)
-    assert (due.status, due.last_checkin, due.next_due) == ("never", None, None)
+    assert (due.status, due.last_checkin, due.next_due, due.slot_label) == ("no series", None, None, None)
+    assert due.message == "No questionnaire is due."
+
+
+def test_followup_schedule_lists_the_slots_with_how_they_were_chased(w):
+    w.submit(on=date(2025, 5, 1), dep=12)
+    schedule = clinic.followup_schedule(w.db, w.clinician, "P001", today=TODAY, settings=SETTINGS)
+    head = schedule.head(5)
+    assert head["label"].tolist() == ["Baseline", "End of series", "Week 1", "Week 2", "Week 3"]
+    assert head["status"].tolist() == ["done", "missed", "missed", "missed", "overdue"]
+    assert schedule["invitation_sent"].isna().all() and (schedule["call"] == "").all()
+    assert storage.load_audit_log(w.db, action="view_followup")["patient_id"].tolist() == ["P001"]
+    with pytest.raises(PermissionDenied):
+        clinic.followup_schedule(w.db, w.patient, "P001", today=TODAY, settings=SETTINGS)
 
 
 def test_roster(w):
@@ -438,16 +456,18 @@ def test_roster(w):
     assert rows.loc["P001", "series_status"] == "Week 4 after series 1"
     assert rows.loc["P003", "series_status"] == "In series (day 4 of 5)"
     assert rows.loc["P002", "series_status"] == "No series"
-    # P002 has no series: not in follow-up, so no check-in is expected and none can be overdue.
-    assert rows["followup"].to_dict() == {"P001": "in follow-up", "P002": "not started", "P003": "in series"}
-    # P003 is in a series and has not checked in: due from the series' first day (30 May), overdue from 3 June.
-    assert rows["checkin_status"].to_dict() == {"P001": "done", "P002": "not expected", "P003": "due"}
-    assert rows.loc["P003", "next_due"] == pd.Timestamp("2025-05-30")
-    assert rows["overdue"].to_dict() == {"P001": False, "P002": False, "P003": False}
-    assert rows["today"].to_dict() == {"P001": "Open alert (high)", "P002": "",
-                                       "P003": "In series today · Check-in due"}
+    # Week 3 of P001 fell due on 30 May and is undone on day 4: overdue and on the call list. P002 has no series.
+    # P003's baseline closed undone on its first infusion (30 May); its end-of-series slot falls due on 3 June.
+    assert rows["followup"].to_dict() == {"P001": "overdue", "P002": "no series", "P003": "missed"}
+    assert rows["followup_text"].to_dict() == {"P001": "Week 3 overdue since 30 May", "P002": "No series",
+                                               "P003": "Next: End of series on 03 Jun"}
+    assert rows["overdue"].to_dict() == {"P001": True, "P002": False, "P003": False}
+    assert rows["on_call_list"].to_dict() == {"P001": True, "P002": False, "P003": False}
+    assert rows.loc["P003", "next_due"] == pd.Timestamp("2025-06-03")
+    assert rows["today"].to_dict() == {"P001": "Open alert (high) · Week 3 overdue since 30 May · call", "P002": "",
+                                       "P003": "In series today"}
     assert rows.loc["P001", "last_checkin"] == pd.Timestamp("2025-05-28")
-    assert rows.loc["P001", "next_due"] == pd.Timestamp("2025-06-04")
+    assert rows.loc["P001", "next_due"] == pd.Timestamp("2025-05-30")
     assert (rows.loc["P001", "pain_interference_t"], rows.loc["P001", "pain_interference_change"]) == (61.2, -5.5)
     assert bool(rows.loc["P001", "pain_interference_improved"])
     assert rows.loc["P001", "physical_function_change"] == 5.1

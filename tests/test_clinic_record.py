@@ -124,31 +124,33 @@ def clinic_day(db, lee):
     return clinic.roster(db, lee, today=TODAY, settings=SETTINGS)
 
 
-def test_the_roster_knows_who_is_in_a_series_and_who_is_expected_to_check_in(clinic_day):
+def test_the_roster_knows_who_is_in_a_series_and_where_each_follow_up_stands(clinic_day):
     rows = clinic_day.set_index("patient_id")
     assert rows.loc["A-today", "series_status"] == "In series (day 2 of 5)"
     assert rows.loc["B-week", "series_status"] == "Planned from 07 Jun 2025"
     assert rows["in_series_today"][lambda x: x].index.tolist() == ["A-today"]
     assert sorted(rows["in_series_this_week"][lambda x: x].index) == ["A-today", "B-week"]
+    # A-today's baseline closed undone at its first infusion yesterday; B-week's fell due today (planned today,
+    # less than 7 days ahead); C-baseline's falls due 7 days before 20 June. E-overdue's week 8 fell due on 31 May.
     assert rows["followup"].to_dict() == {
-        "A-today": "in series", "B-week": "baseline", "C-baseline": "baseline", "D-alert": "in follow-up",
-        "E-overdue": "in follow-up", "F-done": "in follow-up", "G-old": "complete", "H-gone": "inactive",
-        "I-none": "not started"}
+        "A-today": "missed", "B-week": "due", "C-baseline": "upcoming", "D-alert": "done", "E-overdue": "overdue",
+        "F-done": "done", "G-old": "complete", "H-gone": "inactive", "I-none": "no series"}
     # Only active patients in follow-up can be overdue: not the one past six months, nor the withdrawn one.
     assert rows["overdue"][lambda x: x].index.tolist() == ["E-overdue"]
-    assert rows.loc["G-old", "checkin_status"] == rows.loc["H-gone", "checkin_status"] == "not expected"
-    assert rows.loc["E-overdue", "next_due"] == pd.Timestamp("2025-05-27")
-    assert rows.loc["F-done", "next_due"] == pd.Timestamp("2025-06-08")
-    assert rows.loc["C-baseline", "next_due"] == pd.Timestamp("2025-06-20")  # the baseline's deadline
-    assert rows["baseline_due"][lambda x: x].index.tolist() == ["B-week", "C-baseline"]
+    assert rows["on_call_list"][lambda x: x].index.tolist() == ["E-overdue"]
+    assert rows.loc["E-overdue", "next_due"] == pd.Timestamp("2025-05-31")
+    assert rows.loc["F-done", "next_due"] == pd.Timestamp("2025-06-07")
+    assert rows.loc["C-baseline", "next_due"] == pd.Timestamp("2025-06-13")  # the baseline falls due then
+    assert rows.loc["A-today", "next_due"] == pd.Timestamp("2025-06-07")  # end of series, as planned
+    assert rows["baseline_due"][lambda x: x].index.tolist() == ["B-week"]
     assert pd.isna(rows.loc["G-old", "next_due"]) and pd.isna(rows.loc["H-gone", "next_due"])
 
 
 def test_today_list_orders_the_clinicians_morning(clinic_day):
     today = clinic.today_list(clinic_day)
-    assert today["patient_id"].tolist() == ["A-today", "B-week", "C-baseline", "D-alert", "E-overdue"]
-    assert today["today"].tolist() == ["In series today · Check-in due", "In series this week · Baseline due by 07 Jun",
-                                       "Baseline due by 20 Jun", "Open alert (high)", "Check-in overdue"]
+    assert today["patient_id"].tolist() == ["A-today", "B-week", "D-alert", "E-overdue"]
+    assert today["today"].tolist() == ["In series today", "In series this week · Baseline due by 07 Jun",
+                                       "Open alert (high)", "Week 8 overdue since 31 May · call"]
 
 
 def test_a_baseline_already_given_is_not_due(db, lee):
@@ -165,7 +167,7 @@ def test_a_cancelled_series_is_not_on_the_roster(db, lee):
                              today=TODAY)
     clinic.cancel_series(db, lee, patient_id="P001", series_id=sid, reason="insurance")
     row = clinic.roster(db, lee, today=TODAY, settings=SETTINGS).iloc[0]
-    assert (row["series_status"], row["followup"], bool(row["baseline_due"])) == ("No series", "not started", False)
+    assert (row["series_status"], row["followup"], bool(row["baseline_due"])) == ("No series", "no series", False)
 
 
 def test_disposition_needs_a_reason_for_withdrawal(db, lee):
@@ -184,6 +186,6 @@ def test_a_booster_long_after_the_last_check_in_is_due_from_its_first_day_not_ov
     clinic.log_infusion(db, lee, patient_id="P001", series_id=booster, infused_on="2025-06-03",
                         dose_mg_per_kg=0.5, duration_min=40, today=TODAY)
     row = clinic.roster(db, lee, today=TODAY, settings=SETTINGS).iloc[0]
-    assert (row["followup"], row["checkin_status"], row["next_due"]) == (
-        "in follow-up", "due", pd.Timestamp("2025-06-03"))  # not "overdue since February 2024"
+    assert (row["followup"], row["followup_text"], row["next_due"]) == (
+        "due", "End of series due since 03 Jun", pd.Timestamp("2025-06-03"))  # not "overdue since February 2024"
     assert not row["overdue"]

@@ -221,7 +221,8 @@ def test_discarding_clears_the_draft_and_the_answers(app_as, clinic_db):
 
 @pytest.fixture
 def patient_with_history(clinic_db):
-    """A fresh patient P100 with a login, and a way to give them a check-in some days ago."""
+    """A fresh patient P100 with a login; ``checked_in(days_ago)`` gives them a check-in some days ago and
+    ``series(last_days_ago)`` a 5-day series that ended some days ago."""
     db, now = clinic_db.open(), datetime.now(UTC)
     clinic.enrol_patient(db, clinic_db.users["clinician"], patient_id="P100", today=now.date(), now=now,
                          settings=load_settings())
@@ -235,6 +236,12 @@ def patient_with_history(clinic_db):
                               answers={DEP.key: {i.item_id: 2 for i in DEP.items}}, assessed_on=day,
                               today=now.date(), now=now, settings=load_settings())
 
+    def series(last_days_ago: int):
+        last = now.date() - timedelta(days=last_days_ago)
+        clinic.log_series(db, clinic_db.users["clinician"], patient_id="P100", first_infusion=last - timedelta(days=4),
+                          last_infusion=last, infusions=5, today=now.date())
+
+    checked_in.series = series
     return checked_in
 
 
@@ -243,29 +250,43 @@ def checkin_of_pam():
 
 
 @pytest.mark.slow
-def test_no_check_in_yet_invites_the_first_one(patient_with_history):
+def test_without_a_series_nothing_is_due_but_a_check_in_is_welcome(patient_with_history):
     at = checkin_of_pam()
-    assert messages(at, "info")[0] == "No check-in yet: the first one can be done now."
+    assert messages(at, "success")[0] == "No questionnaire is due. You can still check in whenever you like."
+    assert at.get("progress")[0].proto.text.startswith("Questionnaire 1 of 3")
 
 
-def test_a_check_in_a_week_ago_is_due(patient_with_history):
-    patient_with_history(8)
+def test_a_weekly_slot_is_due_from_its_day(patient_with_history):
+    patient_with_history.series(8)  # week 1 fell due yesterday: day 2 of the slot
     at = checkin_of_pam()
-    assert messages(at, "info")[0].startswith("Your weekly check-in is due (since ")
+    closes = datetime.now(UTC).date() + timedelta(days=5)
+    assert messages(at, "info")[0] == f"Your week 1 questionnaire is due. It is open until {closes:%A %d %B}."
     assert not at.warning
 
 
 @pytest.mark.slow
-def test_an_old_check_in_is_overdue(patient_with_history):
-    patient_with_history(12)
+def test_a_slot_is_overdue_from_day_three(patient_with_history):
+    patient_with_history.series(9)
     at = checkin_of_pam()
-    assert messages(at, "warning")[0].startswith("Your weekly check-in is overdue (it was due on ")
+    due = datetime.now(UTC).date() - timedelta(days=2)
+    assert messages(at, "warning")[0].startswith(f"Your week 1 questionnaire is overdue: it was due on {due:%d %B}")
 
 
-def test_after_today_s_check_in_the_next_date_is_shown(patient_with_history):
+def test_after_today_s_check_in_the_slot_is_done_and_the_next_one_shown(patient_with_history):
+    patient_with_history.series(8)
     patient_with_history(0)
     at = checkin_of_pam()
-    assert messages(at, "success")[0].startswith("Your next check-in is due on ")
+    next_due = datetime.now(UTC).date() + timedelta(days=6)
+    assert messages(at, "success")[0] == (f"Thank you: your week 1 questionnaire is done. The next one (Week 2) is "
+                                          f"due on {next_due:%A %d %B %Y}.")
+
+
+def test_a_formal_time_point_asks_the_timepoint_forms(patient_with_history, monkeypatch):
+    monkeypatch.setenv("OUTCOMES_TIMEPOINT_FORMS", DEP.key)
+    patient_with_history.series(29)  # the 1-month slot (week 4) fell due yesterday
+    at = checkin_of_pam()
+    assert messages(at, "info")[0].startswith("Your 1 month questionnaire is due.")
+    assert at.get("progress")[0].proto.text.startswith("Questionnaire 1 of 1")
 
 
 def test_the_fixture_patient_is_overdue(app_as):

@@ -65,7 +65,7 @@ def test_every_section_is_shown_for_the_chosen_patient(app_as, clinic_db):
     assert not at.exception
     assert at.title[0].value == "Patient P002"
     assert at.text[0].value == "Fibromyalgia · female · born 1970 · Active"
-    assert [s.value for s in at.subheader] == ["Alert history", "Series and infusions", "Trajectories",
+    assert [s.value for s in at.subheader] == ["Alert history", "Follow-up", "Series and infusions", "Trajectories",
                                                "Every assessment", "Item-level answers",
                                                "Correct or void a record", "History of this record"]
     series = frame(at, "Infusions given")

@@ -100,7 +100,7 @@ def test_another_patient_s_data_never_appears(app_as, clinic_db):
 @pytest.mark.slow
 def test_the_overdue_banner_links_to_the_check_in(app_as):
     at = app_as("patient", PAGE)
-    assert messages(at, "warning")[0].startswith("Your weekly check-in is overdue")
+    assert messages(at, "warning")[0].startswith("Your week 5 questionnaire is overdue")
     links = at.get("page_link")
     assert [link.proto.label for link in links] == ["Do my check-in now"]
 
@@ -115,8 +115,8 @@ def test_before_any_check_in_the_page_says_what_will_appear(clinic_db):
     at = sign_in(new_session().run(), "pam.patient", PASSWORD)
     at.switch_page(PAGE).run()
     assert not at.exception
-    assert messages(at, "info") == ["No check-in yet: the first one can be done now.",
-                                    "Your scores will appear here after your first check-in."]
+    assert messages(at, "success") == ["No questionnaire is due. You can still check in whenever you like."]
+    assert messages(at, "info") == ["Your scores will appear here after your first check-in."]
     assert not at.get("plotly_chart")
 
 

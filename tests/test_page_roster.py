@@ -52,13 +52,16 @@ def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db
     assert at.title[0].value == "Roster"
     table = roster(at)
     assert table.columns.tolist() == [
-        "patient_id", "series_status", "next_due", "checkin_status", "open_alerts", "top_priority",
+        "patient_id", "series_status", "followup_text", "open_alerts", "top_priority",
         "pain_interference_t", "pain_interference_change", "depression_t", "depression_change",
-        "physical_function_t", "physical_function_change", "diagnosis", "last_checkin", "followup", "disposition"]
+        "physical_function_t", "physical_function_change", "diagnosis", "last_checkin", "next_due", "disposition"]
     assert table["patient_id"].tolist() == ["P001", "P002"]
     p001 = table.iloc[0]
     assert p001["series_status"] == "Week 6 after series 1"
-    assert (p001["checkin_status"], p001["followup"], p001["disposition"]) == ("overdue", "in follow-up", "active")
+    # Last infusion 38 days ago: week 5 fell due 3 days ago (day 4 of the slot), and no score since.
+    due = clinic_db.today - timedelta(days=3)
+    assert (p001["followup_text"], p001["next_due"], p001["disposition"]) == (
+        f"Week 5 overdue since {due:%d %b}", pd.Timestamp(due), "active")
     assert int(p001["open_alerts"]) == 1 and p001["top_priority"] == "routine"
     # Latest T and change from baseline agree with the patient's own record.
     record = clinic.patient_record(clinic_db.open(), clinic_db.users["clinician"], "P001",
@@ -67,7 +70,7 @@ def test_every_patient_with_series_check_ins_scores_and_alerts(app_as, clinic_db
         latest = record[record["domain"] == domain].iloc[-1]
         assert p001[f"{domain}_t"] == pytest.approx(latest["t_score"])
         assert p001[f"{domain}_change"] == pytest.approx(latest["change"])
-    assert [m.value for m in at.metric] == ["2", "0", "0", "0", "2"]
+    assert [m.value for m in at.metric] == ["2", "0", "0", "0", "2 · 2"]
     assert messages(at, "caption")[0].startswith("2 of 2 patients.")
     assert clinic.SAFETY_NOTICE in messages(at, "caption")
     assert set(storage.load_audit_log(clinic_db.open(), action="view_roster")["actor"]) == {"cleo.clinician"}
@@ -79,10 +82,9 @@ def test_high_priority_alerts_come_first(app_as, p100_checked_in_today_and_sever
     table = roster(at)
     assert table["patient_id"].tolist() == ["P100", "P001", "P002"]
     p100 = table.iloc[0]
-    # No series: not in follow-up, so no check-in is expected of P100 (and none can be overdue).
-    assert (p100["top_priority"], p100["series_status"], p100["checkin_status"]) == (
-        "high", "No series", "not expected")
-    assert [m.value for m in at.metric] == ["3", "0", "0", "1", "2"]
+    # No series: nothing falls due for P100 (and nothing can be overdue).
+    assert (p100["top_priority"], p100["series_status"], p100["followup_text"]) == ("high", "No series", "No series")
+    assert [m.value for m in at.metric] == ["3", "0", "0", "1", "2 · 2"]
 
 
 @pytest.mark.slow
@@ -100,18 +102,23 @@ def test_today_is_the_default_view_in_the_clinicians_order(app_as, clinic_db, p1
     at = app_as("clinician", PAGE)
     assert at.radio(key="roster.view").value == "today"
     table = roster(at)
-    assert table["patient_id"].tolist() == ["P200", "P300", "P100", "P001", "P002"]
+    # P300's baseline falls due 7 days before its series (in a week): not on today's list yet.
+    assert table["patient_id"].tolist() == ["P200", "P100", "P001", "P002"]
     assert table["today"].tolist() == [
-        "In series today · Check-in due", f"Baseline due by {today + timedelta(days=14):%d %b}",
+        f"In series today · Baseline due by {today:%d %b}",  # planned today: due the day it was planned
         "Open alert (high)",
-        "Open alert (routine) · Check-in overdue",
-        "Open alert (routine)"]  # P002 was withdrawn: no check-in is expected, but its alert still needs review
-    assert table.iloc[1]["next_due"] == pd.Timestamp(today + timedelta(days=14))
-    assert [m.value for m in at.metric] == ["5", "1", "1", "1", "1"]
+        f"Open alert (routine) · Week 5 overdue since {today - timedelta(days=3):%d %b} · call",
+        "Open alert (routine)"]  # P002 was withdrawn: nothing falls due, but its alert still needs review
+    assert [m.value for m in at.metric] == ["4", "1", "1", "1", "1 · 1"]
     # The headline counts follow the filters.
     next(t for t in at.toggle if t.label == "In series").set_value(True).run()
     assert roster(at)["patient_id"].tolist() == ["P200"]
-    assert [m.value for m in at.metric] == ["1", "1", "0", "0", "0"]
+    assert [m.value for m in at.metric] == ["1", "1", "1", "0", "0 · 0"]
+    next(t for t in at.toggle if t.label == "In series").set_value(False).run()
+    all_patients(at)
+    p300 = roster(at).set_index("patient_id").loc["P300"]
+    assert (p300["followup_text"], p300["next_due"]) == (
+        f"Next: Baseline on {today + timedelta(days=7):%d %b}", pd.Timestamp(today + timedelta(days=7)))
 
 
 @pytest.mark.slow
@@ -140,10 +147,10 @@ def test_search_by_patient_id_or_diagnosis(app_as, query, expected):
 @pytest.mark.slow
 def test_filter_by_check_in_status(app_as, p100_checked_in_today_and_severe):
     at = all_patients(app_as("clinician", PAGE))
-    multiselect(at, "Check-in").select("overdue").run()
+    multiselect(at, "Follow-up").select("overdue").run()
     assert roster(at)["patient_id"].tolist() == ["P001", "P002"]
-    assert (roster(at)["checkin_status"] == "overdue").all()
-    multiselect(at, "Check-in").unselect("overdue").select("not expected").run()
+    assert roster(at)["followup_text"].str.contains("overdue").all()
+    multiselect(at, "Follow-up").unselect("overdue").select("no series").run()
     assert roster(at)["patient_id"].tolist() == ["P100"]
 
 

@@ -176,48 +176,28 @@ def test_baselines_with_an_empty_frame(empty):
         assert got["baseline_t"].isna().all()
 
 
-# Check-in due dates ----------------------------------------------------------------------------------
-
-
-def test_due_frame_never_done_due_overdue():
-    today = date(2025, 6, 10)
-    last = pd.Series(pd.to_datetime([None, "2025-06-05", "2025-06-03", "2025-06-02", "2025-05-30"]))
-    got = rules.due_frame(last, today, cadence_days=7, overdue_days=3)
-    # due 7 days after the last check-in; overdue from 3 grace days later
-    assert got["checkin_status"].tolist() == ["never", "done", "due", "due", "overdue"]
-    assert got["next_due"].dt.date.tolist()[1:] == [date(2025, 6, 12), date(2025, 6, 10), date(2025, 6, 9),
-                                                    date(2025, 6, 6)]
-    assert got["overdue_from"].dt.date.tolist()[3] == date(2025, 6, 13)
-    assert got["overdue"].tolist() == [False, False, False, False, True]
-
-
-def test_due_frame_is_due_no_earlier_than_the_current_series():
-    """A patient back for a booster long after the last check-in is due from the series' first day."""
-    today = date(2025, 6, 10)
-    last = pd.Series(pd.to_datetime(["2024-01-01", None, None, "2025-06-08"]))
-    first_infusion = pd.Series(pd.to_datetime(["2025-06-09", "2025-06-01", None, "2025-06-01"]))
-    got = rules.due_frame(last, today, cadence_days=7, overdue_days=3, not_before=first_infusion)
-    assert got["checkin_status"].tolist() == ["due", "overdue", "never", "done"]
-    assert got["next_due"].dt.date.tolist()[:2] == [date(2025, 6, 9), date(2025, 6, 1)]
-
-
 # The Today list --------------------------------------------------------------------------------------
 
 
 def test_today_reasons_name_every_reason_and_rank_the_first():
     roster = pd.DataFrame({
-        "patient_id": ["A", "B", "C", "D"],
-        "in_series_today": [True, False, False, False], "in_series_this_week": [True, True, False, False],
-        "baseline_due": [False, False, True, False],
-        "next_infusion": pd.to_datetime([None, None, "2025-06-16", None]),
-        "open_alerts": pd.array([1, 0, 0, 0], dtype="Int64"), "top_priority": ["high", None, None, None],
-        "checkin_status": ["overdue", "done", "due", "not expected"], "overdue": [True, False, False, False]})
+        "patient_id": ["A", "B", "C", "D", "E"],
+        "in_series_today": [True, False, False, False, False],
+        "in_series_this_week": [True, True, False, False, False],
+        "baseline_due": [False, False, True, False, False],
+        "open_alerts": pd.array([1, 0, 0, 0, 0], dtype="Int64"), "top_priority": ["high", None, None, None, None],
+        "followup": ["overdue", "done", "due", "complete", "due"],
+        "followup_text": ["Week 3 overdue since 02 Jun", "Done · Next: Week 2 on 09 Jun", "Baseline due by 16 Jun",
+                          "Follow-up complete", "1 month due since 09 Jun"],
+        "on_call_list": [True, False, False, False, False],
+        "overdue": [True, False, False, False, False]})
     reasons = rules.today_reasons(roster)
-    assert reasons["today"].tolist() == ["In series today · Open alert (high) · Check-in overdue",
-                                         "In series this week", "Baseline due by 16 Jun · Check-in due", ""]
-    assert reasons["today_rank"].tolist() == [1, 1, 2, pd.NA]
+    assert reasons["today"].tolist() == ["In series today · Open alert (high) · Week 3 overdue since 02 Jun · call",
+                                         "In series this week", "Baseline due by 16 Jun", "",
+                                         "1 month due since 09 Jun"]
+    assert reasons["today_rank"].tolist() == [1, 1, 2, pd.NA, 4]
     listed = rules.today_list(roster.assign(**reasons))
-    assert listed["patient_id"].tolist() == ["A", "B", "C"]
+    assert listed["patient_id"].tolist() == ["A", "B", "C", "E"]
 
 
 # Dates -----------------------------------------------------------------------------------------------

@@ -134,6 +134,21 @@ MATRIX = {
     "clinic.diagnosis_notes": [("", {"admin"}, lambda w, a: clinic.diagnosis_notes(w.db, a))],
     "clinic.code_patients_by_note": [("", {"admin"}, lambda w, a: clinic.code_patients_by_note(
         w.db, a, note="CRPS", code=w.code, reason="coded from the note"))],
+    "clinic.contact": [("", {"clinician"}, lambda w, a: clinic.contact(w.db, a, "P001", now=NOW))],
+    "clinic.set_contact": [("", {"clinician"}, lambda w, a: clinic.set_contact(
+        w.db, a, patient_id="P001", email="p001@example.org", channel="email", consent_on=TODAY, now=NOW,
+        today=TODAY, settings=SETTINGS))],
+    "clinic.stop_messages": [("", {"clinician"}, lambda w, a: clinic.stop_messages(w.db, a, patient_id="P001",
+                                                                                   now=NOW))],
+    "clinic.revoke_links": [("", {"clinician"}, lambda w, a: clinic.revoke_links(w.db, a, patient_id="P001",
+                                                                                 now=NOW))],
+    "clinic.call_list": [("", {"clinician"}, lambda w, a: clinic.call_list(w.db, a, today=TODAY,
+                                                                           settings=SETTINGS))],
+    "clinic.record_call": [("", {"clinician"}, lambda w, a: clinic.record_call(
+        w.db, a, patient_id="P001", series_id=w.series_id, slot="week_3", due_on="2025-05-30",
+        outcome="no_answer", now=NOW))],
+    "clinic.followup_completion": [("", {"clinician", "qi"}, lambda w, a: clinic.followup_completion(
+        w.db, a, as_of=TODAY, settings=SETTINGS))],
     "clinic.submit_checkin": [("", {"clinician", "patient"}, lambda w, a: clinic.submit_checkin(
         w.db, a, patient_id="P001", answers={PI: full(PI)}, assessed_on=TODAY, today=TODAY, now=NOW,
         settings=SETTINGS, replace=True))],
@@ -142,6 +157,8 @@ MATRIX = {
     "clinic.load_draft": [("", {"clinician", "patient"}, lambda w, a: clinic.load_draft(w.db, a, "P001"))],
     "clinic.discard_draft": [("", {"clinician", "patient"}, lambda w, a: clinic.discard_draft(w.db, a, "P001"))],
     "clinic.checkin_due": [("", {"clinician", "patient"}, lambda w, a: clinic.checkin_due(
+        w.db, a, "P001", today=TODAY, settings=SETTINGS))],
+    "clinic.followup_schedule": [("", {"clinician"}, lambda w, a: clinic.followup_schedule(
         w.db, a, "P001", today=TODAY, settings=SETTINGS))],
     "clinic.patient_record": [("", {"clinician", "patient"}, lambda w, a: clinic.patient_record(
         w.db, a, "P001", settings=SETTINGS))],
@@ -194,6 +211,8 @@ UNCHECKED = {
                                  "import, demo); never called by a page",
     "exports.load_source": "reads for exports.export after its role check; not called by pages",
     "redcap.preview": "a dry run behind the import page's clinician/admin check; returns the file's own rows",
+    "auth.link_session_open": "answers whether a check-in link session's own link still stands; grants nothing "
+                              "(tests/test_link_access.py)",
 }
 
 
