@@ -210,6 +210,16 @@ def test_a_revoked_open_link_is_refused_and_its_session_ends(cdb):
     assert refused(cdb, token) == LINK_INVALID
 
 
+def test_staff_revoking_a_patients_links_ends_a_check_in_session_already_open(cdb):
+    token, link_id = make_link(cdb)
+    user = link_access.open_checkin_link(cdb, token, now=now(), settings=SETTINGS)  # used: a session is open
+    assert auth.require_role(cdb, user, "patient", action="open_page") is user
+    assert storage.revoke_links(cdb, "P001", by="cleo.clinician", now=now()) == 1
+    assert not auth.link_session_open(cdb, user)
+    with pytest.raises(PermissionDenied, match="can't be used any more"):
+        auth.require_role(cdb, user, "patient", action="open_page")
+
+
 # The stop link --------------------------------------------------------------------------------------------
 
 

@@ -306,13 +306,14 @@ def use_link(db: Database, token_hash: str, *, purpose: str, now: datetime,
 
 
 def revoke_links(db: Database, patient_id: str, *, by: str, now: datetime, link_id: int | None = None) -> int:
-    """Revoke the patient's open links (or only ``link_id``); returns how many were revoked."""
+    """Revoke the patient's unexpired links (or only ``link_id``), used ones too: a used check-in link is a
+    check-in session still open, which revoking ends; returns how many were revoked."""
     stamp = _stamp(now)
     with _write(db, bump=False) as conn:
         ref = _patient_ref(conn, patient_id)
         extra, params = ("", []) if link_id is None else (" AND id = ?", [int(link_id)])
         return conn.execute("UPDATE checkin_links SET revoked_at = ?, revoked_by = ? WHERE patient_ref = ? "
-                            "AND revoked_at IS NULL AND used_at IS NULL AND expires_at > ?" + extra,
+                            "AND revoked_at IS NULL AND expires_at > ?" + extra,
                             [stamp, by, ref, stamp, *params]).rowcount
 
 
