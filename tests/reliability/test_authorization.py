@@ -158,6 +158,8 @@ MATRIX = {
     "clinic.discard_draft": [("", {"clinician", "patient"}, lambda w, a: clinic.discard_draft(w.db, a, "P001"))],
     "clinic.checkin_due": [("", {"clinician", "patient"}, lambda w, a: clinic.checkin_due(
         w.db, a, "P001", today=TODAY, settings=SETTINGS))],
+    "clinic.followup_schedule": [("", {"clinician"}, lambda w, a: clinic.followup_schedule(
+        w.db, a, "P001", today=TODAY, settings=SETTINGS))],
     "clinic.patient_record": [("", {"clinician", "patient"}, lambda w, a: clinic.patient_record(
         w.db, a, "P001", settings=SETTINGS))],
     "clinic.patient_ids": [("", {"clinician"}, lambda w, a: clinic.patient_ids(w.db, a))],
@@ -209,6 +211,8 @@ UNCHECKED = {
                                  "import, demo); never called by a page",
     "exports.load_source": "reads for exports.export after its role check; not called by pages",
     "redcap.preview": "a dry run behind the import page's clinician/admin check; returns the file's own rows",
+    "auth.link_session_open": "answers whether a check-in link session's own link still stands; grants nothing "
+                              "(tests/test_link_access.py)",
 }
 
 
