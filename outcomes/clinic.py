@@ -1170,8 +1170,8 @@ class ContactDetails:
     """A patient's contact details for reminders (``channel`` ``none`` and no addresses when none are stored).
 
     ``consent_how`` is ``recorded`` (by staff) or ``imported``; ``opted_out_at``/``opted_out_by`` say when
-    and by whom messages were stopped (None while they are on); ``open_links`` counts the one-tap links not
-    yet used, revoked or expired."""
+    and by whom messages were stopped (None while they are on); ``open_links`` counts the one-tap links neither
+    revoked nor expired (a used one is a check-in session that may still be open): what revoking ends."""
 
     patient_id: str
     email: str | None = None
@@ -1202,8 +1202,8 @@ def _none(value: Any) -> Any:
 def _contact_details(db: storage.Database, patient_id: str, now: datetime) -> ContactDetails:
     rows = storage.load_contacts(db, patient_id)
     links = storage.load_links(db, patient_id)
-    open_links = int((links["used_at"].isna() & links["revoked_at"].isna()
-                      & (links["expires_at"] > pd.Timestamp(now))).sum()) if len(links) else 0
+    open_links = int((links["revoked_at"].isna() & (links["expires_at"] > pd.Timestamp(now))).sum()) \
+        if len(links) else 0
     if rows.empty:
         return ContactDetails(patient_id, open_links=open_links)
     r = rows.iloc[0]

@@ -167,6 +167,8 @@ def test_open_links_are_counted_and_revoked(w):
     for i, expires in enumerate((NOW + timedelta(days=3), NOW + timedelta(days=5), NOW - timedelta(days=1))):
         storage.add_link(w.db, token_hash=f"{i:064x}", purpose="checkin", patient_id="P1", expires_at=expires,
                          by="remind", now=NOW - timedelta(days=2), series_id=w.s1, slot="week_6")
+    # a used link is a check-in session that may still be open: revoking ends it too
+    assert storage.use_link(w.db, f"{0:064x}", purpose="checkin", now=NOW) is not None
     assert clinic.contact(w.db, w.clinician, "P1", now=NOW).open_links == 2
     assert clinic.revoke_links(w.db, w.clinician, patient_id="P1", now=NOW) == 2
     assert clinic.contact(w.db, w.clinician, "P1", now=NOW).open_links == 0
