@@ -27,7 +27,7 @@ from pathlib import Path
 from bench import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("floor", "report", "page", "browser", "checkin", "scoring")
+STEPS = ("floor", "report", "page", "browser", "checkin", "scoring", "reminders")
 
 # Budgets (issue 6), on the 2-core reference machine.
 WARM_RERUN_S = 0.3  # at M
@@ -36,6 +36,7 @@ BROWSER_TABLE_S = 2.0  # at M
 CHECKIN_P99_MS = 50.0  # at M
 SCORING_S = 2.0  # 1,000,000 responses
 MEMORY_MB = 1500.0  # at L (1.5 GB)
+REMINDERS_S = 5.0  # planning reminders at L (issue 15: "a few seconds")
 EXPONENT = 1.1  # "linear or better", with room for noise
 
 
@@ -131,6 +132,9 @@ def measure(sizes: list[str], steps: set[str], log) -> dict:
                 if "checkin" in steps:
                     log(f"[{size}] 1,000 check-ins ...")
                     r["checkin"] = _loaded(r, "checkin", lambda: _run("bench.checkin", str(scratch)))
+        if "reminders" in steps:
+            log(f"[{size}] plan reminders ...")
+            r["reminders"] = _loaded(r, "reminders", lambda: _run("bench.reminders", str(ds.path)))
     if "scoring" in steps:
         log("batch scoring of 1,000,000 responses ...")
         results["scoring"] = _run("bench.scoring")
@@ -209,6 +213,12 @@ def table(results: dict) -> str:
                                                                           MEMORY_MB))
     line("  peak RSS at sign-in (roster, the clinician's home page)", ("browser", "landing_peak_mb"),
          fmt=lambda v: f"{v:,.0f} MB")
+
+    line("plan reminders: schedule, contacts, outbox (every patient by email)", ("reminders", "plan_s"),
+         budget="≤ 5 s at L", verdict=at("L", ("reminders", "plan_s"), REMINDERS_S))
+    line("  messages owed on the record's last day", ("reminders", "owed"), fmt=lambda v: f"{v:,}")
+    line("  the same plan again (a re-run: nothing new)", ("reminders", "replan_s"))
+    line("  remind --dry-run (nothing written)", ("reminders", "dry_run_s"))
 
     scoring = results.get("scoring")
     if scoring:  # not per size: one million responses

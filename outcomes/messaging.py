@@ -470,9 +470,12 @@ def plan(db: storage.Database, *, as_of: date, settings: Settings, now: datetime
     """Read the schedule, contacts and outbox; cancel stale messages and plan owed ones (skipped when
     ``dry_run``). This is what ``python -m bench`` times on the L cohort."""
     zone = clinic_zone(settings)
-    inputs = storage.load_followup_inputs(db)
-    open_slots = followup.slots(inputs, as_of=as_of, schedule=followup.Schedule.from_settings(settings),
-                                only_open=True)
+    schedule = followup.Schedule.from_settings(settings)
+    # An open slot opens at most baseline_days (the baseline) or slot_days (a week) before as_of: older score
+    # days cannot mark it done.
+    inputs = storage.load_followup_inputs(
+        db, days_since=as_of - timedelta(days=schedule.baseline_days + schedule.slot_days))
+    open_slots = followup.slots(inputs, as_of=as_of, schedule=schedule, only_open=True)
     contacts = eligible_contacts(storage.load_contacts(db), inputs["patients"])
     owed = plan_steps(open_slots, contacts, storage.load_sent_steps(db), as_of=as_of, zone=zone)
     pending = storage.load_outbox(db, status=("planned", "failed"))

@@ -98,8 +98,13 @@ def load_contacts(db: Database, patient_id: str | None = None) -> pd.DataFrame:
 # Schedule inputs ---------------------------------------------------------------------------------------
 
 
-def load_followup_inputs(db: Database, patient_id: str | None = None) -> dict[str, pd.DataFrame]:
+def load_followup_inputs(db: Database, patient_id: str | None = None, *,
+                         days_since: date | None = None) -> dict[str, pd.DataFrame]:
     """What the follow-up schedule is computed from, in three compact reads.
+
+    ``days_since`` reads only the days with a score from that day on: enough for the slots open on a day
+    (``slots(only_open=True)``; the reminder run passes ``as_of - baseline_days - slot_days``), and far
+    faster for a large clinic (1.8 million score days at 100,000 patients).
 
     Returns
     -------
@@ -122,7 +127,9 @@ def load_followup_inputs(db: Database, patient_id: str | None = None) -> dict[st
     days = _frame(db, "SELECT DISTINCT p.patient_id, a.assessed_on FROM assessments a "
                       "JOIN patients p ON p.id = a.patient_ref "
                       "WHERE a.superseded_by IS NULL AND a.voided_at IS NULL" + where +
-                      " ORDER BY p.patient_id, a.assessed_on", params, dates=["assessed_on"])
+                      ("" if days_since is None else " AND a.assessed_on >= ?") +
+                      " ORDER BY p.patient_id, a.assessed_on",
+                  params + ([] if days_since is None else [days_since.isoformat()]), dates=["assessed_on"])
     return {"patients": patients, "series": series, "days": days}
 
 
