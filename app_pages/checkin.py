@@ -32,8 +32,6 @@ st.session_state[STEP] = min(st.session_state[STEP], len(forms) - 1)
 
 def save_draft() -> None:
     widgets.sync_answers(forms, answers, key="checkin")
-    if session.is_link_session(user):
-        return  # a check-in link's session keeps its answers in the session only (docs/authentication.md)
     try:
         with data.database() as db:
             clinic.save_draft(db, user, user.patient_id, answers, now=session.now())
@@ -87,7 +85,7 @@ st.progress((step + 1) / len(forms), text=f"Questionnaire {step + 1} of {len(for
 st.caption(data.registry().domain(form.domain).recall + " Answer what you can; you may leave a question out.")
 widgets.questionnaire(form, answers[form.key], key="checkin", on_change=save_draft)
 n_answered, need = widgets.answered(form, answers[form.key]), scoring.min_answered(form)
-st.caption(f"{n_answered} of {form.n_items} answered" + ("" if session.is_link_session(user) else " · saved as you go"))
+st.caption(f"{n_answered} of {form.n_items} answered · saved as you go")
 if n_answered < need:
     st.caption(f"This part can only be scored if at least {need} of the {form.n_items} questions are answered.")
 

@@ -149,9 +149,10 @@ class LinkUser(User):
     expires_at: datetime | None = None
 
 
-#: All that a check-in link's session may do: open the check-in page, see whether the check-in is due, and
-#: send it (drafts are kept in the session only, so ``save_draft`` is not among them).
-LINK_ACTIONS = frozenset({"open_page", "checkin_due", "load_draft", "discard_draft", "submit_checkin"})
+#: All that a check-in link's session may do: open the check-in page, see whether the check-in is due, keep
+#: its unsent answers with the link (so that reopening the link in the same browser brings them back) and
+#: send it.
+LINK_ACTIONS = frozenset({"open_page", "checkin_due", "save_draft", "load_draft", "discard_draft", "submit_checkin"})
 LINK_ENDED = "This link can't be used any more. Ask your clinic for a new link."
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 
 from . import storage
 from .analysis import round_half_away
-from .auth import Invitation, User, issue_invitation, require_patient_access, require_role
+from .auth import Invitation, LinkUser, User, issue_invitation, require_patient_access, require_role
 from .errors import (
     CheckinExists,
     CheckinNotScorable,
@@ -639,7 +639,10 @@ def submit_checkin(db: storage.Database, actor: User, *, patient_id: str,
                                         "n_answered": r.n_answered, "method": r.method}
                                        for f, resp, r in scored])
         alerts = raise_score_alerts(db, ids, now=now, settings=settings)
-        storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
+        if isinstance(user, LinkUser):  # sent through a one-tap link: the link cannot be opened again
+            storage.spend_link(db, user.link_id, now=now)
+        else:
+            storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
         storage.append_audit(db, actor=user.username, action="submit_checkin", patient_id=patient_id,
                              details={"assessed_on": day.isoformat(), "source": source,
                                       "replaced": bool(same_day.any()),
@@ -691,19 +694,25 @@ def save_draft(db: storage.Database, actor: User, patient_id: str,
             problems.append(f"the answers to {key} must be whole numbers or empty; check {', '.join(bad)}")
     if problems:
         raise ValidationError("Cannot save the draft:", problems)
-    storage.save_draft(db, patient_id=patient_id, user_id=user.id, answers=dict(cleaned), now=now)
+    if isinstance(user, LinkUser):  # a check-in opened with a one-tap link keeps its draft with the link
+        storage.save_link_draft(db, user.link_id, answers=dict(cleaned), now=now)
+    else:
+        storage.save_draft(db, patient_id=patient_id, user_id=user.id, answers=dict(cleaned), now=now)
 
 
 def load_draft(db: storage.Database, actor: User, patient_id: str) -> Draft | None:
     """The user's unsent answers for the patient (to restore after signing in again), or None."""
     user = require_patient_access(db, actor, patient_id, action="load_draft")
-    found = storage.load_draft(db, patient_id=patient_id, user_id=user.id)
+    found = (storage.load_link_draft(db, user.link_id) if isinstance(user, LinkUser)
+             else storage.load_draft(db, patient_id=patient_id, user_id=user.id))
     return None if found is None else Draft(answers=found[0], saved_at=found[1])
 
 
 def discard_draft(db: storage.Database, actor: User, patient_id: str) -> bool:
     """Throw away the user's unsent answers for the patient; True when there were some."""
     user = require_patient_access(db, actor, patient_id, action="discard_draft")
+    if isinstance(user, LinkUser):
+        return storage.delete_link_draft(db, user.link_id)
     return storage.delete_draft(db, patient_id=patient_id, user_id=user.id)
 
 

@@ -76,7 +76,7 @@ def _wait(until: datetime, now: datetime) -> str:
 
 
 def _use(db: storage.Database, token: Any, purpose: str, *, now: datetime, settings: Settings | None,
-         address: str | None, single_use: bool) -> dict[str, Any]:
+         address: str | None, single_use: bool, browser: str | None = None) -> dict[str, Any]:
     """Throttle, look up and use a link; audit a refusal and raise :class:`LinkRefused`."""
     buckets = _address_buckets(address, settings)
     claim = storage.claim_attempt(db, buckets, now=now)
@@ -85,8 +85,8 @@ def _use(db: storage.Database, token: Any, purpose: str, *, now: datetime, setti
                        details={"purpose": purpose, "reason": "throttled", **_client(db, address)})
         raise LinkRefused(_wait(claim.until, now))
     shaped = links.looks_like_token(token)
-    link = storage.use_link(db, links.token_hash(token), purpose=purpose, now=now,
-                            single_use=single_use) if shaped else None
+    link = storage.use_link(db, links.token_hash(token), purpose=purpose, now=now, single_use=single_use,
+                            browser=browser) if shaped else None
     if link is None:
         _audit_attempt(db, claim, actor=REFUSED_ACTOR, action="link_refused",
                        details={"purpose": purpose,
@@ -99,8 +99,14 @@ def _use(db: storage.Database, token: Any, purpose: str, *, now: datetime, setti
 
 
 def open_checkin_link(db: storage.Database, token: Any, *, now: datetime, settings: Settings | None = None,
-                      address: str | None = None) -> LinkUser:
-    """Exchange a check-in link's token for the session user of its patient (once: the link is then used).
+                      address: str | None = None, browser: str | None = None) -> LinkUser:
+    """Exchange a check-in link's token for the session user of its patient.
+
+    The first use binds the link to ``browser`` (the digest of the browser's cookie, ``ui.session.browser``):
+    until the check-in is sent through it, that browser may open it again (a reload, a tab the phone
+    discarded) and finds its unsent answers; any other browser, and any browser once the check-in was sent,
+    gets :data:`LINK_INVALID` (``storage.use_link``). Without a ``browser`` (a notebook, tests) a link
+    opens once.
 
     ``address`` (with ``settings``) is the client's network address, whose bucket of the sign-in throttle
     counts the attempt before the look-up; without it (a notebook, tests) nothing is throttled.
@@ -111,10 +117,12 @@ def open_checkin_link(db: storage.Database, token: Any, *, now: datetime, settin
         :data:`LINK_INVALID` for a malformed, unknown, used, expired or revoked token alike; a wait message
         when this address has presented too many of them.
     """
-    link = _use(db, token, "checkin", now=now, settings=settings, address=address, single_use=True)
+    link = _use(db, token, "checkin", now=now, settings=settings, address=address, single_use=True,
+                browser=browser)
     user = link_user(link)
     storage.append_audit(db, actor=user.username, action="link_used", patient_id=user.patient_id,
                          details={"purpose": "checkin", "link_id": user.link_id, "slot": link.get("slot"),
+                                  "reopened": bool(link.get("reopened")),
                                   "expires_at": link["expires_at"].isoformat(), **_client(db, address)})
     return user
 

@@ -33,7 +33,7 @@ def make_link(db, patient_id: str = "P001", purpose: str = "checkin", *, expires
 def refused(db, token, purpose: str = "checkin", address: str | None = "203.0.113.7", **kw) -> str:
     opener = link_access.open_checkin_link if purpose == "checkin" else link_access.open_stop_link
     with pytest.raises(LinkRefused) as exc:
-        opener(db, token, now=kw.pop("at", None) or now(), settings=SETTINGS, address=address)
+        opener(db, token, now=kw.pop("at", None) or now(), settings=SETTINGS, address=address, **kw)
     return str(exc.value)
 
 
@@ -155,6 +155,10 @@ def answers(value: int = 2) -> dict:
     return {f.key: {i.item_id: value for i in f.items} for f in clinic.checkin_forms(SETTINGS)}
 
 
+PI = clinic.checkin_forms(SETTINGS)[0].key
+PI_ITEM = clinic.checkin_forms(SETTINGS)[0].items[0].item_id
+
+
 def test_a_link_session_sends_its_patients_check_in_and_nothing_else(cdb, clinic_db):
     token, link_id = make_link(cdb)
     user = link_access.open_checkin_link(cdb, token, now=now())
@@ -173,7 +177,7 @@ def test_a_link_session_sends_its_patients_check_in_and_nothing_else(cdb, clinic
                     lambda: clinic.checkin_due(cdb, user, "P002", today=today, settings=SETTINGS),
                     lambda: clinic.submit_checkin(cdb, user, patient_id="P002", answers=answers(),
                                                   assessed_on=today, today=today, now=now(), settings=SETTINGS),
-                    lambda: clinic.save_draft(cdb, user, "P001", answers(), now=now()),
+                    lambda: clinic.save_draft(cdb, user, "P002", answers(), now=now()),
                     lambda: auth.require_role(cdb, user, "clinician", action="open_page"),
                     lambda: auth.require_role(cdb, user, "patient", action="export"),
                     lambda: clinic.roster(cdb, user, today=today, settings=SETTINGS)):
@@ -208,6 +212,29 @@ def test_a_revoked_open_link_is_refused_and_its_session_ends(cdb):
     with pytest.raises(PermissionDenied, match="can't be used any more"):
         auth.require_role(cdb, user, "patient", action="open_page")
     assert refused(cdb, token) == LINK_INVALID
+
+
+def test_the_first_browser_may_reopen_its_link_and_finds_its_answers_until_the_check_in_is_sent(cdb, clinic_db):
+    token, link_id = make_link(cdb)
+    today = clinic_db.today
+    first = link_access.open_checkin_link(cdb, token, now=now(), browser="b" * 40)
+    clinic.save_draft(cdb, first, "P001", {PI: {PI_ITEM: 3}}, now=now())
+    assert storage.load_draft(cdb, patient_id="P001", user_id=first.id) is None  # kept with the link, not a user
+    # The phone discarded the tab: the same browser opens the link again and finds its answers.
+    again = link_access.open_checkin_link(cdb, token, now=now(), browser="b" * 40)
+    assert again.link_id == link_id and clinic.load_draft(cdb, again, "P001").answers == {PI: {PI_ITEM: 3}}
+    assert [e["details"]["reopened"] for e in audit(cdb, "link_used")] == [False, True]
+    # Another browser (someone who saw the link) cannot, nor a request without a browser.
+    assert refused(cdb, token, browser="c" * 40) == LINK_INVALID
+    assert refused(cdb, token) == LINK_INVALID
+    clinic.submit_checkin(cdb, again, patient_id="P001", answers=answers(), assessed_on=today, today=today,
+                          now=now(), settings=SETTINGS)
+    # Sent: the link is spent, for the first browser too, and its draft is gone.
+    assert refused(cdb, token, browser="b" * 40) == LINK_INVALID
+    assert storage.load_link_draft(cdb, link_id) is None
+    assert storage.load_links(cdb, "P001").set_index("link_id")["spent_at"].notna().loc[link_id]
+    # The session that sent it may still show its result (and send again today, as a signed-in patient may).
+    assert auth.require_role(cdb, again, "patient", action="open_page") is again
 
 
 def test_staff_revoking_a_patients_links_ends_a_check_in_session_already_open(cdb):

@@ -55,7 +55,7 @@ def test_a_check_in_link_opens_the_check_in_alone_and_leaves_the_address(clinic_
     # Only the check-in page is registered: no progress, no account, no sign-in page.
     assert registered(at) == {navigation.CHECKIN_PAGE.path}
     assert seen(at, "Opened from the check-in link", "caption")
-    assert not seen(at, "saved as you go", "caption")
+    assert seen(at, "saved as you go", "caption")                         # with the link (reopening it restores)
     assert audit(clinic_db, "link_used") == [(f"link:{link_id}", "P001")]
 
 

@@ -528,7 +528,7 @@ def open_link() -> None:
         with data.database() as db:
             if purpose == "checkin":
                 opened = link_access.open_checkin_link(db, token, now=moment, settings=data.settings(),
-                                                       address=address())
+                                                       address=address(), browser=browser())
             else:
                 stop = link_access.open_stop_link(db, token, now=moment, settings=data.settings(), address=address())
     except link_access.LinkRefused as exc:

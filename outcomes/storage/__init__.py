@@ -59,7 +59,8 @@ from .corrections import (CHANGE_COLUMNS, cancel_series, correct_record, load_re
 from .followup import (CALL_COLUMNS, CONTACT_COLUMNS, LINK_COLUMNS, OUTBOX_COLUMNS, RUN_COLUMNS, add_call_outcome,
                        add_link, cancel_messages, claim_messages, finish_message, finish_run, give_up_interrupted,
                        load_call_outcomes, load_contacts, load_followup_inputs, load_links, load_outbox, load_runs,
-                       load_sent_steps, opt_out, plan_messages, revoke_links, set_contact, start_run, use_link)
+                       load_sent_steps, opt_out, plan_messages, revoke_links, set_contact, start_run, use_link,
+                       spend_link, save_link_draft, load_link_draft, delete_link_draft)
 from .diagnoses import (add_diagnosis_code, code_patients_by_note, load_diagnosis_codes, load_diagnosis_notes,
                         load_patient_diagnoses, rename_diagnosis_code, retire_diagnosis_code, set_diagnosis_code)
 from .reads import (ASSESSMENT_COLUMNS, COHORT_EPISODE_COLUMNS, COHORT_SCORE_COLUMNS, SCORE_SUMMARY_COLUMNS,
@@ -123,6 +124,7 @@ __all__ = [
     "LINK_COLUMNS", "CALL_COLUMNS", "RUN_COLUMNS", "set_contact", "opt_out", "load_contacts",
     "load_followup_inputs", "plan_messages", "claim_messages", "finish_message", "cancel_messages",
     "give_up_interrupted", "load_outbox", "load_sent_steps", "add_link", "use_link", "revoke_links", "load_links",
+    "spend_link", "save_link_draft", "load_link_draft", "delete_link_draft",
     "add_call_outcome", "load_call_outcomes", "start_run", "finish_run", "load_runs",
 ]
 

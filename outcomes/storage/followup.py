@@ -10,6 +10,8 @@ once, a re-run or a crash never send a step twice.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -19,6 +21,7 @@ from sqlite_utils import Database
 
 from ..errors import NotFound, ValidationError
 from ..validation import _Fields, _raise_if, _who, clean_contact
+from .rows import _JSON
 from .connection import _write
 from .reads import _frame, _patient_filter
 from .rows import _insert, _patient_ref, _stamp
@@ -279,7 +282,7 @@ def load_sent_steps(db: Database) -> pd.DataFrame:
 # One-tap links ------------------------------------------------------------------------------------------
 
 LINK_COLUMNS = ("link_id", "purpose", "patient_id", "series_id", "slot", "message_id", "expires_at", "created_at",
-                "created_by", "used_at", "revoked_at", "revoked_by")
+                "created_by", "used_at", "spent_at", "revoked_at", "revoked_by")
 
 
 def add_link(db: Database, *, token_hash: str, purpose: str, patient_id: str, expires_at: datetime, by: str,
@@ -295,21 +298,61 @@ def add_link(db: Database, *, token_hash: str, purpose: str, patient_id: str, ex
             "created_at": _stamp(now), "created_by": by})
 
 
-def use_link(db: Database, token_hash: str, *, purpose: str, now: datetime,
-             single_use: bool = True) -> dict[str, Any] | None:
-    """Use the link with this token hash: returns ``{link_id, patient_id, series_id, slot, expires_at}``
-    and marks it used, in one transaction; None when there is no such link for ``purpose``, or it is
-    revoked, expired or (``single_use``) already used. The caller cannot tell which, by design."""
+def use_link(db: Database, token_hash: str, *, purpose: str, now: datetime, single_use: bool = True,
+             browser: str | None = None) -> dict[str, Any] | None:
+    """Use the link with this token hash: returns ``{link_id, patient_id, series_id, slot, expires_at,
+    reopened}`` and marks it used, in one transaction; None when there is no such link for ``purpose``, or
+    it is revoked or expired, or (``single_use``) it cannot be used again. The caller cannot tell which, by
+    design.
+
+    A single-use (check-in) link is bound to the ``browser`` (a digest) that first opens it: until the
+    check-in is sent through it (:func:`spend_link`), the same browser may open it again (a reload, a phone
+    that discarded the tab) and ``reopened`` is True; any other browser, or any use after the check-in was
+    sent, gets None.
+    """
     stamp = _stamp(now)
     with _write(db, bump=False) as conn:
-        row = conn.execute("SELECT l.id, p.patient_id, l.series_ref, l.slot, l.expires_at, l.used_at, l.revoked_at "
-                           "FROM checkin_links l JOIN patients p ON p.id = l.patient_ref "
+        row = conn.execute("SELECT l.id, p.patient_id, l.series_ref, l.slot, l.expires_at, l.used_at, l.revoked_at, "
+                           "l.browser, l.spent_at FROM checkin_links l JOIN patients p ON p.id = l.patient_ref "
                            "WHERE l.token_hash = ? AND l.purpose = ?", [token_hash, purpose]).fetchone()
-        if row is None or row[6] is not None or row[4] <= stamp or (single_use and row[5] is not None):
+        if row is None or row[6] is not None or row[4] <= stamp:
             return None
-        conn.execute("UPDATE checkin_links SET used_at = coalesce(used_at, ?) WHERE id = ?", [stamp, row[0]])
+        reopened = row[5] is not None
+        if single_use and reopened and (row[8] is not None or browser is None or row[7] != browser):
+            return None
+        conn.execute("UPDATE checkin_links SET used_at = coalesce(used_at, ?), browser = coalesce(browser, ?) "
+                     "WHERE id = ?", [stamp, browser if single_use else None, row[0]])
     return {"link_id": row[0], "patient_id": row[1], "series_id": row[2], "slot": row[3],
-            "expires_at": datetime.fromisoformat(row[4])}
+            "expires_at": datetime.fromisoformat(row[4]), "reopened": reopened}
+
+
+def spend_link(db: Database, link_id: int, *, now: datetime) -> None:
+    """Record that the check-in was sent through this link: it cannot be opened again, from any browser.
+    Its unsent answers (:func:`save_link_draft`) are deleted."""
+    with _write(db, bump=False) as conn:
+        conn.execute("UPDATE checkin_links SET spent_at = coalesce(spent_at, ?) WHERE id = ?", [_stamp(now), link_id])
+        conn.execute("DELETE FROM link_drafts WHERE link_ref = ?", [link_id])
+
+
+def save_link_draft(db: Database, link_id: int, *, answers: Mapping[str, Any], now: datetime) -> None:
+    """Upsert the unsent answers of a check-in opened with a link (one draft per link), so that reopening
+    the link in the same browser brings them back. Not a data change (no ``data_version`` bump)."""
+    with _write(db, bump=False) as conn:
+        conn.execute("INSERT INTO link_drafts (link_ref, answers, saved_at) VALUES (?, ?, ?) ON CONFLICT (link_ref) "
+                     "DO UPDATE SET answers = excluded.answers, saved_at = excluded.saved_at",
+                     [link_id, _JSON(dict(answers)), _stamp(now)])
+
+
+def load_link_draft(db: Database, link_id: int) -> tuple[dict[str, Any], datetime] | None:
+    """``(answers, saved_at)`` of the link's draft, or None."""
+    row = db.conn.execute("SELECT answers, saved_at FROM link_drafts WHERE link_ref = ?", [link_id]).fetchone()
+    return None if row is None else (json.loads(row[0]), datetime.fromisoformat(row[1]))
+
+
+def delete_link_draft(db: Database, link_id: int) -> bool:
+    """Delete the link's draft; True when there was one."""
+    with _write(db, bump=False) as conn:
+        return bool(conn.execute("DELETE FROM link_drafts WHERE link_ref = ?", [link_id]).rowcount)
 
 
 def revoke_links(db: Database, patient_id: str, *, by: str, now: datetime, link_id: int | None = None) -> int:
@@ -328,10 +371,10 @@ def load_links(db: Database, patient_id: str | None = None) -> pd.DataFrame:
     """Links, newest first: :data:`LINK_COLUMNS` (never the token or its hash)."""
     where, params = _patient_filter(patient_id)
     return _frame(db, "SELECT l.id AS link_id, l.purpose, p.patient_id, l.series_ref AS series_id, l.slot, "
-                      "l.outbox_ref AS message_id, l.expires_at, l.created_at, l.created_by, l.used_at, l.revoked_at, "
+                      "l.outbox_ref AS message_id, l.expires_at, l.created_at, l.created_by, l.used_at, l.spent_at, l.revoked_at, "
                       "l.revoked_by FROM checkin_links l JOIN patients p ON p.id = l.patient_ref WHERE 1" + where +
                       " ORDER BY l.id DESC", params, ints=["link_id", "series_id", "message_id"],
-                  stamps=["expires_at", "created_at", "used_at", "revoked_at"])
+                  stamps=["expires_at", "created_at", "used_at", "spent_at", "revoked_at"])
 
 
 # Call outcomes ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The one-tap link journey of issue 15 in Chromium on a phone-sized viewport: open the link → the token leaves
-the address bar → answer → result; the same link again, and an expired one → the same friendly page; the stop
-link → confirm → no more messages. The token is in no server log and no Referer."""
+the address bar → answer half → reopen it in the same browser: answers back (another browser: the friendly
+page) → answer → result; the same link again, and an expired one → the same friendly page; the stop link →
+confirm → no more messages. The token is in no server log and no Referer."""
 
 from __future__ import annotations
 
@@ -72,7 +73,22 @@ def test_a_patient_checks_in_from_the_link_on_a_phone_and_the_link_then_stops_wo
     expect(question(page, 1)).to_be_visible()
     screenshot(page, "link-checkin-phone")
 
-    # Answer every questionnaire, then send.
+    # Half-way, the phone discards the tab: the same link in the same browser brings the answers back.
+    answer_every_question(page)
+    open_link(page, links.link_url(server.url, "checkin", checkin))
+    expect(page.get_by_text(re.compile("^Welcome back: your unsent answers"))).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"^(\d+) of \1 answered"))).to_be_visible()
+    assert checkin not in page.url
+    # Someone else with the link (another browser) gets the friendly page, and changes nothing.
+    other = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    intruder = other.new_page()
+    open_link(intruder, links.link_url(server.url, "checkin", checkin))
+    expect(intruder.get_by_text(FRIENDLY)).to_be_visible(timeout=30_000)
+    other.close()
+    with script_run(page):  # the first questionnaire is answered already
+        page.get_by_role("button", name="Next").click()
+
+    # Answer every other questionnaire, then send.
     while True:
         expect(page.get_by_text(re.compile(r"^Questionnaire \d+ of \d+"))).to_be_visible()
         answer_every_question(page)
@@ -88,7 +104,7 @@ def test_a_patient_checks_in_from_the_link_on_a_phone_and_the_link_then_stops_wo
     expect(page.get_by_role("link", name="See my progress")).to_have_count(0)
     screenshot(page, "link-checkin-result")
 
-    # The same link again (a reload would be the same): the friendly page.
+    # The same link again, once the check-in was sent through it: the friendly page.
     open_link(page, links.link_url(server.url, "checkin", checkin))
     expect(page.get_by_text(FRIENDLY)).to_be_visible(timeout=30_000)
     expect(page.get_by_role("heading", name="Weekly check-in")).to_have_count(0)

@@ -56,13 +56,21 @@ CREATE TABLE checkin_links (
         created_at TEXT NOT NULL,
         created_by TEXT NOT NULL,
         used_at TEXT,
+        browser TEXT CHECK (browser IS NULL OR length(browser) BETWEEN 16 AND 64),
+        spent_at TEXT,
         revoked_at TEXT,
-        revoked_by TEXT) STRICT
+        revoked_by TEXT,
+        CHECK (purpose = 'checkin' OR (browser IS NULL AND spent_at IS NULL))) STRICT
 ;
 CREATE INDEX checkin_links_by_patient ON checkin_links (patient_ref)
 ;
 CREATE TRIGGER checkin_links_no_delete BEFORE DELETE ON checkin_links
         BEGIN SELECT RAISE(ABORT, 'check-in links are kept: revoke a link instead of deleting it'); END
+;
+CREATE TABLE link_drafts (
+        link_ref INTEGER PRIMARY KEY REFERENCES checkin_links(id),
+        answers TEXT NOT NULL CHECK (json_type(answers) = 'object'),
+        saved_at TEXT NOT NULL) STRICT
 ;
 CREATE TABLE call_outcomes (
         id INTEGER PRIMARY KEY,
