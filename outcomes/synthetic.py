@@ -272,7 +272,7 @@ def _series(rng: np.random.Generator, patients: pd.DataFrame, end: pd.Timestamp)
 
 def _infusions(rng: np.random.Generator, series: pd.DataFrame) -> pd.DataFrame:
     idx = np.repeat(series.index.to_numpy(), series["infusions"].to_numpy())
-    day = np.concatenate([np.arange(k) for k in series["infusions"]])
+    day = np.concatenate([np.arange(k) for k in series["infusions"]] or [np.arange(0)])  # none: a tiny cohort
     infusions = pd.DataFrame(
         {
             "patient_id": series["patient_id"].to_numpy()[idx],
