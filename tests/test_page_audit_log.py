@@ -185,3 +185,19 @@ def test_no_file_is_handed_over_when_the_export_cannot_be_audited(app_as, hostil
     at.button(key="audit.download").click().run()
     assert handed_over(at) is None                               # fail closed: no audit entry, no file
     assert "disk is full" in at.error[0].value and "try again" in at.error[0].value
+
+
+def test_every_action_the_library_audits_has_words_on_the_audit_page():
+    import re
+    from pathlib import Path
+
+    from ui import widgets
+
+    root = Path(__file__).resolve().parents[1] / "outcomes"
+    written = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for call in re.finditer(r"(?:append_audit|_audit_attempt)\((.*?)\)\n", text, re.DOTALL):
+            written.update(re.findall(r'action="([a-z_]+)"', call.group(1)))
+    assert len(written) > 40  # the scan finds the calls
+    assert sorted(written - set(widgets.AUDIT_ACTIONS)) == []

@@ -233,6 +233,19 @@ AUDIT_ACTIONS = {
     "reactivate_user": "Reactivated a user", "unlock_user": "Unlocked a user",
     "reset_password": "Reset a password", "change_password": "Changed their password",
     "change_password_failed": "Password change refused",
+    "add_diagnosis_code": "Added a diagnosis code", "rename_diagnosis_code": "Renamed a diagnosis code",
+    "retire_diagnosis_code": "Retired a diagnosis code", "set_diagnosis_code": "Coded a patient's diagnosis",
+    "code_patients_by_note": "Coded patients by their diagnosis note", "diagnosis_codes": "Viewed the diagnosis codes",
+    "diagnosis_notes": "Viewed the diagnosis notes", "diagnosis_code": "Changed a diagnosis code", "issue_setup_token": "Issued a setup token",
+    "setup_failed": "Setup token refused",
+    # Follow-up (docs/followup.md)
+    "view_followup": "Viewed a patient's follow-up", "view_contact": "Viewed a patient's contacts",
+    "set_contact": "Changed a patient's contacts", "stop_messages": "Stopped a patient's messages",
+    "opt_out": "Messages stopped", "revoke_links": "Revoked a patient's check-in links",
+    "view_call_list": "Viewed the call list", "record_call": "Recorded a follow-up call",
+    "view_followup_completion": "Viewed follow-up completion", "view_outbox": "Viewed the outbox",
+    "send_test_message": "Sent a test message", "remind_run": "Reminder run",
+    "link_used": "Opened a one-tap link", "link_refused": "One-tap link refused",
 }
 
 
