@@ -3,7 +3,7 @@ failed or was given up, and a test message (docs/operations.md, Reminders). Admi
 
 import streamlit as st
 
-from outcomes import messaging
+from outcomes import followup, messaging
 from outcomes.errors import OutcomesError
 from ui import data, session, widgets
 
@@ -27,6 +27,10 @@ except OutcomesError as exc:
     st.error(widgets.message(exc))
     st.stop()
 runs = view.runs
+schedule = followup.Schedule.from_settings(settings)
+for frame in (view.attention, view.outbox):  # slot names in words: "week_4" is "1 month"
+    if "slot" in frame:
+        frame["slot"] = frame["slot"].map(schedule.label)
 attention = view.attention[view.attention["status"].eq("gave_up")]
 failing = view.attention[view.attention["status"].eq("failed")]
 

@@ -93,6 +93,16 @@ class Schedule:
         """The last weekly slot: the one due on or before ``followup_days`` after the last infusion."""
         return self.followup_days // self.slot_days
 
+    def label(self, slot: object) -> str:
+        """A stored slot name in words: ``baseline`` → "Baseline", ``week_4`` → "1 month", ``week_5`` → "Week 5"
+        (anything else, e.g. a test message's empty slot, as ""). Vectorise with ``Series.map``."""
+        if slot == "baseline":
+            return "Baseline"
+        if isinstance(slot, str) and slot.startswith("week_") and slot[5:].isdigit():
+            week = int(slot[5:])
+            return self.timepoint_weeks().get(week, ("", f"Week {week}"))[1]
+        return ""
+
     def timepoint_weeks(self) -> dict[int, tuple[str, str]]:
         """Slot number → (window name, label) of the formal time points: the slot whose days hold the
         window's target day."""

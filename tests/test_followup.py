@@ -227,3 +227,9 @@ def test_the_schedule_reads_what_storage_gives(tmp_path):
     assert slot(s, "week_0")["status"] == "done" and slot(s, "week_0")["entered_by"] == "dr.lee"
     assert slot(s, "baseline")["status"] == "missed"
     del datetime, UTC
+
+
+def test_slot_names_in_words():
+    schedule = Schedule()
+    assert [schedule.label(s) for s in ("baseline", "week_0", "week_4", "week_5", "week_26", None, "x")] == [
+        "Baseline", "End of series", "1 month", "Week 5", "6 months", "", ""]
