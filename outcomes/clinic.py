@@ -756,7 +756,8 @@ def checkin_due(db: storage.Database, actor: User, patient_id: str, *, today: da
         message = (f"{your} next questionnaire ({row['next_label']}) is due on {next_due:%A %d %B %Y}."
                    if next_due is not None else "No questionnaire is due yet.")
     elif status == "complete":
-        message = f"{'Your' if you else 'The'} follow-up after the last infusion series is complete."
+        message = (f"{'Your' if you else 'The'} follow-up after the last infusion series is complete."
+                   + (" You can still check in whenever you like." if you else ""))
     else:
         message = "No questionnaire is due." + (" You can still check in whenever you like." if you else "")
     kind = row["kind"] if isinstance(row["kind"], str) else "weekly"

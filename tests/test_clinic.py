@@ -424,6 +424,15 @@ def test_checkin_due(w, today, status, next_due, label):
     assert due.on_call_list is (today >= date(2025, 6, 9) and status == "overdue")
 
 
+def test_checkin_due_after_follow_up_is_complete(w):
+    due = clinic.checkin_due(w.db, w.patient, "P001", today=date(2026, 1, 1), settings=SETTINGS)
+    assert (due.status, due.slot_label, due.next_due) == ("complete", None, None)
+    assert due.message == ("Your follow-up after the last infusion series is complete. You can still check in "
+                           "whenever you like.")
+    assert clinic.checkin_due(w.db, w.clinician, "P001", today=date(2026, 1, 1), settings=SETTINGS).message == (
+        "The follow-up after the last infusion series is complete.")
+
+
 def test_checkin_due_without_a_series(w):
     due = clinic.checkin_due(w.db, w.clinician, "P002", today=TODAY, settings=SETTINGS)
     assert (due.status, due.last_checkin, due.next_due, due.slot_label) == ("no series", None, None, None)
