@@ -87,3 +87,46 @@ def test_every_setting_has_help_and_is_documented_in_the_readme():
         assert row["help"]
         assert row["env_var"] in readme, f"{row['env_var']} is not documented in README.md"
     assert len(settings_help()) == len(REGISTRY)
+
+
+# Secrets and the follow-up settings (issue 15) -----------------------------------------------------------
+
+
+def test_secrets_come_from_the_environment_or_the_secrets_file_never_the_config_file(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[auth]\ncookie_secret = "x"\n\n[outcomes]\nsmtp_password = "from-file"\n'
+                       'sms_auth_token = "tok"\n', encoding="utf-8")
+    env = {"OUTCOMES_SECRETS_FILE": str(secrets)}
+    s = load_settings(env)
+    assert (s.smtp_password, s.sms_auth_token) == ("from-file", "tok")
+    assert "from-file" not in repr(s) and "tok" not in repr(s)  # never printed with the settings
+    assert load_settings({**env, "OUTCOMES_SMTP_PASSWORD": "from-env"}).smtp_password == "from-env"
+    config = tmp_path / "outcomes.toml"
+    config.write_text('smtp_password = "committed"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="smtp_password is a secret; set it in the environment"):
+        load_settings({**env, "OUTCOMES_CONFIG": str(config)})
+    secrets.write_text('[outcomes]\nsmtp_host = "mail.example.org"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[outcomes\] holds only secrets"):
+        load_settings(env)
+    assert load_settings({"OUTCOMES_SECRETS_FILE": str(tmp_path / "absent.toml")}).smtp_password == ""
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"OUTCOMES_QUIET_HOURS": "21:00-08:00"}, "START-END hours from 0 to 23"),
+    ({"OUTCOMES_QUIET_HOURS": "8-8"}, "START-END hours"),
+    ({"OUTCOMES_SMTP_SECURITY": "tls"}, "starttls, ssl, none"),
+    ({"OUTCOMES_PUBLIC_URL": "outcomes.clinic.example"}, "https://outcomes.clinic.example"),
+    ({"OUTCOMES_PHONE_REGION": "USA"}, "two-letter country code"),
+    ({"OUTCOMES_CLINIC_NAME": "Lakeside\nPain"}, "one line"),
+    ({"OUTCOMES_REMINDER_AFTER_DAYS": "0"}, "from 1 to 30"),
+])
+def test_bad_follow_up_settings_say_what_is_expected(env, fragment):
+    with pytest.raises(ConfigError, match=list(env)[0]) as info:
+        load_settings(env)
+    assert fragment in str(info.value)
+
+
+def test_quiet_hours_and_public_url_parse():
+    s = load_settings({"OUTCOMES_QUIET_HOURS": "22-7", "OUTCOMES_PUBLIC_URL": "https://outcomes.clinic.example/"})
+    assert (s.quiet_hours, s.public_url) == ((22, 7), "https://outcomes.clinic.example")
+    assert load_settings({"OUTCOMES_QUIET_HOURS": ""}).quiet_hours is None
