@@ -20,6 +20,7 @@ FROZEN = {
     "0005_account_hardening": "7c9368c3092659704a5abbc6406261e34b3867682965d069318232d8bae74d9d",
     "0006_audit_hardening": "5f3999e733c2f198ca9f67460f06a588b39e2a107ed511d66a5824ac5a266474",
     "0007_diagnosis_codes": "f593f162d55481fee32d09404cef0b3228a59c3e8d51878454dec84d738e8450",
+    "0009_followup": "67693ff2f021070b283a5197649b557fdad6472aec55ac239090ed03575a3a91",
 }
 
 
@@ -103,3 +104,26 @@ def test_the_write_path_checks_domains_against_the_registry(tmp_path):
         storage.save_assessment(db, patient_id="P1", assessed_on=date(2025, 1, 6), domain="mood", t_score=50.0,
                                 method="imported", source="clinician", entered_by="dr.lee")
     assert storage.load_assessments(db).empty
+
+
+def test_0009_adds_follow_up_to_an_existing_database_and_changes_nothing_else(tmp_path):
+    db = _old_database(tmp_path / "old.db")
+    storage.MIGRATIONS.apply(db, stop_before="0009_followup")
+    before = _snapshot(db)
+    db.conn.close()
+    migrated = storage.connect(tmp_path / "old.db")
+    after = _snapshot(migrated)
+    new_tables = {"contacts", "outbox", "checkin_links", "link_drafts", "call_outcomes", "remind_runs"}
+    assert set(after["rows"]) - set(before["rows"]) == new_tables
+    assert {t: after["rows"][t] for t in before["rows"]} == before["rows"]
+    assert set(before["indexes_and_triggers"]) <= set(after["indexes_and_triggers"])
+    assert all(after["rows"][t] == [] for t in new_tables)
+    assert migrated.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # The old patients can get contacts, and the new tables keep their history.
+    storage.set_contact(migrated, "P1", email="p1@example.org", channel="email", consent_on=date(2025, 1, 6),
+                        by="dr.lee", now=datetime(2025, 1, 6, tzinfo=UTC))
+    with pytest.raises(sqlite3.IntegrityError, match="kept"):
+        migrated.execute("INSERT INTO outbox (patient_ref, series_ref, slot, due_on, step, channel, recipient, "
+                         "planned_at, planned_by) VALUES (NULL, NULL, NULL, NULL, 'test', 'email', 'x@example.org', "
+                         "'t', 'x')")
+        migrated.execute("DELETE FROM outbox")
