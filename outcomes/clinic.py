@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -719,8 +719,12 @@ def discard_draft(db: storage.Database, actor: User, patient_id: str) -> bool:
 def _followup_now(db: storage.Database, today: date, settings: Settings,
                   patient_id: str | None = None) -> pd.DataFrame:
     """:func:`outcomes.followup.patient_status` of one patient or all, on ``today``."""
-    inputs = storage.load_followup_inputs(db, patient_id)
-    every = followup.slots(inputs, as_of=today, schedule=followup.Schedule.from_settings(settings))
+    schedule = followup.Schedule.from_settings(settings)
+    # Older score days cannot change anyone's status today (followup.patient_status); reading them would
+    # double the roster's time in a large clinic.
+    since = today - timedelta(days=schedule.status_days())
+    inputs = storage.load_followup_inputs(db, patient_id, days_since=since)
+    every = followup.slots(inputs, as_of=today, schedule=schedule, closed_before=since)
     return followup.patient_status(every, inputs["patients"], as_of=today)
 
 

@@ -66,6 +66,11 @@ SLOT_COLUMNS = ("patient_id", "series_id", "slot", "week", "kind", "timepoint", 
                 "closes_on", "done_on", "status", "overdue_from", "reminder_on", "call_from", "entered_by")
 
 
+#: A patient with no slot open is "missed" when their last slot closed undone at most this many days ago
+#: (during the infusion days after a missed baseline, say); longer ago (between two windows) "upcoming".
+MISSED_WITHIN_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The schedule's options (settings of the same names; docs/followup.md)."""
@@ -103,6 +108,12 @@ class Schedule:
             return self.timepoint_weeks().get(week, ("", f"Week {week}"))[1]
         return ""
 
+    def status_days(self) -> int:
+        """How many days back a score can change a patient's status today (:func:`patient_status`): the open
+        slot, or the last one closed in the last :data:`MISSED_WITHIN_DAYS` days, opened at most this long
+        ago (a baseline slot is ``baseline_days`` long, a weekly one ``slot_days``)."""
+        return MISSED_WITHIN_DAYS + max(self.baseline_days, self.slot_days)
+
     def timepoint_weeks(self) -> dict[int, tuple[str, str]]:
         """Slot number → (window name, label) of the formal time points: the slot whose days hold the
         window's target day."""
@@ -128,7 +139,7 @@ _NAT = np.iinfo(np.int64).min
 
 
 def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule | None = None,
-          only_open: bool = False) -> pd.DataFrame:
+          only_open: bool = False, closed_before: date | None = None) -> pd.DataFrame:
     """Every follow-up slot of every series, with its status on ``as_of``.
 
     Parameters
@@ -140,6 +151,9 @@ def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule
         Only the slots open on ``as_of`` (the baseline slot from its due day to the first infusion, a
         weekly slot during its 7 days): what the reminder run and the call list need, far faster for
         a large clinic.
+    closed_before
+        A series whose last weekly slot closed before this day keeps only that slot: all that
+        :func:`patient_status` needs of it (with ``as_of - schedule.status_days()``), at a tenth of the rows.
 
     Returns
     -------
@@ -176,11 +190,18 @@ def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule
     else:
         weekly_rows = np.repeat(np.arange(n), weeks + 1)
         weekly_k = np.tile(np.arange(weeks + 1), n)
+        if closed_before is not None:
+            old = last + schedule.slot_days * weeks + schedule.slot_days - 1 < np.datetime64(closed_before, "D").astype(
+                "int64")
+            keep_row = ~old[weekly_rows] | (weekly_k == weeks)
+            weekly_rows, weekly_k = weekly_rows[keep_row], weekly_k[keep_row]
     w_due = last[weekly_rows] + schedule.slot_days * weekly_k
     w_open, w_close = w_due, w_due + schedule.slot_days - 1
 
     b_due = np.clip(np.maximum(first - schedule.baseline_due_days, planned_on), None, first)
     b_rows = np.arange(n)
+    if closed_before is not None and not only_open:
+        b_rows = np.flatnonzero(~old)
     if only_open:
         b_rows = np.flatnonzero((today >= b_due) & (today <= first))
     b_open, b_close = first[b_rows] - schedule.baseline_days, first[b_rows]
@@ -272,7 +293,9 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
 
     ``status``: ``inactive`` (disposition not active), ``no series``, ``complete`` (every slot closed),
     else the status of the slot open today (``due``, ``overdue``, ``done``), or when none is open
-    ``missed`` (the last slot closed undone) or ``upcoming``. ``slot``/``kind``/``slot_label``/``due_on``/
+    ``missed`` (the last slot closed undone, at most :data:`MISSED_WITHIN_DAYS` ago) or ``upcoming``.
+    Only the done-ness of slots that opened in the last :meth:`Schedule.status_days` days matters, so the
+    score days read may start then. ``slot``/``kind``/``slot_label``/``due_on``/
     ``closes_on`` name the open slot; ``next_due``/``next_label`` the next slot not yet due;
     ``on_call_list``: an open slot undone from its ``call_from`` day; ``window_ends``: the day the last
     slot closes.
@@ -284,6 +307,7 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
     s = all_slots[all_slots["status"] != "inactive"]
     open_ = s[(s["due_on"] <= today) & (s["closes_on"] >= today)].drop_duplicates("patient_id", keep="last")
     closed = s[s["closes_on"] < today].drop_duplicates("patient_id", keep="last")
+    recent = closed[closed["closes_on"] >= today - pd.Timedelta(days=MISSED_WITHIN_DAYS)]
     upcoming = s[s["due_on"] > today].drop_duplicates("patient_id", keep="first")
     ends = all_slots.groupby("patient_id")["closes_on"].max()
     o = open_.set_index("patient_id")
@@ -292,6 +316,7 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
                            ("call_from", "call_from")):
         out[column] = out["patient_id"].map(o[source])
     out["_closed_status"] = out["patient_id"].map(closed.set_index("patient_id")["status"])
+    out["_recent_status"] = out["patient_id"].map(recent.set_index("patient_id")["status"])
     u = upcoming.set_index("patient_id")
     out["next_due"] = out["patient_id"].map(u["due_on"])
     out["next_label"] = out["patient_id"].map(u["label"])
@@ -299,7 +324,7 @@ def patient_status(all_slots: pd.DataFrame, patients: pd.DataFrame, *, as_of: da
     has_series = out["patient_id"].isin(all_slots["patient_id"])
     out["status"] = np.select(
         [out["disposition"] != "active", ~has_series, out["_open_status"].notna(), out["next_due"].notna()
-         & out["_closed_status"].eq("missed"), out["next_due"].notna(), out["_closed_status"].notna()],
+         & out["_recent_status"].eq("missed"), out["next_due"].notna(), out["_closed_status"].notna()],
         [np.array("inactive", dtype=object), "no series", out["_open_status"], "missed", "upcoming", "complete"],
         "upcoming")
     out["status_label"] = out["status"].map(PATIENT_STATUS_LABELS)

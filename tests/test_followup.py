@@ -233,3 +233,23 @@ def test_slot_names_in_words():
     schedule = Schedule()
     assert [schedule.label(s) for s in ("baseline", "week_0", "week_4", "week_5", "week_26", None, "x")] == [
         "Baseline", "End of series", "1 month", "Week 5", "6 months", "", ""]
+
+
+@pytest.mark.parametrize("as_of", ["2025-01-15", "2025-03-04", "2025-03-10", "2025-06-03", "2025-09-12",
+                                   "2025-12-01", "2026-02-01", "2026-09-01"])
+def test_patient_status_is_the_same_from_the_recent_slots_and_score_days_only(as_of):
+    """What the roster reads in a large clinic (clinic._followup_now) gives every patient the status the full
+    schedule gives."""
+    data = inputs(ONE + [("P1", "2025-06-02", "2025-06-02"), ("P2", "2025-02-10", "2025-02-14"),
+                         ("P3", "2024-01-08", "2024-01-12"), ("P3", "2026-02-09", "2026-02-13")],
+                  days=[("P1", "2025-03-08"), ("P1", "2025-05-20"), ("P2", "2025-02-12"), ("P2", "2025-03-01"),
+                        ("P3", "2024-02-01"), ("P3", "2026-01-20")])
+    day = D(as_of)
+    full = patient_status(slots(data, as_of=day), data["patients"], as_of=day)
+    since = day - timedelta(days=Schedule().status_days())
+    recent = {**data, "days": data["days"][data["days"]["assessed_on"] >= pd.Timestamp(since)]}
+    reduced = slots(recent, as_of=day, closed_before=since)
+    assert len(reduced) <= len(slots(data, as_of=day))
+    if as_of == "2026-09-01":  # every series but P3's booster closed long ago: its 28 slots, one slot of each
+        assert len(reduced) == 28 + 3  # other series (P1's first lost its last slot to P1's booster window)
+    pd.testing.assert_frame_equal(patient_status(reduced, data["patients"], as_of=day), full)
