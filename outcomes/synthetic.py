@@ -567,7 +567,9 @@ def _messages(rng: np.random.Generator, slots: pd.DataFrame, contacts: pd.DataFr
     ).drop(columns=["day"])
     # Calls: a slot still undone on its call day, or done only after it (by phone, from the paper form).
     called = recent[(recent["call_from"] <= end) & (done_on.isna() | (done_on >= recent["call_from"])).to_numpy()]
-    by_phone = called["done_on"].notna().to_numpy()
+    # Of the slots done only after the call day, some were done by phone, the rest by the patient after the
+    # reminder (so the completion view shows every way a questionnaire comes in).
+    by_phone = (called["done_on"].notna() & (rng.random(len(called)) < 0.5)).to_numpy()
     tried = by_phone | (rng.random(len(called)) < 0.6)
     called, by_phone = called[tried], by_phone[tried]
     other = rng.choice(["no_answer", "declined", "wrong_number"], len(called), p=[0.8, 0.12, 0.08])
