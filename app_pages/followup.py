@@ -1,5 +1,5 @@
 """Follow-up: the patients to phone today, with a form for each call's outcome (clinicians), and how follow-up
-completion stands per time point and per week, by clinician and diagnosis (clinicians and QI; docs/completion.md).
+completion stands per time point and per week, by clinician and diagnosis (clinicians and QI; docs/followup.md).
 """
 
 import pandas as pd

@@ -1163,7 +1163,7 @@ def code_patients_by_note(db: storage.Database, actor: User, *, note: str, code:
 
 
 # Follow-up: contacts, calls, completion ---------------------------------------------------------------------
-# The staff side of follow-up (docs/completion.md): each patient's contact details for reminders (Record page),
+# The staff side of follow-up (docs/followup.md): each patient's contact details for reminders (Record page),
 # the call list (slots still undone from their call day), the outcome of each call, and how completion stands
 # (Follow-up page). Audit entries name the fields changed, never an address or a number.
 

@@ -1,4 +1,4 @@
-"""Follow-up completion: of the slots that fell due, how many were completed, and how (docs/completion.md).
+"""Follow-up completion: of the slots that fell due, how many were completed, and how (docs/followup.md).
 
 Pure: tidy frames in, tidy frames out; no database, no clock (``as_of`` is passed in). The inputs are
 every slot of the schedule (:func:`outcomes.followup.slots` with ``only_open=False``), the sent steps

@@ -899,7 +899,7 @@ def at_risk_cutoff(times: pd.DataFrame, *, group_col: str | None = None, min_at_
 
 
 # ---------------------------------------------------------------------------------------------
-# Follow-up completion per week (outcomes.completion; docs/completion.md).
+# Follow-up completion per week (outcomes.completion; docs/followup.md).
 
 #: How a completion came (outcomes.completion.HOW), bottom to top, with its colour.
 FOLLOWUP_HOW: tuple[tuple[str, str, str], ...] = (

@@ -1,4 +1,4 @@
-"""Follow-up completion (outcomes/completion.py; docs/completion.md): which slots are due, which are completed,
+"""Follow-up completion (outcomes/completion.py; docs/followup.md): which slots are due, which are completed,
 and how each completion came, row by row on a small clinic built through storage."""
 
 from __future__ import annotations
