@@ -223,7 +223,7 @@ def fake_twilio(answer: Callable[[SMSRequest], tuple[int, dict[str, Any]]] | Non
 
     server = ThreadingHTTPServer((HOST, 0), Handler)
     state.url = f"http://{HOST}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield state

@@ -340,6 +340,7 @@ def test_the_demo_database_sends_to_the_sink(clinic, smtp, twilio):
 # Two runs at once --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_send_each_step_once(tmp_path, twilio):
     path = tmp_path / "clinic.db"
     db = storage.connect(path)

@@ -90,6 +90,7 @@ def test_a_call_without_an_outcome_is_refused_and_saves_nothing(page, clinic_db)
         assert storage.load_call_outcomes(db).empty
 
 
+@pytest.mark.slow
 def test_completed_by_phone_takes_the_patient_off_the_list_and_points_to_the_paper_form(page, clinic_db):
     page = choose(page, "P002|")
     next(r for r in page.radio if r.label == "Outcome").set_value("completed_by_phone")

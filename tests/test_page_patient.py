@@ -474,6 +474,7 @@ def test_every_patient_facing_call_refuses_another_patient(clinic_db, call):
     assert storage.load_audit_log(db, action="access_denied", patient_id="P002")["actor"].tolist() == ["pat.patient"]
 
 
+@pytest.mark.slow
 def test_a_full_promis29_day_shows_its_trajectories_and_the_summary_scores_waiting_for_pain_intensity(
         app_as, clinic_db):
     db = clinic_db.open()

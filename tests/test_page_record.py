@@ -805,6 +805,7 @@ def test_no_contact_value_is_carried_into_the_next_patient(record, clinic_db):
     assert widget(scope, "date_input", "Consent date").value is None
 
 
+@pytest.mark.slow
 def test_stopping_messages_shows_who_and_when_and_keeps_the_addresses(record, clinic_db):
     record = pick_patient(record, "contacts", "P001")
     record = fill_contact(record, "ann@example.org", "", "email", clinic_db.today)

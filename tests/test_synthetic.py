@@ -178,6 +178,7 @@ def live_db(cohort):
     return db
 
 
+@pytest.mark.slow
 def test_on_its_today_the_demo_has_every_follow_up_status(live_db):
     inputs = storage.load_followup_inputs(live_db)
     slots = followup.slots(inputs, as_of=END)
@@ -237,6 +238,7 @@ def test_the_demo_outbox_went_to_the_sink_and_staff_called(cohort, live_db):
     assert {o for o, _ in calls} == {"completed_by_phone", "no_answer", "declined", "wrong_number"}
 
 
+@pytest.mark.slow
 def test_the_live_demo_is_deterministic_for_a_seed_and_today(cohort):
     again = synthetic.generate_cohort(1034, seed=2025, end=END)
     for name in ("patients", "series", "contacts", "outbox", "call_outcomes"):
