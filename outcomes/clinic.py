@@ -139,8 +139,10 @@ class DueStatus:
 
     ``status``: ``upcoming``, ``due``, ``overdue``, ``done``, ``missed``, ``complete``, ``inactive`` or
     ``no series``. ``slot_label``, ``kind``, ``due_on`` and ``closes_on`` describe the slot open today
-    (None when none is); ``next_due``/``next_label`` the next slot not yet due; ``kind`` decides which
-    questionnaires the check-in asks (``weekly`` when no slot is open); ``message`` says it in plain words.
+    (None when none is); ``next_label`` names the next slot not yet due, and ``next_due`` is the open slot's
+    due day while it is due or overdue, else the next slot's; ``overdue_from`` is the open slot's first
+    overdue day; ``kind`` decides which questionnaires the check-in asks (``weekly`` when no slot is open);
+    ``message`` says it in plain words.
     """
 
     status: str
