@@ -73,7 +73,7 @@ from .rules import (
 from .scoring import ScoreResult, min_answered, score_response
 from .summary_scores import load_summary_weights, summary_scores
 from .settings import Settings
-from . import followup
+from . import completion as completion_, followup
 
 def roster_columns(domains: Iterable[str]) -> tuple[str, ...]:
     """The roster's columns: the patient's status, then ``<domain>_t/_change/_improved`` per domain."""
@@ -791,8 +791,7 @@ def followup_schedule(db: storage.Database, actor: User, patient_id: str, *, tod
     _require_patient(db, patient_id)
     inputs = storage.load_followup_inputs(db, patient_id)
     slots = followup.slots(inputs, as_of=today, schedule=followup.Schedule.from_settings(settings))
-    sent = storage.load_sent_steps(db)
-    sent = sent[sent["patient_id"] == patient_id].drop(columns="patient_id")
+    sent = storage.load_sent_steps(db, patient_id).drop(columns="patient_id")
     calls = storage.load_call_outcomes(db, patient_id).drop_duplicates(["series_id", "slot"], keep="last")
     calls = calls.assign(call=calls["outcome"].str.replace("_", " ").str.capitalize() + " ("
                          + calls["recorded_by"] + ")")[["series_id", "slot", "call"]]
@@ -1324,8 +1323,8 @@ def call_list(db: storage.Database, actor: User, *, today: date, settings: Setti
         ``last_called_at``, ``last_called_by``).
     """
     user = require_role(db, actor, "clinician", action="view_call_list")
-    inputs = storage.load_followup_inputs(db)
     schedule = followup.Schedule.from_settings(settings)
+    inputs = storage.load_followup_inputs(db, days_since=schedule.open_since(today))
     open_slots = followup.slots(inputs, as_of=today, schedule=schedule, only_open=True)
     listed = followup.call_list(open_slots, inputs["patients"], as_of=today)
     calls = storage.load_call_outcomes(db)
@@ -1392,7 +1391,7 @@ def followup_completion(db: storage.Database, actor: User, *, as_of: date,
     if qi:
         day = pd.Timestamp(as_of)
         as_of = (day if day.is_month_end else day - pd.offsets.MonthEnd(1)).date()
-    zone = settings.zoneinfo or _local_zone()
+    zone = settings.clinic_zone
     inputs = storage.load_followup_inputs(db)
     every = followup.slots(inputs, as_of=as_of, schedule=followup.Schedule.from_settings(settings))
     calls = storage.load_call_outcomes(db)
@@ -1406,10 +1405,3 @@ def followup_completion(db: storage.Database, actor: User, *, as_of: date,
     return result
 
 
-def _local_zone() -> Any:
-    from dateutil import tz
-
-    return tz.tzlocal()
-
-
-from . import completion as completion_, followup  # noqa: E402  (the follow-up block's schedule and analysis)

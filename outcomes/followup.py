@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,6 +107,12 @@ class Schedule:
             week = int(slot[5:])
             return self.timepoint_weeks().get(week, ("", f"Week {week}"))[1]
         return ""
+
+    def open_since(self, as_of: date) -> date:
+        """The first day a score can mark a slot open on ``as_of`` done: a slot opens at most
+        ``baseline_days`` (the baseline) or ``slot_days`` (a week) before it; older score days need not be read
+        for ``slots(only_open=True)``."""
+        return as_of - timedelta(days=max(self.baseline_days, self.slot_days))
 
     def status_days(self) -> int:
         """How many days back a score can change a patient's status today (:func:`patient_status`): the open
@@ -241,12 +247,11 @@ def slots(inputs: Mapping[str, pd.DataFrame], *, as_of: date, schedule: Schedule
 
     tp = schedule.timepoint_weeks()
     tp_name = np.array([tp.get(int(k), ("", ""))[0] for k in range(-1, weeks + 1)], dtype=object)
-    tp_label = np.array([tp.get(int(k), ("", ""))[1] for k in range(-1, weeks + 1)], dtype=object)
     names = np.array(["baseline"] + [f"week_{k}" for k in range(weeks + 1)], dtype=object)
-    plain = np.array(["Baseline"] + [f"Week {k}" for k in range(weeks + 1)], dtype=object)
+    labels = np.array([schedule.label(n) for n in names], dtype=object)
     idx = week + 1
     kind = np.where(week < 0, "baseline", np.where(tp_name[idx] != "", "timepoint", "weekly"))
-    label = np.where(tp_label[idx] != "", tp_label[idx], plain[idx])
+    label = labels[idx]
     return pd.DataFrame({
         "patient_id": pid[rows], "series_id": series["series_id"].to_numpy()[rows],
         "slot": names[idx], "week": pd.array(np.where(week < 0, pd.NA, week), dtype="Int64"),

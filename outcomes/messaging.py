@@ -103,7 +103,7 @@ def compose(step: str, channel: str, *, recipient: str, clinic_name: str, checki
     No health information: the clinic's name, that a questionnaire is ready, the personal link, until when
     it works, and how to stop (a stop link by email; "Reply STOP" by SMS, which the SMS provider honours).
     """
-    if step not in ("invitation", "reminder", "test") or channel not in CHANNELS:
+    if step not in storage.STEPS or channel not in CHANNELS:
         raise ValidationError(f"Cannot write a {step!r} message by {channel!r}: use invitation, reminder or "
                               "test by email or sms")
     if step == "test":
@@ -364,15 +364,9 @@ def default_senders(db: storage.Database, settings: Settings) -> dict[str, Sende
 PLAN_COLUMNS = ("patient_id", "series_id", "slot", "due_on", "closes_on", "step", "channel", "recipient")
 
 
-def clinic_zone(settings: Settings) -> tzinfo:
-    """The clinic's time zone (the server's when the ``timezone`` setting is empty)."""
-    zone = settings.zoneinfo
-    return zone if zone is not None else datetime.now().astimezone().tzinfo  # type: ignore[return-value]
-
-
 def clinic_day(now: datetime, settings: Settings) -> date:
     """The day it is at the clinic at ``now``: the default ``as_of`` of a run."""
-    return now.astimezone(clinic_zone(settings)).date()
+    return now.astimezone(settings.clinic_zone).date()
 
 
 def quiet(now: datetime, hours: tuple[int, int] | None, zone: tzinfo) -> bool:
@@ -469,12 +463,9 @@ class Plan:
 def plan(db: storage.Database, *, as_of: date, settings: Settings, now: datetime, dry_run: bool = False) -> Plan:
     """Read the schedule, contacts and outbox; cancel stale messages and plan owed ones (skipped when
     ``dry_run``). This is what ``python -m bench`` times on the L cohort."""
-    zone = clinic_zone(settings)
+    zone = settings.clinic_zone
     schedule = followup.Schedule.from_settings(settings)
-    # An open slot opens at most baseline_days (the baseline) or slot_days (a week) before as_of: older score
-    # days cannot mark it done.
-    inputs = storage.load_followup_inputs(
-        db, days_since=as_of - timedelta(days=schedule.baseline_days + schedule.slot_days))
+    inputs = storage.load_followup_inputs(db, days_since=schedule.open_since(as_of))
     open_slots = followup.slots(inputs, as_of=as_of, schedule=schedule, only_open=True)
     contacts = eligible_contacts(storage.load_contacts(db), inputs["patients"])
     owed = plan_steps(open_slots, contacts, storage.load_sent_steps(db), as_of=as_of, zone=zone)
@@ -561,7 +552,7 @@ def run(db: storage.Database, *, as_of: date, settings: Settings, now: datetime,
     :class:`RunReport`. Failures of single messages are in the report; an exception means the run could not
     work at all (the database), and is recorded in ``remind_runs`` when it can be."""
     report = RunReport(as_of=as_of, dry_run=dry_run)
-    zone = clinic_zone(settings)
+    zone = settings.clinic_zone
     if quiet(now, settings.quiet_hours, zone):
         report.outcome = "quiet_hours"
         if not dry_run:
@@ -638,7 +629,7 @@ def _send(db: storage.Database, message: Mapping[str, Any], closes_on: Mapping[t
             raise MessagingNotConfigured(f"No transport for {message['channel']} messages")
         key = (message["patient_id"], int(message["series_id"]), message["slot"])
         last_day = closes_on.get(key) or message["due_on"] + timedelta(days=settings.checkin_cadence_days - 1)
-        zone = clinic_zone(settings)
+        zone = settings.clinic_zone
         checkin = links.new_token()
         made.append(storage.add_link(db, token_hash=links.token_hash(checkin), purpose="checkin",
                                      patient_id=message["patient_id"], expires_at=links.end_of_day(last_day, zone),

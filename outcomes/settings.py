@@ -21,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -379,6 +379,12 @@ class Settings:
     def zoneinfo(self) -> tzinfo | None:
         """The clinic's time zone; None means the server's local time."""
         return ZoneInfo(self.timezone) if self.timezone else None
+
+    @property
+    def clinic_zone(self) -> tzinfo:
+        """The clinic's time zone, or the server's when the ``timezone`` setting is empty."""
+        zone = self.zoneinfo
+        return zone if zone is not None else datetime.now().astimezone().tzinfo  # type: ignore[return-value]
 
     @property
     def mcid_label(self) -> str:

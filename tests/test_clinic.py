@@ -447,6 +447,24 @@ def test_followup_schedule_lists_the_slots_with_how_they_were_chased(w):
     assert head["status"].tolist() == ["done", "missed", "missed", "missed", "overdue"]
     assert schedule["invitation_sent"].isna().all() and (schedule["call"] == "").all()
     assert storage.load_audit_log(w.db, action="view_followup")["patient_id"].tolist() == ["P001"]
+    # An invitation sent and a call about week 3 show on its row; another patient's messages do not.
+    other = clinic.log_series(w.db, w.clinician, patient_id="P002", first_infusion="2025-05-05",
+                              last_infusion="2025-05-09", infusions=5, today=TODAY)
+    sent_at = datetime(2025, 5, 30, 8, tzinfo=UTC)
+    for pid, series_id in (("P001", w.series_id), ("P002", other)):
+        storage.plan_messages(w.db, [{"patient_id": pid, "series_id": series_id, "slot": "week_3",
+                                      "due_on": date(2025, 5, 30), "step": "invitation", "channel": "email",
+                                      "recipient": f"{pid}@example.org"}], by="remind", now=sent_at)
+    for message in storage.claim_messages(w.db, by="remind", now=sent_at, max_attempts=3):
+        if message["patient_id"] == "P001":
+            storage.finish_message(w.db, message["message_id"], sent=True, now=sent_at, max_attempts=3)
+    storage.add_call_outcome(w.db, "P002", series_id=other, slot="week_3", due_on=date(2025, 5, 30),
+                             outcome="no_answer", by="dr.lee", now=NOW)
+    storage.finish_message(w.db, int(storage.load_outbox(w.db, patient_id="P002")["message_id"].iloc[0]), sent=True,
+                           now=sent_at, max_attempts=3)
+    rows = clinic.followup_schedule(w.db, w.clinician, "P001", today=TODAY, settings=SETTINGS).set_index("label")
+    assert rows.loc["Week 3", "invitation_sent"] == pd.Timestamp(sent_at)
+    assert rows["invitation_sent"].notna().sum() == 1 and (rows["call"] == "").all()
     with pytest.raises(PermissionDenied):
         clinic.followup_schedule(w.db, w.patient, "P001", today=TODAY, settings=SETTINGS)
 

@@ -268,14 +268,16 @@ def load_outbox(db: Database, *, status: str | Sequence[str] | None = None, pati
                   stamps=["planned_at", "claimed_at", "sent_at"])
 
 
-def load_sent_steps(db: Database) -> pd.DataFrame:
-    """Per patient, series and slot: when the invitation and the reminder were sent (NaT: not sent).
-    Columns ``patient_id, series_id, slot, invitation_sent, reminder_sent`` (UTC)."""
+def load_sent_steps(db: Database, patient_id: str | None = None) -> pd.DataFrame:
+    """Per patient (or only ``patient_id``), series and slot: when the invitation and the reminder were sent
+    (NaT: not sent). Columns ``patient_id, series_id, slot, invitation_sent, reminder_sent`` (UTC)."""
+    where, params = _patient_filter(patient_id)
     return _frame(db, "SELECT p.patient_id, o.series_ref AS series_id, o.slot, "
                       "max(CASE WHEN o.step = 'invitation' THEN o.sent_at END) AS invitation_sent, "
                       "max(CASE WHEN o.step = 'reminder' THEN o.sent_at END) AS reminder_sent "
                       "FROM outbox o JOIN patients p ON p.id = o.patient_ref "
-                      "WHERE o.status = 'sent' AND o.step <> 'test' GROUP BY o.patient_ref, o.series_ref, o.slot",
+                      "WHERE o.status = 'sent' AND o.step <> 'test'" + where +
+                      " GROUP BY o.patient_ref, o.series_ref, o.slot", params,
                   ints=["series_id"], stamps=["invitation_sent", "reminder_sent"])
 
 
